@@ -1,0 +1,159 @@
+// `ckptkit inspect FILE [--json] [--tensors]` — reads only the header.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <map>
+
+#include "ckptkit/safetensors.h"
+#include "cli/commands.h"
+#include "cli/json_writer.h"
+#include "pipeline/progress.h"
+
+namespace ckptkit::cli {
+namespace {
+
+struct DTypeStats {
+  uint64_t tensors = 0, parameters = 0, bytes = 0;
+};
+
+std::string with_commas(uint64_t v) {
+  std::string s = std::to_string(v);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return s;
+}
+
+std::string short_count(uint64_t v) {
+  if (v >= 1'000'000'000) return fmt::format("{:.2f} B", static_cast<double>(v) / 1e9);
+  if (v >= 1'000'000) return fmt::format("{:.1f} M", static_cast<double>(v) / 1e6);
+  if (v >= 1'000) return fmt::format("{:.1f} k", static_cast<double>(v) / 1e3);
+  return std::to_string(v);
+}
+
+int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype,
+               bool list) {
+  JsonWriter w;
+  w.begin_object();
+  w.key("path").value(ck.path);
+  w.key("format").value(format_name(ck.format));
+  w.key("file_size").value(ck.file_size);
+  w.key("header_size").value(ck.header_size);
+  w.key("tensors").value(static_cast<uint64_t>(ck.tensors.size()));
+  w.key("parameters").value(ck.parameter_count());
+  w.key("dtypes").begin_object();
+  for (const auto& [name, s] : by_dtype) {
+    w.key(name).begin_object();
+    w.key("tensors").value(s.tensors);
+    w.key("parameters").value(s.parameters);
+    w.key("bytes").value(s.bytes);
+    w.end_object();
+  }
+  w.end_object();
+  w.key("metadata").begin_object();
+  for (const auto& [k, v] : ck.metadata) w.key(k).value(v);
+  w.end_object();
+  w.key("header").begin_object();
+  w.key("leading_whitespace").value(ck.quirks.leading_whitespace);
+  w.key("trailing_whitespace").value(ck.quirks.trailing_whitespace);
+  w.key("canonical_order").value(ck.quirks.canonical_order);
+  w.end_object();
+  if (list) {
+    w.key("tensor_list").begin_array();
+    for (const TensorInfo& t : ck.tensors) {
+      w.begin_object();
+      w.key("name").value(t.name);
+      w.key("dtype").value(dtype_name(t.dtype));
+      w.key("shape").begin_array();
+      for (uint64_t d : t.shape) w.value(d);
+      w.end_array();
+      w.key("data_offsets").begin_array().value(t.begin).value(t.end).end_array();
+      w.key("file_offset").value(ck.data_offset + t.begin);
+      w.end_object();
+    }
+    w.end_array();
+  }
+  w.end_object();
+  std::fputs(w.str().c_str(), stdout);
+  return kExitOk;
+}
+
+int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype,
+               bool list) {
+  std::string out;
+  out += fmt::format("{:<12}{}\n", "file", ck.path);
+  out += fmt::format("{:<12}{}\n", "format", format_name(ck.format));
+  out += fmt::format("{:<12}{} ({} bytes)\n", "size", human_bytes(ck.file_size),
+                     with_commas(ck.file_size));
+  out += fmt::format("{:<12}{} bytes of JSON\n", "header", with_commas(ck.header_size));
+  out += fmt::format("{:<12}{}\n", "tensors", with_commas(ck.tensors.size()));
+  out += fmt::format("{:<12}{} ({})\n", "parameters", with_commas(ck.parameter_count()),
+                     short_count(ck.parameter_count()));
+  bool first = true;
+  for (const auto& [name, s] : by_dtype) {
+    out += fmt::format("{:<12}{:<8} {:>6} tensors  {:>14} params  {:>10}\n",
+                       first ? "dtypes" : "", name, s.tensors, with_commas(s.parameters),
+                       human_bytes(s.bytes));
+    first = false;
+  }
+  if (ck.metadata.empty()) {
+    out += fmt::format("{:<12}(none)\n", "metadata");
+  } else {
+    first = true;
+    for (const auto& [k, v] : ck.metadata) {
+      std::string shown = v.size() > 200 ? v.substr(0, 200) + fmt::format("… ({} bytes)", v.size()) : v;
+      for (char& c : shown)
+        if (c == '\n' || c == '\r') c = ' ';
+      out += fmt::format("{:<12}{}: {}\n", first ? "metadata" : "", k, shown);
+      first = false;
+    }
+  }
+  if (list) {
+    out += "\n";
+    size_t width = 4;
+    for (const TensorInfo& t : ck.tensors) width = std::max(width, t.name.size());
+    out += fmt::format("{:<{}}  {:<8} {:<22} {}\n", "name", width, "dtype", "shape", "offset");
+    for (const TensorInfo& t : ck.tensors)
+      out += fmt::format("{:<{}}  {:<8} {:<22} {:#x}\n", t.name, width, dtype_name(t.dtype),
+                         shape_to_string(t.shape), ck.data_offset + t.begin);
+  }
+  std::fputs(out.c_str(), stdout);
+  return kExitOk;
+}
+
+}  // namespace
+
+Runner setup_inspect(CLI::App& sub) {
+  struct Opts {
+    std::string file;
+    bool json = false;
+    bool tensors = false;
+    uint64_t max_header = kDefaultMaxHeaderBytes;
+  };
+  auto o = std::make_shared<Opts>();
+  sub.add_option("FILE", o->file, "checkpoint to inspect (.safetensors)")->required();
+  sub.add_flag("--json", o->json, "machine-readable output");
+  sub.add_flag("--tensors", o->tensors, "list every tensor: name, dtype, shape, file offset");
+  sub.add_option("--max-header-size", o->max_header,
+                 "refuse headers larger than this many bytes")
+      ->default_val(kDefaultMaxHeaderBytes);
+  sub.footer(
+      "Reads only the header, so it takes milliseconds whatever the file's size.\n\n"
+      "Examples:\n"
+      "  ckptkit inspect v1-5-pruned-emaonly.safetensors\n"
+      "  ckptkit inspect --json --tensors flux1-dev.safetensors | jq '.tensor_list[0]'");
+  return [o] {
+    SafetensorsLimits limits;
+    limits.max_header_bytes = o->max_header;
+    auto ck = read_safetensors(o->file, limits);
+    if (!ck) return report_error(ck.status());
+    std::map<std::string, DTypeStats> by_dtype;
+    for (const TensorInfo& t : ck->tensors) {
+      DTypeStats& s = by_dtype[std::string(dtype_name(t.dtype))];
+      ++s.tensors;
+      s.parameters += t.numel();
+      s.bytes += t.nbytes();
+    }
+    return o->json ? print_json(*ck, by_dtype, o->tensors) : print_text(*ck, by_dtype, o->tensors);
+  };
+}
+
+}  // namespace ckptkit::cli

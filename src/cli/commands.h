@@ -1,0 +1,53 @@
+// The subcommands of the `ckptkit` program. Each registers its flags on a CLI11 subcommand and
+// returns the function that runs it; the function returns the process exit status.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+#include "ckptkit/ops.h"
+#include "ckptkit/status.h"
+
+namespace ckptkit::cli {
+
+inline constexpr int kExitOk = 0;        ///< success
+inline constexpr int kExitProblems = 1;  ///< a check ran and found problems
+inline constexpr int kExitError = 2;     ///< error: unreadable input, bad arguments
+
+using Runner = std::function<int()>;
+
+struct Command {
+  std::string_view name;
+  std::string_view summary;
+  Runner (*setup)(CLI::App& sub);
+};
+
+Runner setup_inspect(CLI::App& sub);
+Runner setup_convert(CLI::App& sub);
+Runner setup_sample(CLI::App& sub);
+
+/// Prints "ckptkit: error: <status>" on stderr and returns kExitError.
+int report_error(const Status& status);
+
+/// Flags shared by every command that writes a file.
+struct WriteFlags {
+  std::string progress = "auto";
+  unsigned threads = 0;
+  std::string max_memory = "64M";
+  bool force = false;
+  bool no_sync = false;
+
+  void add_to(CLI::App& sub);
+  Result<RunOptions> to_options() const;
+};
+
+/// "64M", "1G", "512k", "1048576" → bytes.
+Result<uint64_t> parse_size(std::string_view text);
+
+/// Parses a --dtype value: f16, bf16, f32, f64, f8_e4m3, f8_e5m2 (or the safetensors names);
+/// "keep" gives nullopt.
+Result<std::optional<DType>> parse_dtype_flag(std::string_view text);
+
+}  // namespace ckptkit::cli

@@ -1,0 +1,36 @@
+// A small pretty-printing JSON writer for --json reports (stable key order: as written).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ckptkit::cli {
+
+class JsonWriter {
+ public:
+  JsonWriter& begin_object();
+  JsonWriter& end_object();
+  JsonWriter& begin_array();
+  JsonWriter& end_array();
+  JsonWriter& key(std::string_view k);
+  JsonWriter& value(std::string_view v);
+  JsonWriter& value(const char* v) { return value(std::string_view(v)); }
+  JsonWriter& value(uint64_t v);
+  JsonWriter& value(int v) { return value(static_cast<uint64_t>(v)); }
+  JsonWriter& value(bool v);
+  JsonWriter& null();
+  /// The document, newline-terminated.
+  std::string str() const { return out_ + "\n"; }
+
+ private:
+  void before_value();
+  JsonWriter& end_container(char close);
+  void newline();
+  std::string out_;
+  std::vector<bool> has_items_;  // per open container
+  bool after_key_ = false;
+};
+
+}  // namespace ckptkit::cli

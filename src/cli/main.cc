@@ -1,0 +1,134 @@
+// ckptkit — know, fix and reshape diffusion-model checkpoints.
+#include <fmt/format.h>
+
+#include <cctype>
+#include <cstdio>
+
+#include "ckptkit/cast.h"
+#include "cli/commands.h"
+#include "io/errors.h"
+#include "io/file.h"
+
+namespace ckptkit::cli {
+
+constexpr Command kCommands[] = {
+    {"inspect", "what a file is: format, size, tensors, parameters, dtypes, metadata",
+     setup_inspect},
+    {"convert", "rewrite a checkpoint, optionally changing precision (streaming)",
+     setup_convert},
+    {"sample", "write a synthetic checkpoint with a published model's exact layout",
+     setup_sample},
+};
+
+int report_error(const Status& status) {
+  std::fprintf(stderr, "ckptkit: error: %s\n", status.to_string().c_str());
+  return kExitError;
+}
+
+void WriteFlags::add_to(CLI::App& sub) {
+  sub.add_option("--progress", progress, "progress bar on stderr: auto (when a terminal), always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->default_str("auto");
+  sub.add_option("--threads", threads, "worker threads (default: one per core)");
+  sub.add_option("--max-memory", max_memory,
+                 "memory for I/O buffers, e.g. 64M, 256M, 1G (peak use stays near this)")
+      ->default_str("64M");
+  sub.add_flag("-f,--force", force, "replace the output file if it exists");
+  sub.add_flag("--no-sync", no_sync, "skip fsync before the final rename (faster, not crash-safe)");
+}
+
+Result<RunOptions> WriteFlags::to_options() const {
+  RunOptions o;
+  o.threads = threads;
+  CKPT_ASSIGN_OR_RETURN(o.max_memory, parse_size(max_memory));
+  if (o.max_memory < (4ull << 20))
+    return error(ErrorCode::kInvalidArgument, "--max-memory {} is below the minimum of 4M",
+                 max_memory);
+  o.progress = progress == "always" ? ProgressMode::kAlways
+               : progress == "never" ? ProgressMode::kNever
+                                     : ProgressMode::kAuto;
+  o.force = force;
+  o.sync = !no_sync;
+  return o;
+}
+
+Result<uint64_t> parse_size(std::string_view text) {
+  uint64_t v = 0;
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+    if (__builtin_mul_overflow(v, 10, &v) ||
+        __builtin_add_overflow(v, static_cast<uint64_t>(text[i] - '0'), &v))
+      return error(ErrorCode::kInvalidArgument, "size '{}' is too large", text);
+    ++i;
+  }
+  if (i == 0) return error(ErrorCode::kInvalidArgument, "'{}' is not a size (try 64M or 1G)", text);
+  std::string_view unit = text.substr(i);
+  uint64_t mult = 1;
+  if (unit == "" || unit == "B") mult = 1;
+  else if (unit == "k" || unit == "K" || unit == "KiB") mult = 1ull << 10;
+  else if (unit == "M" || unit == "MiB") mult = 1ull << 20;
+  else if (unit == "G" || unit == "GiB") mult = 1ull << 30;
+  else return error(ErrorCode::kInvalidArgument, "unknown size unit in '{}' (use K, M or G)", text);
+  if (__builtin_mul_overflow(v, mult, &v))
+    return error(ErrorCode::kInvalidArgument, "size '{}' is too large", text);
+  return v;
+}
+
+Result<std::optional<DType>> parse_dtype_flag(std::string_view text) {
+  std::string lower;
+  for (char c : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "keep") return std::optional<DType>();
+  struct Alias { std::string_view name; DType dtype; };
+  constexpr Alias kAliases[] = {
+      {"f16", DType::F16},         {"fp16", DType::F16},         {"half", DType::F16},
+      {"bf16", DType::BF16},       {"f32", DType::F32},          {"fp32", DType::F32},
+      {"float", DType::F32},       {"f64", DType::F64},          {"f8_e4m3", DType::F8_E4M3},
+      {"fp8", DType::F8_E4M3},     {"f8_e5m2", DType::F8_E5M2},
+  };
+  for (const Alias& a : kAliases)
+    if (lower == a.name) return std::optional<DType>(a.dtype);
+  return error(ErrorCode::kInvalidArgument,
+               "unknown dtype '{}' (choose f16, bf16, f32, f8_e4m3, f8_e5m2 or keep)", text);
+}
+
+int run(int argc, char** argv) {
+  install_cleanup_signal_handlers();
+  CLI::App app{
+      "ckptkit — know, fix and reshape diffusion-model checkpoints (SD 1.x/2.x, SDXL, SD3, "
+      "FLUX).\nEvery command streams: memory stays bounded whatever the model's size, and "
+      "outputs appear atomically.",
+      "ckptkit"};
+  app.set_version_flag("--version", fmt::format("ckptkit {} (SIMD: {})", "0.1.0",
+                                                 simd_target_name()));
+  app.require_subcommand(0, 1);
+  app.footer(
+      "Exit status: 0 success, 1 a check found problems, 2 error.\n"
+      "Run `ckptkit COMMAND --help` for a command's options and examples.\n"
+      "Docs: docs/cli.md");
+  std::vector<std::pair<CLI::App*, Runner>> runners;
+  for (const Command& c : kCommands) {
+    CLI::App* sub = app.add_subcommand(std::string(c.name), std::string(c.summary));
+    runners.emplace_back(sub, c.setup(*sub));
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitError;
+  }
+  for (auto& [sub, runner] : runners)
+    if (sub->parsed()) return runner();
+  std::fputs(app.help().c_str(), stdout);
+  return kExitError;
+}
+
+}  // namespace ckptkit::cli
+
+int main(int argc, char** argv) {
+  try {
+    return ckptkit::cli::run(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fputs("ckptkit: error: out of memory\n", stderr);
+    return ckptkit::cli::kExitError;
+  }
+}

@@ -1,0 +1,71 @@
+#include "formats/sniff.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
+namespace ckptkit {
+namespace {
+
+bool starts_with(std::span<const uint8_t> head, std::string_view prefix) {
+  return head.size() >= prefix.size() && std::memcmp(head.data(), prefix.data(), prefix.size()) == 0;
+}
+
+bool starts_with_nocase(std::span<const uint8_t> head, size_t at, std::string_view prefix) {
+  if (head.size() < at + prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(head[at + i]) != prefix[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+Sniffed sniff(std::span<const uint8_t> head) {
+  if (head.empty()) return Sniffed::kEmpty;
+  if (starts_with(head, "version https://git-lfs")) return Sniffed::kLfsPointer;
+  if (starts_with(head, "PK\x03\x04") || starts_with(head, "PK\x05\x06")) return Sniffed::kTorchZip;
+  if (starts_with(head, "GGUF")) return Sniffed::kGguf;
+  if (head.size() >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5) return Sniffed::kPickle;
+  size_t i = 0;
+  while (i < head.size() && std::isspace(head[i])) ++i;
+  if (i + 3 <= head.size() && head[i] == 0xEF && head[i + 1] == 0xBB && head[i + 2] == 0xBF) i += 3;
+  if (starts_with_nocase(head, i, "<!doctype") || starts_with_nocase(head, i, "<html") ||
+      starts_with_nocase(head, i, "<?xml") || starts_with_nocase(head, i, "<head"))
+    return Sniffed::kHtml;
+  if (i < head.size() && (head[i] == '{' || head[i] == '[')) return Sniffed::kJson;
+  if (head.size() >= 9) {
+    uint64_t n = 0;
+    for (int b = 7; b >= 0; --b) n = (n << 8) | head[static_cast<size_t>(b)];
+    size_t j = 8;
+    while (j < head.size() && std::isspace(head[j])) ++j;
+    if (n >= 2 && j < head.size() && head[j] == '{') return Sniffed::kSafetensors;
+  }
+  return Sniffed::kUnknown;
+}
+
+std::string_view describe_foreign(Sniffed kind) {
+  switch (kind) {
+    case Sniffed::kTorchZip:
+      return "a PyTorch zip checkpoint (.ckpt/.pt/.bin), not safetensors";
+    case Sniffed::kPickle:
+      return "a Python pickle (a legacy PyTorch checkpoint), not safetensors";
+    case Sniffed::kGguf:
+      return "a GGUF file, not safetensors";
+    case Sniffed::kHtml:
+      return "an HTML page, not a model (a download error or login page saved under a model "
+             "name?)";
+    case Sniffed::kLfsPointer:
+      return "a Git LFS pointer file, not the model: the real file was never downloaded (run "
+             "`git lfs pull` in the repository)";
+    case Sniffed::kJson:
+      return "a JSON text file (a config or index?), not a model";
+    case Sniffed::kEmpty:
+      return "an empty file";
+    case Sniffed::kSafetensors:
+    case Sniffed::kUnknown:
+      return {};
+  }
+  return {};
+}
+
+}  // namespace ckptkit

@@ -1,0 +1,271 @@
+// The streaming executor: header first, then the data section filled by worker threads.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "ckptkit/cast.h"
+#include "ckptkit/safetensors.h"
+#include "io/errors.h"
+#include "pipeline/plan.h"
+#include "pipeline/progress.h"
+
+namespace ckptkit {
+namespace {
+
+constexpr uint64_t kMinBuffer = 1ull << 20;
+constexpr uint64_t kMaxBuffer = 32ull << 20;
+constexpr uint64_t kCopyChunk = 64ull << 20;      // kernel copies need no user buffer
+constexpr uint64_t kWritebackEvery = 64ull << 20;  // start writeback early, fsync is then short
+
+struct Chunk {
+  size_t tensor;       // index into plan.tensors
+  uint64_t first;      // first element
+  uint64_t count;      // elements
+  uint64_t out_offset; // absolute offset in the output file
+  uint64_t out_bytes;
+};
+
+/// Elements that make a whole number of bytes (2 for F4, 4 for F6, else 1).
+uint64_t element_granule(DType t) {
+  const unsigned bits = dtype_info(t).bits;
+  uint64_t g = 1;
+  while ((g * bits) % 8 != 0) ++g;
+  return g;
+}
+
+class CopyProducer final : public TensorProducer {
+ public:
+  CopyProducer(const InputFile* file, uint64_t offset, DType dtype)
+      : file_(file), offset_(offset), dtype_(dtype) {}
+  uint64_t scratch_bytes_per_element() const override { return 0; }
+  std::optional<CopySource> copy_source() const override { return CopySource{file_, offset_}; }
+  Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
+                 std::span<uint8_t>) const override {
+    const uint64_t bits = dtype_info(dtype_).bits;
+    return file_->pread_exact(out.first(count * bits / 8), offset_ + first * bits / 8,
+                              "tensor data");
+  }
+
+ private:
+  const InputFile* file_;
+  uint64_t offset_;
+  DType dtype_;
+};
+
+class CastProducer final : public TensorProducer {
+ public:
+  CastProducer(const InputFile* file, uint64_t offset, DType from, DType to)
+      : file_(file), offset_(offset), from_(from), to_(to) {}
+  uint64_t scratch_bytes_per_element() const override { return dtype_info(from_).bits / 8; }
+  Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
+                 std::span<uint8_t> scratch) const override {
+    const uint64_t in_size = dtype_info(from_).bits / 8;
+    auto in = scratch.first(count * in_size);
+    CKPT_RETURN_IF_ERROR(file_->pread_exact(in, offset_ + first * in_size, "tensor data"));
+    return cast_elements(from_, to_, in.data(), out.data(), count);
+  }
+
+ private:
+  const InputFile* file_;
+  uint64_t offset_;
+  DType from_, to_;
+};
+
+/// Copies [src, src+len) of `in` to [dst, dst+len) of `out_fd` inside the kernel when it can,
+/// else through `buffer` (allocated here on first need).
+Status copy_range(const InputFile& in, uint64_t src, int out_fd, const std::string& out_path,
+                  uint64_t dst, uint64_t len, AlignedBuffer& buffer, bool& kernel_copy_ok) {
+  while (len > 0 && kernel_copy_ok) {
+    loff_t s = static_cast<loff_t>(src), d = static_cast<loff_t>(dst);
+    ssize_t n = ::copy_file_range(in.fd(), &s, out_fd, &d, len, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+        kernel_copy_ok = false;
+        break;
+      }
+      return os_error("copy failed", out_path, errno, dst);
+    }
+    if (n == 0)
+      return Status(ErrorCode::kCorrupt,
+                    fmt::format("file ends at byte {} inside tensor data: the file is truncated",
+                                src),
+                    in.path(), src);
+    src += static_cast<uint64_t>(n);
+    dst += static_cast<uint64_t>(n);
+    len -= static_cast<uint64_t>(n);
+  }
+  if (len > 0 && buffer.size() == 0) buffer = AlignedBuffer(kMinBuffer);
+  while (len > 0) {
+    const uint64_t k = std::min<uint64_t>(len, buffer.size());
+    CKPT_RETURN_IF_ERROR(in.pread_exact(buffer.span().first(k), src, "tensor data"));
+    uint64_t done = 0;
+    while (done < k) {
+      ssize_t n = ::pwrite(out_fd, buffer.data() + done, k - done, static_cast<off_t>(dst + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return os_error("write failed", out_path, errno, dst + done);
+      }
+      done += static_cast<uint64_t>(n);
+    }
+    src += k;
+    dst += k;
+    len -= k;
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+std::unique_ptr<TensorProducer> make_copy_producer(const InputFile* file, uint64_t offset,
+                                                   DType dtype) {
+  return std::make_unique<CopyProducer>(file, offset, dtype);
+}
+
+std::unique_ptr<TensorProducer> make_cast_producer(const InputFile* file, uint64_t offset,
+                                                   DType from, DType to) {
+  if (from == to) return make_copy_producer(file, offset, from);
+  return std::make_unique<CastProducer>(file, offset, from, to);
+}
+
+Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const RunOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // 1. Reference writer order, then the header.
+  std::stable_sort(plan.tensors.begin(), plan.tensors.end(),
+                   [](const PlannedTensor& a, const PlannedTensor& b) {
+                     const int ra = dtype_info(a.dtype).writer_rank;
+                     const int rb = dtype_info(b.dtype).writer_rank;
+                     return ra != rb ? ra > rb : a.name < b.name;
+                   });
+  for (size_t i = 1; i < plan.tensors.size(); ++i)
+    if (plan.tensors[i].name == plan.tensors[i - 1].name)
+      return Status(ErrorCode::kInvalidArgument, "two output tensors have the same name", {},
+                    kNoOffset, plan.tensors[i].name);
+  std::vector<TensorLayout> layouts;
+  layouts.reserve(plan.tensors.size());
+  for (const PlannedTensor& t : plan.tensors) layouts.push_back({t.name, t.dtype, t.shape});
+  CKPT_ASSIGN_OR_RETURN(SafetensorsHeader header, build_safetensors_header(layouts, plan.metadata));
+  const uint64_t data_start = header.bytes.size();
+
+  // 2. Threads and buffers within the memory budget.
+  unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  threads = std::min(threads, 64u);
+  uint64_t buffer = options.max_memory / (2ull * threads);
+  while (buffer < kMinBuffer && threads > 1) buffer = options.max_memory / (2ull * --threads);
+  buffer = std::clamp<uint64_t>(buffer, kMinBuffer, kMaxBuffer);
+  buffer &= ~uint64_t{4095};
+
+  // 3. Chunks in output order.
+  std::vector<Chunk> chunks;
+  bool need_buffers = false;
+  if (plan.fill_data) {
+    for (size_t i = 0; i < plan.tensors.size(); ++i) {
+      const PlannedTensor& t = plan.tensors[i];
+      const uint64_t numel = shape_numel(t.shape).value_or(0);
+      if (numel == 0) continue;
+      const uint64_t bits = dtype_info(t.dtype).bits;
+      const uint64_t out_begin = data_start + header.data_begin[i];
+      const bool is_copy = t.producer->copy_source().has_value();
+      uint64_t per_chunk;
+      if (is_copy) {
+        per_chunk = std::max<uint64_t>(1, kCopyChunk * 8 / bits);
+      } else {
+        need_buffers = true;
+        const uint64_t per_elem =
+            std::max<uint64_t>({(bits + 7) / 8, t.producer->scratch_bytes_per_element(), 1});
+        per_chunk = std::max<uint64_t>(1, buffer / per_elem);
+      }
+      const uint64_t g = element_granule(t.dtype);
+      per_chunk = std::max<uint64_t>(g, per_chunk / g * g);
+      for (uint64_t first = 0; first < numel; first += per_chunk) {
+        const uint64_t count = std::min(per_chunk, numel - first);
+        chunks.push_back({i, first, count, out_begin + first * bits / 8, count * bits / 8});
+      }
+    }
+  }
+  threads = static_cast<unsigned>(std::min<size_t>(threads, std::max<size_t>(1, chunks.size())));
+
+  // 4. Output: temporary beside the destination, sized up front (holes where not written).
+  CKPT_ASSIGN_OR_RETURN(auto out, OutputFile::create(out_path, plan.inputs,
+                                                     OutputOptions{options.force, options.sync}));
+  CKPT_RETURN_IF_ERROR(out->truncate(header.file_size()));
+  CKPT_RETURN_IF_ERROR(out->pwrite_all(header.bytes, 0));
+
+  RunStats stats;
+  stats.tensors = plan.tensors.size();
+  stats.bytes_written = header.file_size();
+  stats.threads = threads;
+  if (plan.fill_data && !chunks.empty()) {
+    for (const InputFile* in : plan.inputs) in->advise_sequential(0, in->size());
+    Progress progress(options.progress, options.label, header.data_size);
+    std::atomic<size_t> next{0};
+    std::atomic<bool> failed{false};
+    std::atomic<uint64_t> read_bytes{0};
+    std::atomic<uint64_t> written_since_flush{0};
+    std::mutex error_mu;
+    Status first_error;
+    auto worker = [&] {
+      AlignedBuffer out_buf, scratch;
+      if (need_buffers) {
+        out_buf = AlignedBuffer(buffer);
+        scratch = AlignedBuffer(buffer);
+      }
+      bool kernel_copy_ok = true;
+      for (;;) {
+        if (failed.load(std::memory_order_relaxed)) return;
+        const size_t idx = next.fetch_add(1, std::memory_order_relaxed);
+        if (idx >= chunks.size()) return;
+        const Chunk& c = chunks[idx];
+        const PlannedTensor& t = plan.tensors[c.tensor];
+        Status s;
+        if (auto src = t.producer->copy_source()) {
+          const uint64_t bits = dtype_info(t.dtype).bits;
+          s = copy_range(*src->file, src->offset + c.first * bits / 8, out->fd(), out->path(),
+                         c.out_offset, c.out_bytes, out_buf, kernel_copy_ok);
+          read_bytes.fetch_add(c.out_bytes, std::memory_order_relaxed);
+        } else {
+          auto dst = out_buf.span().first(c.out_bytes);
+          s = t.producer->produce(c.first, c.count, dst, scratch.span());
+          if (s.is_ok()) s = out->pwrite_all(dst, c.out_offset);
+          read_bytes.fetch_add(c.count * t.producer->scratch_bytes_per_element(),
+                               std::memory_order_relaxed);
+        }
+        if (!s.is_ok()) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          if (first_error.is_ok()) {
+            first_error = s;
+            if (first_error.tensor().empty())
+              first_error = Status(s.code(), s.message(), s.path(), s.offset(), t.name);
+          }
+          failed.store(true);
+          return;
+        }
+        progress.add(c.out_bytes);
+        if (options.sync &&
+            written_since_flush.fetch_add(c.out_bytes) + c.out_bytes >= kWritebackEvery) {
+          written_since_flush.store(0);
+          // Start writeback of what is written so far; the final fsync then has little left.
+          (void)::sync_file_range(out->fd(), 0, 0, SYNC_FILE_RANGE_WRITE);
+        }
+      }
+    };
+    std::vector<std::thread> pool;
+    for (unsigned i = 1; i < threads; ++i) pool.emplace_back(worker);
+    worker();
+    for (std::thread& th : pool) th.join();
+    if (!first_error.is_ok()) return first_error;
+    progress.finish();
+    stats.bytes_read = read_bytes.load();
+    stats.buffer_bytes = need_buffers ? 2ull * buffer * threads : 0;
+  }
+  CKPT_RETURN_IF_ERROR(out->commit());
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return stats;
+}
+
+}  // namespace ckptkit

@@ -1,0 +1,73 @@
+// Plans and the streaming executor.
+//
+// An op does not move bytes itself: it returns a Plan, the list of output tensors (name,
+// dtype, shape) each with a TensorProducer that can fill any chunk of its elements. Because
+// every size is known up front, the executor writes the header first, then fills the data
+// section chunk by chunk from a pool of threads, each with its own pair of reused buffers
+// (`pread` into one, produce into the other, `pwrite` at the precomputed offset). Peak memory
+// is threads × 2 × chunk buffer, whatever the model's size.
+//
+// Thread safety: produce() is called concurrently for different chunks (of the same or
+// different tensors); producers must not keep mutable state between calls.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ckptkit/ops.h"
+#include "ckptkit/status.h"
+#include "ckptkit/tensor.h"
+#include "io/file.h"
+
+namespace ckptkit {
+
+/// A byte-for-byte copy of an input range: the executor copies it in the kernel.
+struct CopySource {
+  const InputFile* file;
+  uint64_t offset;  ///< absolute offset of the tensor's first byte in `file`
+};
+
+class TensorProducer {
+ public:
+  virtual ~TensorProducer() = default;
+  /// Bytes of scratch (input) the producer needs per output element; 0 if it reads nothing.
+  virtual uint64_t scratch_bytes_per_element() const = 0;
+  /// Set when the output bytes are exactly an input range.
+  virtual std::optional<CopySource> copy_source() const { return std::nullopt; }
+  /// Fills `out` with elements [first, first + count) of the tensor. `scratch` holds at least
+  /// count × scratch_bytes_per_element() bytes.
+  virtual Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
+                         std::span<uint8_t> scratch) const = 0;
+};
+
+struct PlannedTensor {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  std::unique_ptr<TensorProducer> producer;
+};
+
+struct Plan {
+  std::vector<PlannedTensor> tensors;
+  std::map<std::string, std::string> metadata;
+  std::vector<const InputFile*> inputs;  ///< never overwritten by the output
+  bool fill_data = true;                 ///< false: leave the data section as holes (sparse)
+};
+
+/// Runs a plan into `out_path` atomically. See ckptkit/ops.h for the options and statistics.
+Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const RunOptions& options);
+
+/// Producer that copies an input range unchanged.
+std::unique_ptr<TensorProducer> make_copy_producer(const InputFile* file, uint64_t offset,
+                                                   DType dtype);
+
+/// Producer that reads an input range of `from` elements and casts them to `to`.
+std::unique_ptr<TensorProducer> make_cast_producer(const InputFile* file, uint64_t offset,
+                                                   DType from, DType to);
+
+}  // namespace ckptkit

@@ -1,0 +1,48 @@
+// A progress bar on stderr, redrawn by its own thread a few times a second. Shown only when
+// enabled (kAlways, or kAuto with stderr a terminal). add() is thread-safe and lock-free.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "ckptkit/ops.h"
+
+namespace ckptkit {
+
+class Progress {
+ public:
+  Progress(ProgressMode mode, std::string label, uint64_t total);
+  ~Progress();
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+
+  void add(uint64_t bytes) { done_.fetch_add(bytes, std::memory_order_relaxed); }
+  /// Draws the final state and ends the line.
+  void finish();
+  bool enabled() const { return enabled_; }
+
+ private:
+  void draw(bool final_line);
+  void loop();
+
+  bool enabled_;
+  std::string label_;
+  uint64_t total_;
+  std::atomic<uint64_t> done_{0};
+  std::chrono::steady_clock::time_point start_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool finished_ = false;
+  std::thread thread_;
+};
+
+/// "1.23 GB" in decimal units, as disks and model pages count.
+std::string human_bytes(uint64_t bytes);
+
+}  // namespace ckptkit

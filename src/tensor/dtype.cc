@@ -1,0 +1,90 @@
+#include "ckptkit/dtype.h"
+
+#include <array>
+
+#include "ckptkit/tensor.h"
+
+namespace ckptkit {
+namespace {
+
+// writer_rank: the order of the reference writer's Dtype enum (safetensors, Rust), which sorts
+// tensors by it descending, then by name. It is by alignment, largest last.
+constexpr std::array<DTypeInfo, kDTypeCount> kInfos = {{
+    {DType::BOOL, "BOOL", 8, DTypeKind::kBool, true, 0},
+    {DType::U8, "U8", 8, DTypeKind::kUnsigned, true, 4},
+    {DType::I8, "I8", 8, DTypeKind::kSigned, true, 5},
+    {DType::U16, "U16", 16, DTypeKind::kUnsigned, true, 10},
+    {DType::I16, "I16", 16, DTypeKind::kSigned, true, 9},
+    {DType::U32, "U32", 32, DTypeKind::kUnsigned, true, 14},
+    {DType::I32, "I32", 32, DTypeKind::kSigned, true, 13},
+    {DType::U64, "U64", 64, DTypeKind::kUnsigned, true, 19},
+    {DType::I64, "I64", 64, DTypeKind::kSigned, true, 18},
+    {DType::F16, "F16", 16, DTypeKind::kFloat, true, 11},
+    {DType::BF16, "BF16", 16, DTypeKind::kFloat, true, 12},
+    {DType::F32, "F32", 32, DTypeKind::kFloat, true, 15},
+    {DType::F64, "F64", 64, DTypeKind::kFloat, true, 17},
+    {DType::F8_E4M3, "F8_E4M3", 8, DTypeKind::kFloat, true, 7},
+    {DType::F8_E5M2, "F8_E5M2", 8, DTypeKind::kFloat, true, 6},
+    {DType::F8_E8M0, "F8_E8M0", 8, DTypeKind::kFloat, false, 8},
+    {DType::F6_E2M3, "F6_E2M3", 6, DTypeKind::kFloat, false, 2},
+    {DType::F6_E3M2, "F6_E3M2", 6, DTypeKind::kFloat, false, 3},
+    {DType::F4, "F4", 4, DTypeKind::kFloat, false, 1},
+    {DType::C64, "C64", 64, DTypeKind::kComplex, false, 16},
+}};
+
+}  // namespace
+
+const DTypeInfo& dtype_info(DType t) { return kInfos[static_cast<size_t>(t)]; }
+
+std::span<const DTypeInfo> all_dtypes() { return kInfos; }
+
+std::optional<DType> parse_dtype(std::string_view name) {
+  for (const DTypeInfo& info : kInfos)
+    if (info.name == name) return info.dtype;
+  return std::nullopt;
+}
+
+std::optional<uint64_t> dtype_bytes(DType t, uint64_t count) {
+  uint64_t bits = dtype_info(t).bits;
+  uint64_t total;
+  if (__builtin_mul_overflow(count, bits, &total)) return std::nullopt;
+  if (total % 8 != 0) return std::nullopt;
+  return total / 8;
+}
+
+std::optional<uint64_t> shape_numel(const Shape& shape) {
+  uint64_t n = 1;
+  for (uint64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n)) return std::nullopt;
+  return n;
+}
+
+std::string shape_to_string(const Shape& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+std::string_view format_name(FileFormat f) {
+  switch (f) {
+    case FileFormat::kSafetensors: return "safetensors";
+  }
+  return "unknown";
+}
+
+uint64_t Checkpoint::parameter_count() const {
+  uint64_t n = 0;
+  for (const TensorInfo& t : tensors) n += t.numel();
+  return n;
+}
+
+const TensorInfo* Checkpoint::find(std::string_view name) const {
+  for (const TensorInfo& t : tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+}  // namespace ckptkit
