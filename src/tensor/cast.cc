@@ -88,7 +88,8 @@ void F32ToBF16(const float* HWY_RESTRICT in, uint16_t* HWY_RESTRICT out, size_t 
     const auto u = hn::BitCast(du, v);
     const auto odd = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
     auto r = hn::ShiftRight<16>(hn::Add(hn::Add(u, hn::Set(du, 0x7FFFu)), odd));
-    r = hn::IfThenElse(hn::RebindMask(du, hn::Ne(v, v)), hn::Set(du, 0x7FC0u), r);
+    // IsNaN, not v != v: the ordered compare Highway uses for != is false for NaN.
+    r = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Set(du, 0x7FC0u), r);
     hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, r)), d16, dst);
   });
 }

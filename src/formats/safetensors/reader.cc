@@ -154,12 +154,8 @@ class HeaderParser {
     simdjson::dom::parser dom;
     simdjson::dom::element unused;
     if (auto err = dom.parse(reinterpret_cast<const char*>(json_), n_, false).get(unused)) {
-      // The on-demand pass accepted every value it read, so the fault is in what it skips:
-      // most often content after the closing brace.
-      const uint64_t last = n_ - 1 - trail;
-      if (json_[last] != '}')
-        return corrupt_at(kPrefix + last, "unexpected content after the header object");
-      return corrupt_at(kPrefix, "header is not valid JSON: {}", simdjson::error_message(err));
+      // The on-demand pass accepted every value it read; the fault is in what it skipped.
+      return json_error(err, nullptr);
     }
     CKPT_RETURN_IF_ERROR(check_tiling(ck));
     return ck;
@@ -177,10 +173,38 @@ class HeaderParser {
       const char* p = nullptr;
       if (!doc->current_location().get(p)) return offset_of(p);
     }
-    return kPrefix + n_;
+    return kPrefix;  // no better location known: the start of the header
   }
 
+  /// End of the root object (one past its '}'), skipping strings; npos if it never closes.
+  size_t root_object_end() const {
+    int depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n_; ++i) {
+      const uint8_t c = json_[i];
+      if (in_string) {
+        if (c == '\\') ++i;
+        else if (c == '"') in_string = false;
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '{' || c == '[') {
+        ++depth;
+      } else if ((c == '}' || c == ']') && --depth == 0) {
+        return i + 1;
+      }
+    }
+    return std::string_view::npos;
+  }
+
+  /// A JSON error, located. Content after a complete root object gets its own message, since
+  /// simdjson reports it only as a malformed document.
   Status json_error(simdjson::error_code err, od::document* doc) {
+    const size_t end = root_object_end();
+    if (end != std::string_view::npos) {
+      size_t i = end;
+      while (i < n_ && is_json_space(json_[i])) ++i;
+      if (i < n_) return corrupt_at(kPrefix + i, "unexpected content after the header object");
+    }
     return corrupt_at(location(doc), "header is not valid JSON: {}",
                       simdjson::error_message(err));
   }

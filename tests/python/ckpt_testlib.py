@@ -1,0 +1,75 @@
+"""Shared helpers for the Python tests: run the ckptkit binary, temp dirs, and an independent
+safetensors reader/writer written from the format specification (not from ckptkit's code)."""
+import json
+import os
+import struct
+import subprocess
+import tempfile
+import unittest
+
+BIN = os.environ.get("CKPTKIT_BIN", "ckptkit")
+
+# safetensors dtype name -> (numpy dtype string, itemsize); F8 types as raw uint8.
+NP_DTYPES = {
+    "F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2),
+    "I64": ("<i8", 8), "I32": ("<i4", 4), "I16": ("<i2", 2), "I8": ("i1", 1),
+    "U64": ("<u8", 8), "U32": ("<u4", 4), "U16": ("<u2", 2), "U8": ("u1", 1),
+    "BOOL": ("u1", 1), "F8_E4M3": ("u1", 1), "F8_E5M2": ("u1", 1),
+}
+
+
+def run(*args, check=True, env=None):
+    """Runs ckptkit with args; returns CompletedProcess (text). Raises if check and rc != 0."""
+    p = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"ckptkit {' '.join(map(str, args))} -> {p.returncode}\n{p.stderr}")
+    return p
+
+
+def read_safetensors(path):
+    """Independent reader: returns (metadata dict, {name: (dtype, shape, raw bytes)}, header)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", {}) or {}
+    base = 8 + n
+    tensors = {}
+    for name, info in header.items():
+        b, e = info["data_offsets"]
+        tensors[name] = (info["dtype"], list(info["shape"]), data[base + b: base + e])
+    return meta, tensors, data[8:8 + n]
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Independent writer: tensors is a list of (name, dtype, shape, raw bytes), written in the
+    given order."""
+    header = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    off = 0
+    for name, dtype, shape, raw in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + len(raw)]}
+        off += len(raw)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for _, _, _, raw in tensors:
+            f.write(raw)
+
+
+class TempDirTest(unittest.TestCase):
+    def setUp(self):
+        root = os.environ.get("CKPTKIT_TEST_TMP")
+        if root:
+            os.makedirs(root, exist_ok=True)
+        self._tmp = tempfile.TemporaryDirectory(dir=root)
+        self.tmp = self._tmp.name
+
+    def tearDown(self):
+        self._tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
