@@ -8,8 +8,6 @@
 #include <random>
 #include <vector>
 
-#include <hwy/targets.h>
-
 #include "ckptkit/cast.h"
 
 namespace ckptkit {
@@ -275,15 +273,18 @@ TEST(Cast, EverySimdTargetGivesTheSameBits) {
     return all;
   };
   const std::vector<uint8_t> reference = run_all();
-  int targets = 0;
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    EXPECT_EQ(run_all(), reference) << "target " << hwy::TargetName(target);
-    ++targets;
+  const std::string best = simd_target_name();
+  const std::vector<std::string> targets = simd_targets();
+  ASSERT_FALSE(targets.empty());
+  EXPECT_EQ(targets.front(), best);
+  EXPECT_EQ(targets.back(), "baseline");
+  for (const std::string& target : targets) {
+    ASSERT_TRUE(select_simd_target(target));
+    EXPECT_EQ(simd_target_name(), target);
+    EXPECT_EQ(run_all(), reference) << "target " << target;
   }
-  hwy::SetSupportedTargetsForTest(0);
-  EXPECT_GE(targets, 1);
-  RecordProperty("targets", targets);
+  EXPECT_FALSE(select_simd_target("no-such-target"));
+  ASSERT_TRUE(select_simd_target(best));
 }
 
 }  // namespace

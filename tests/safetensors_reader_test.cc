@@ -140,6 +140,23 @@ TEST(SafetensorsJson, ContentAfterTheObject) {
   expect_error(make_file(json), {kCorrupt, at(json, "x"), "", "after the header object"});
 }
 
+TEST(SafetensorsJson, SecondRootObject) {
+  std::string json = "{\"__metadata__\":{\"k\":\"v\"}} {}";
+  expect_error(make_file(json), {kCorrupt, at(json, " {}") + 1, "", "after the header object"});
+}
+
+TEST(SafetensorsJson, ExtraClosingBrace) {
+  std::string json = "{\"__metadata__\":{\"k\":\"v\"}}}";
+  expect_error(make_file(json), {kCorrupt, 8 + json.size() - 1, "", "after the header object"});
+}
+
+TEST(SafetensorsJson, UnescapedControlCharacter) {
+  std::string json = "{\"__metadata__\":{\"k\":\"a\tb\"}}";
+  auto r = parse_safetensors(make_file(json));
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("not valid JSON"), std::string::npos);
+}
+
 TEST(SafetensorsJson, DuplicateTensorKey) {
   std::string json =
       "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"

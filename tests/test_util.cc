@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -11,10 +12,10 @@ namespace ckptkit::test {
 
 std::vector<uint8_t> make_file_with_length(uint64_t length, std::string_view json,
                                            std::vector<uint8_t> data) {
-  std::vector<uint8_t> out(8);
+  std::vector<uint8_t> out(8 + json.size() + data.size());
   for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(length >> (8 * i));
-  out.insert(out.end(), json.begin(), json.end());
-  out.insert(out.end(), data.begin(), data.end());
+  if (!json.empty()) std::memcpy(out.data() + 8, json.data(), json.size());
+  if (!data.empty()) std::memcpy(out.data() + 8 + json.size(), data.data(), data.size());
   return out;
 }
 

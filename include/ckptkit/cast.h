@@ -15,6 +15,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "ckptkit/dtype.h"
 #include "ckptkit/status.h"
@@ -39,7 +42,13 @@ void f32_to_f8_e5m2(const float* in, uint8_t* out, size_t n);
 void f8_e4m3_to_f32(const uint8_t* in, float* out, size_t n);
 void f8_e5m2_to_f32(const uint8_t* in, float* out, size_t n);
 
-/// Name of the SIMD target the dispatcher picked on this CPU (e.g. "AVX2").
+/// Name of the SIMD target in use on this CPU ("AVX3", "AVX2", "SSE4", "SSSE3", "baseline").
 const char* simd_target_name();
+
+/// The SIMD targets compiled in that this CPU can run, best first (tests and benchmarks).
+std::vector<std::string> simd_targets();
+
+/// Uses the named target from now on, for every thread; false if it cannot run here.
+bool select_simd_target(std::string_view name);
 
 }  // namespace ckptkit

@@ -22,9 +22,11 @@ namespace {
 constexpr int kSlots = 64;
 struct Slot {
   std::atomic<bool> live{false};
-  char path[PATH_MAX];
+  char path[PATH_MAX]{};
 };
-std::array<Slot, kSlots> g_slots;
+// constinit: zero pages in .bss, never touched unless used. A dynamically initialized array
+// here cost every run 256 KB of page faults before main().
+constinit std::array<Slot, kSlots> g_slots{};
 
 int register_temp(const std::string& path) {
   if (path.size() >= PATH_MAX) return -1;

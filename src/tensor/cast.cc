@@ -168,6 +168,8 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include <algorithm>
+#include <atomic>
+#include <string>
 #include <array>
 #include <cmath>
 #include <vector>
@@ -176,38 +178,110 @@ HWY_AFTER_NAMESPACE();
 
 namespace ckptkit {
 
-HWY_EXPORT(F32ToF16);
-HWY_EXPORT(F16ToF32);
-HWY_EXPORT(F32ToBF16);
-HWY_EXPORT(BF16ToF32);
-HWY_EXPORT(F64ToF32);
-HWY_EXPORT(F32ToF64);
-HWY_EXPORT(F32ToE4M3);
-HWY_EXPORT(F32ToE5M2);
+// Runtime dispatch. Highway's own (HWY_EXPORT / HWY_DYNAMIC_DISPATCH) needs libhwy.so, whose
+// static initializers measure the timer resolution when the library loads: ~5 ms on every run
+// of every command, a quarter of `inspect`'s budget. The ops themselves are header-only, so
+// the per-target functions are picked here from the CPU's feature bits instead.
+namespace {
 
-void f32_to_f16(const float* in, uint16_t* out, size_t n) {
-  HWY_DYNAMIC_DISPATCH(F32ToF16)(in, out, n);
+struct Kernels {
+  const char* name;
+  void (*f32_to_f16)(const float*, uint16_t*, size_t);
+  void (*f16_to_f32)(const uint16_t*, float*, size_t);
+  void (*f32_to_bf16)(const float*, uint16_t*, size_t);
+  void (*bf16_to_f32)(const uint16_t*, float*, size_t);
+  void (*f64_to_f32)(const double*, float*, size_t);
+  void (*f32_to_f64)(const float*, double*, size_t);
+  void (*f32_to_e4m3)(const float*, uint8_t*, size_t);
+  void (*f32_to_e5m2)(const float*, uint8_t*, size_t);
+  bool (*supported)();
+};
+
+#define CKPT_KERNELS(NS, NAME, SUPPORTED)                                                  \
+  Kernels {                                                                                 \
+    NAME, &NS::F32ToF16, &NS::F16ToF32, &NS::F32ToBF16, &NS::BF16ToF32, &NS::F64ToF32,      \
+        &NS::F32ToF64, &NS::F32ToE4M3, &NS::F32ToE5M2, SUPPORTED                            \
+  }
+
+// Best first. Each target is used only where the CPU (and OS, for the wide registers) has
+// every feature Highway compiles that target for.
+const Kernels kKernels[] = {
+#if (HWY_TARGETS & HWY_AVX3) && HWY_STATIC_TARGET != HWY_AVX3
+    CKPT_KERNELS(N_AVX3, "AVX3", [] {
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+    }),
+#endif
+#if (HWY_TARGETS & HWY_AVX2) && HWY_STATIC_TARGET != HWY_AVX2
+    CKPT_KERNELS(N_AVX2, "AVX2", [] {
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("bmi2");
+    }),
+#endif
+#if (HWY_TARGETS & HWY_SSE4) && HWY_STATIC_TARGET != HWY_SSE4
+    CKPT_KERNELS(N_SSE4, "SSE4", [] {
+      return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul") &&
+             __builtin_cpu_supports("aes");
+    }),
+#endif
+#if (HWY_TARGETS & HWY_SSSE3) && HWY_STATIC_TARGET != HWY_SSSE3
+    CKPT_KERNELS(N_SSSE3, "SSSE3", [] { return __builtin_cpu_supports("ssse3") != 0; }),
+#endif
+    // The baseline the whole program is compiled for: always usable.
+    Kernels{"baseline", &HWY_STATIC_DISPATCH(F32ToF16), &HWY_STATIC_DISPATCH(F16ToF32),
+            &HWY_STATIC_DISPATCH(F32ToBF16), &HWY_STATIC_DISPATCH(BF16ToF32),
+            &HWY_STATIC_DISPATCH(F64ToF32), &HWY_STATIC_DISPATCH(F32ToF64),
+            &HWY_STATIC_DISPATCH(F32ToE4M3), &HWY_STATIC_DISPATCH(F32ToE5M2), [] { return true; }},
+};
+#undef CKPT_KERNELS
+
+const Kernels* best_kernels() {
+  __builtin_cpu_init();
+  for (const Kernels& k : kKernels)
+    if (k.supported()) return &k;
+  return &kKernels[std::size(kKernels) - 1];
 }
-void f16_to_f32(const uint16_t* in, float* out, size_t n) {
-  HWY_DYNAMIC_DISPATCH(F16ToF32)(in, out, n);
+
+std::atomic<const Kernels*> g_kernels{nullptr};
+
+const Kernels& kernels() {
+  const Kernels* k = g_kernels.load(std::memory_order_acquire);
+  if (k == nullptr) {
+    k = best_kernels();
+    g_kernels.store(k, std::memory_order_release);
+  }
+  return *k;
 }
-void f32_to_bf16(const float* in, uint16_t* out, size_t n) {
-  HWY_DYNAMIC_DISPATCH(F32ToBF16)(in, out, n);
+
+}  // namespace
+
+void f32_to_f16(const float* in, uint16_t* out, size_t n) { kernels().f32_to_f16(in, out, n); }
+void f16_to_f32(const uint16_t* in, float* out, size_t n) { kernels().f16_to_f32(in, out, n); }
+void f32_to_bf16(const float* in, uint16_t* out, size_t n) { kernels().f32_to_bf16(in, out, n); }
+void bf16_to_f32(const uint16_t* in, float* out, size_t n) { kernels().bf16_to_f32(in, out, n); }
+void f64_to_f32(const double* in, float* out, size_t n) { kernels().f64_to_f32(in, out, n); }
+void f32_to_f64(const float* in, double* out, size_t n) { kernels().f32_to_f64(in, out, n); }
+void f32_to_f8_e4m3(const float* in, uint8_t* out, size_t n) { kernels().f32_to_e4m3(in, out, n); }
+void f32_to_f8_e5m2(const float* in, uint8_t* out, size_t n) { kernels().f32_to_e5m2(in, out, n); }
+
+const char* simd_target_name() { return kernels().name; }
+
+std::vector<std::string> simd_targets() {
+  std::vector<std::string> names;
+  __builtin_cpu_init();
+  for (const Kernels& k : kKernels)
+    if (k.supported()) names.emplace_back(k.name);
+  return names;
 }
-void bf16_to_f32(const uint16_t* in, float* out, size_t n) {
-  HWY_DYNAMIC_DISPATCH(BF16ToF32)(in, out, n);
-}
-void f64_to_f32(const double* in, float* out, size_t n) {
-  HWY_DYNAMIC_DISPATCH(F64ToF32)(in, out, n);
-}
-void f32_to_f64(const float* in, double* out, size_t n) {
-  HWY_DYNAMIC_DISPATCH(F32ToF64)(in, out, n);
-}
-void f32_to_f8_e4m3(const float* in, uint8_t* out, size_t n) {
-  HWY_DYNAMIC_DISPATCH(F32ToE4M3)(in, out, n);
-}
-void f32_to_f8_e5m2(const float* in, uint8_t* out, size_t n) {
-  HWY_DYNAMIC_DISPATCH(F32ToE5M2)(in, out, n);
+
+bool select_simd_target(std::string_view name) {
+  for (const Kernels& k : kKernels) {
+    if (name == k.name && k.supported()) {
+      g_kernels.store(&k, std::memory_order_release);
+      return true;
+    }
+  }
+  return false;
 }
 
 namespace {
@@ -257,11 +331,6 @@ void f8_e5m2_to_f32(const uint8_t* in, float* out, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = t[in[i]];
 }
 
-const char* simd_target_name() {
-  // Highway numbers targets so that the best has the lowest bit.
-  const int64_t usable = static_cast<int64_t>(hwy::SupportedTargets()) & HWY_TARGETS;
-  return hwy::TargetName(usable & -usable);
-}
 
 namespace {
 
