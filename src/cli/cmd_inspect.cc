@@ -66,10 +66,10 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
       w.begin_object();
       w.key("name").value(t.name);
       w.key("dtype").value(dtype_name(t.dtype));
-      w.key("shape").begin_array();
+      w.key("shape").begin_inline_array();
       for (uint64_t d : t.shape) w.value(d);
       w.end_array();
-      w.key("data_offsets").begin_array().value(t.begin).value(t.end).end_array();
+      w.key("data_offsets").begin_inline_array().value(t.begin).value(t.end).end_array();
       w.key("file_offset").value(ck.data_offset + t.begin);
       w.end_object();
     }

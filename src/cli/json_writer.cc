@@ -8,7 +8,7 @@ namespace ckptkit::cli {
 
 void JsonWriter::newline() {
   out_ += '\n';
-  out_.append(has_items_.size() * 2, ' ');
+  out_.append(levels_.size() * 2, ' ');
 }
 
 void JsonWriter::before_value() {
@@ -16,24 +16,28 @@ void JsonWriter::before_value() {
     after_key_ = false;
     return;
   }
-  if (!has_items_.empty()) {
-    if (has_items_.back()) out_ += ',';
-    has_items_.back() = true;
+  if (levels_.empty()) return;
+  Level& level = levels_.back();
+  if (level.is_inline) {
+    if (level.has_items) out_ += ", ";
+  } else {
+    if (level.has_items) out_ += ',';
     newline();
   }
+  level.has_items = true;
 }
 
 JsonWriter& JsonWriter::begin_object() {
   before_value();
   out_ += '{';
-  has_items_.push_back(false);
+  levels_.push_back({});
   return *this;
 }
 
 JsonWriter& JsonWriter::end_container(char close) {
-  bool had = has_items_.back();
-  has_items_.pop_back();
-  if (had) newline();
+  const Level level = levels_.back();
+  levels_.pop_back();
+  if (level.has_items && !level.is_inline) newline();
   out_ += close;
   return *this;
 }
@@ -43,7 +47,14 @@ JsonWriter& JsonWriter::end_object() { return end_container('}'); }
 JsonWriter& JsonWriter::begin_array() {
   before_value();
   out_ += '[';
-  has_items_.push_back(false);
+  levels_.push_back({});
+  return *this;
+}
+
+JsonWriter& JsonWriter::begin_inline_array() {
+  before_value();
+  out_ += '[';
+  levels_.push_back({false, true});
   return *this;
 }
 

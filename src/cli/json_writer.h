@@ -13,6 +13,8 @@ class JsonWriter {
   JsonWriter& begin_object();
   JsonWriter& end_object();
   JsonWriter& begin_array();
+  /// An array written on one line: for short lists of numbers (shapes, offsets).
+  JsonWriter& begin_inline_array();
   JsonWriter& end_array();
   JsonWriter& key(std::string_view k);
   JsonWriter& value(std::string_view v);
@@ -29,7 +31,11 @@ class JsonWriter {
   JsonWriter& end_container(char close);
   void newline();
   std::string out_;
-  std::vector<bool> has_items_;  // per open container
+  struct Level {
+    bool has_items = false;
+    bool is_inline = false;
+  };
+  std::vector<Level> levels_;  // per open container
   bool after_key_ = false;
 };
 
