@@ -3,7 +3,9 @@
 // Semantics are those of PyTorch's `tensor.to(dtype)` on CPU, bit for bit:
 //   * round to nearest, ties to even, subnormals kept (no flush to zero);
 //   * F32→F16: overflow to ±Inf from 65520 up; NaN → 0x7E00 with the input's sign;
-//   * F32→BF16: NaN → 0x7FC0 (sign dropped, as PyTorch does);
+//   * F32→BF16: every NaN → 0xFFFF; F16→BF16: every NaN → 0x7FC0 (PyTorch's CPU kernels
+//     differ by source type; F64→BF16 NaNs follow the F32 rule, while PyTorch writes 0xFFFF
+//     or 0x7FC0 depending on the element's position in the tensor);
 //   * F16→F32: exact; a signalling NaN comes out quiet (payload kept);
 //   * F32→F8_E4M3 (the "fn" variant: no Inf, 0x7F/0xFF is NaN): anything that rounds past 448,
 //     ±Inf and NaN → NaN with the input's sign — PyTorch does not saturate;
@@ -34,6 +36,7 @@ Status cast_elements(DType from, DType to, const void* in, void* out, size_t cou
 void f32_to_f16(const float* in, uint16_t* out, size_t n);
 void f16_to_f32(const uint16_t* in, float* out, size_t n);
 void f32_to_bf16(const float* in, uint16_t* out, size_t n);
+void f16_to_bf16(const uint16_t* in, uint16_t* out, size_t n);
 void bf16_to_f32(const uint16_t* in, float* out, size_t n);
 void f64_to_f32(const double* in, float* out, size_t n);
 void f32_to_f64(const float* in, double* out, size_t n);

@@ -9,8 +9,8 @@ namespace ckptkit::detail {
 
 struct EmbeddedLayout {
   const char* name;
-  const char* tsv;
-  size_t size;
+  const char* const* pieces;  ///< the table's text, in pieces to concatenate
+  size_t piece_count;
 };
 
 extern const EmbeddedLayout kEmbeddedLayouts[];

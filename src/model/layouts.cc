@@ -56,7 +56,11 @@ std::vector<std::string> layout_names() {
 Result<std::vector<TensorLayout>> load_layout(std::string_view name) {
   for (size_t i = 0; i < detail::kEmbeddedLayoutCount; ++i) {
     const detail::EmbeddedLayout& l = detail::kEmbeddedLayouts[i];
-    if (name == l.name) return parse_tsv(name, std::string_view(l.tsv, l.size));
+    if (name == l.name) {
+      std::string text;
+      for (size_t k = 0; k < l.piece_count; ++k) text += l.pieces[k];
+      return parse_tsv(name, text);
+    }
   }
   std::string known;
   for (const std::string& n : layout_names()) known += (known.empty() ? "" : ", ") + n;

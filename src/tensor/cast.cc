@@ -78,7 +78,10 @@ void F16ToF32(const uint16_t* HWY_RESTRICT in, float* HWY_RESTRICT out, size_t n
   });
 }
 
-void F32ToBF16(const float* HWY_RESTRICT in, uint16_t* HWY_RESTRICT out, size_t n) {
+// `nan_bits` is what every NaN becomes: PyTorch writes 0xFFFF when the source is F32 (its
+// vectorized kernel) and 0x7FC0 when it is F16 (a scalar conversion through float).
+void F32ToBF16Nan(const float* HWY_RESTRICT in, uint16_t* HWY_RESTRICT out, size_t n,
+                  uint16_t nan_bits) {
   const hn::ScalableTag<uint32_t> du;
   const hn::Rebind<int32_t, decltype(du)> di;
   const hn::Rebind<float, decltype(du)> df;
@@ -89,9 +92,23 @@ void F32ToBF16(const float* HWY_RESTRICT in, uint16_t* HWY_RESTRICT out, size_t 
     const auto odd = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
     auto r = hn::ShiftRight<16>(hn::Add(hn::Add(u, hn::Set(du, 0x7FFFu)), odd));
     // IsNaN, not v != v: the ordered compare Highway uses for != is false for NaN.
-    r = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Set(du, 0x7FC0u), r);
+    r = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Set(du, uint32_t{nan_bits}), r);
     hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, r)), d16, dst);
   });
+}
+
+void F32ToBF16(const float* HWY_RESTRICT in, uint16_t* HWY_RESTRICT out, size_t n) {
+  F32ToBF16Nan(in, out, n, 0xFFFF);
+}
+
+void F16ToBF16(const uint16_t* HWY_RESTRICT in, uint16_t* HWY_RESTRICT out, size_t n) {
+  constexpr size_t kBlock = 1024;
+  alignas(64) float tmp[kBlock];
+  for (size_t i = 0; i < n; i += kBlock) {
+    const size_t k = n - i < kBlock ? n - i : kBlock;
+    F16ToF32(in + i, tmp, k);
+    F32ToBF16Nan(tmp, out + i, k, 0x7FC0);
+  }
 }
 
 void BF16ToF32(const uint16_t* HWY_RESTRICT in, float* HWY_RESTRICT out, size_t n) {
@@ -194,13 +211,14 @@ struct Kernels {
   void (*f32_to_f64)(const float*, double*, size_t);
   void (*f32_to_e4m3)(const float*, uint8_t*, size_t);
   void (*f32_to_e5m2)(const float*, uint8_t*, size_t);
+  void (*f16_to_bf16)(const uint16_t*, uint16_t*, size_t);
   bool (*supported)();
 };
 
 #define CKPT_KERNELS(NS, NAME, SUPPORTED)                                                  \
   Kernels {                                                                                 \
     NAME, &NS::F32ToF16, &NS::F16ToF32, &NS::F32ToBF16, &NS::BF16ToF32, &NS::F64ToF32,      \
-        &NS::F32ToF64, &NS::F32ToE4M3, &NS::F32ToE5M2, SUPPORTED                            \
+        &NS::F32ToF64, &NS::F32ToE4M3, &NS::F32ToE5M2, &NS::F16ToBF16, SUPPORTED            \
   }
 
 // Best first. Each target is used only where the CPU (and OS, for the wide registers) has
@@ -231,7 +249,8 @@ const Kernels kKernels[] = {
     Kernels{"baseline", &HWY_STATIC_DISPATCH(F32ToF16), &HWY_STATIC_DISPATCH(F16ToF32),
             &HWY_STATIC_DISPATCH(F32ToBF16), &HWY_STATIC_DISPATCH(BF16ToF32),
             &HWY_STATIC_DISPATCH(F64ToF32), &HWY_STATIC_DISPATCH(F32ToF64),
-            &HWY_STATIC_DISPATCH(F32ToE4M3), &HWY_STATIC_DISPATCH(F32ToE5M2), [] { return true; }},
+            &HWY_STATIC_DISPATCH(F32ToE4M3), &HWY_STATIC_DISPATCH(F32ToE5M2),
+            &HWY_STATIC_DISPATCH(F16ToBF16), [] { return true; }},
 };
 #undef CKPT_KERNELS
 
@@ -263,6 +282,7 @@ void f64_to_f32(const double* in, float* out, size_t n) { kernels().f64_to_f32(i
 void f32_to_f64(const float* in, double* out, size_t n) { kernels().f32_to_f64(in, out, n); }
 void f32_to_f8_e4m3(const float* in, uint8_t* out, size_t n) { kernels().f32_to_e4m3(in, out, n); }
 void f32_to_f8_e5m2(const float* in, uint8_t* out, size_t n) { kernels().f32_to_e5m2(in, out, n); }
+void f16_to_bf16(const uint16_t* in, uint16_t* out, size_t n) { kernels().f16_to_bf16(in, out, n); }
 
 const char* simd_target_name() { return kernels().name; }
 
@@ -386,6 +406,10 @@ Status cast_elements(DType from, DType to, const void* in, void* out, size_t cou
   }
   if (to == DType::F32) {
     to_f32(from, in, static_cast<float*>(out), count);
+    return Status::ok();
+  }
+  if (from == DType::F16 && to == DType::BF16) {  // PyTorch's NaN differs on this path
+    f16_to_bf16(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out), count);
     return Status::ok();
   }
   // Neither side is F32: go through it in cache-sized blocks.
