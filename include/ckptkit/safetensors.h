@@ -29,6 +29,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckptkit/status.h"
@@ -59,8 +60,11 @@ struct TensorLayout {
   Shape shape;
 };
 
-/// The tensors in the reference writer's order: dtype rank descending (8-byte types first),
-/// then name ascending.
+/// The reference writer's order: dtype rank descending (8-byte types first), then name.
+bool precedes_in_writer_order(DType a_dtype, std::string_view a_name, DType b_dtype,
+                              std::string_view b_name);
+
+/// Sorts tensors into the reference writer's order (stable).
 void sort_for_writer(std::vector<TensorLayout>& tensors);
 
 struct SafetensorsHeader {

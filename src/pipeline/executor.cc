@@ -138,9 +138,7 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
   // 1. Reference writer order, then the header.
   std::stable_sort(plan.tensors.begin(), plan.tensors.end(),
                    [](const PlannedTensor& a, const PlannedTensor& b) {
-                     const int ra = dtype_info(a.dtype).writer_rank;
-                     const int rb = dtype_info(b.dtype).writer_rank;
-                     return ra != rb ? ra > rb : a.name < b.name;
+                     return precedes_in_writer_order(a.dtype, a.name, b.dtype, b.name);
                    });
   for (size_t i = 1; i < plan.tensors.size(); ++i)
     if (plan.tensors[i].name == plan.tensors[i - 1].name)

@@ -383,8 +383,7 @@ class HeaderParser {
     ck.tensors = std::move(sorted);
     ck.quirks.canonical_order = std::is_sorted(
         ck.tensors.begin(), ck.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
-          const int ra = dtype_info(a.dtype).writer_rank, rb = dtype_info(b.dtype).writer_rank;
-          return ra != rb ? ra > rb : a.name < b.name;
+          return precedes_in_writer_order(a.dtype, a.name, b.dtype, b.name);
         });
     return Status::ok();
   }

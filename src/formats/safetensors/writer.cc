@@ -33,10 +33,15 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
+bool precedes_in_writer_order(DType a_dtype, std::string_view a_name, DType b_dtype,
+                              std::string_view b_name) {
+  const int ra = dtype_info(a_dtype).writer_rank, rb = dtype_info(b_dtype).writer_rank;
+  return ra != rb ? ra > rb : a_name < b_name;
+}
+
 void sort_for_writer(std::vector<TensorLayout>& tensors) {
   std::stable_sort(tensors.begin(), tensors.end(), [](const TensorLayout& a, const TensorLayout& b) {
-    const int ra = dtype_info(a.dtype).writer_rank, rb = dtype_info(b.dtype).writer_rank;
-    return ra != rb ? ra > rb : a.name < b.name;
+    return precedes_in_writer_order(a.dtype, a.name, b.dtype, b.name);
   });
 }
 
