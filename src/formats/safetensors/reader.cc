@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <unordered_map>
 
 #include "ckptkit/safetensors.h"
 #include "formats/safetensors/internal.h"
@@ -129,27 +128,33 @@ class HeaderParser {
     od::object root;
     if (auto err = doc.get_object().get(root)) return json_error(err, &doc);
 
-    std::unordered_map<std::string, uint64_t> seen;  // key -> offset of first occurrence
+    // Duplicates are found after the pass by sorting names (cheaper than a hash table of
+    // thousands of names, which costs allocations and page faults on every inspect).
+    std::vector<uint64_t> key_offsets;
+    ck.tensors.reserve(n_ / 96);
+    key_offsets.reserve(n_ / 96);
+    uint64_t metadata_at = kNoOffset;
     for (auto field_result : root) {
       od::field field;
       if (auto err = std::move(field_result).get(field)) return json_error(err, &doc);
       const uint64_t key_at = offset_of(field.key().raw()) - 1;  // the opening quote
       std::string_view key_view;
       if (auto err = field.unescaped_key().get(key_view)) return json_error(err, &doc);
-      std::string key(key_view);
-      auto [it, inserted] = seen.emplace(key, key_at);
-      if (!inserted)
-        return corrupt_tensor(key_at, key, "duplicate key (first defined at offset {:#x})",
-                              it->second);
-      if (key == "__metadata__") {
+      if (key_view == "__metadata__") {
+        if (metadata_at != kNoOffset)
+          return corrupt_tensor(key_at, "__metadata__",
+                                "duplicate key (first defined at offset {:#x})", metadata_at);
+        metadata_at = key_at;
         CKPT_RETURN_IF_ERROR(parse_metadata(field.value(), key_at, ck.metadata, doc));
         continue;
       }
       TensorInfo t;
-      t.name = std::move(key);
+      t.name = std::string(key_view);
       CKPT_RETURN_IF_ERROR(parse_entry(field.value(), key_at, t, doc));
       ck.tensors.push_back(std::move(t));
+      key_offsets.push_back(key_at);
     }
+    CKPT_RETURN_IF_ERROR(check_duplicates(ck.tensors, key_offsets));
     // On-demand parsing validates what it visits and every value is visited, but it stops at
     // the end of the root object: anything after it must be caught here.
     const char* rest = nullptr;
@@ -338,6 +343,23 @@ class HeaderParser {
       return corrupt_tensor(key_at, t.name, "{} {} needs {} bytes but data_offsets [{}, {}) hold {}",
                             dtype_name(t.dtype), shape_to_string(t.shape), *nbytes, t.begin,
                             t.end, t.end - t.begin);
+    return Status::ok();
+  }
+
+  static Status check_duplicates(const std::vector<TensorInfo>& tensors,
+                                 const std::vector<uint64_t>& key_offsets) {
+    std::vector<uint32_t> order(tensors.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      return tensors[a].name != tensors[b].name ? tensors[a].name < tensors[b].name : a < b;
+    });
+    for (size_t i = 1; i < order.size(); ++i) {
+      const TensorInfo& t = tensors[order[i]];
+      if (t.name == tensors[order[i - 1]].name)
+        return corrupt_tensor(key_offsets[order[i]], t.name,
+                              "duplicate key (first defined at offset {:#x})",
+                              key_offsets[order[i - 1]]);
+    }
     return Status::ok();
   }
 
