@@ -73,3 +73,46 @@ class TempDirTest(unittest.TestCase):
 
     def path(self, name):
         return os.path.join(self.tmp, name)
+
+
+def read_safetensors_header(path):
+    """Reads only the header (for sparse or very large files). Returns a dict with
+    "n" (header length), "raw" (the N header bytes), "metadata" (dict), "entries" (list of
+    (name, dtype, shape, [begin, end]) in the order the header lists them) and "file_size"."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(n)
+    pairs = json.loads(raw.decode("utf-8"), object_pairs_hook=list)
+    meta, entries = {}, []
+    for key, value in pairs:
+        if key == "__metadata__":
+            meta = dict(value)
+            continue
+        info = dict(value)
+        entries.append((key, info["dtype"], list(info["shape"]), list(info["data_offsets"])))
+    return {"n": n, "raw": raw, "metadata": meta, "entries": entries,
+            "file_size": os.path.getsize(path)}
+
+
+def write_safetensors_custom(path, tensors, metadata=None, pad=True, ensure_ascii=True,
+                             separators=(",", ":"), metadata_last=False):
+    """Like write_safetensors, with knobs for the JSON a foreign writer might produce: no space
+    padding, raw UTF-8 instead of \\u escapes, whitespace between tokens, __metadata__ placed
+    after the tensors instead of first."""
+    header = {}
+    if metadata is not None and not metadata_last:
+        header["__metadata__"] = metadata
+    off = 0
+    for name, dtype, shape, raw in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + len(raw)]}
+        off += len(raw)
+    if metadata is not None and metadata_last:
+        header["__metadata__"] = metadata
+    h = json.dumps(header, separators=separators, ensure_ascii=ensure_ascii).encode("utf-8")
+    if pad:
+        h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for _, _, _, raw in tensors:
+            f.write(raw)
