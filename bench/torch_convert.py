@@ -101,8 +101,9 @@ def header_bytes(items, meta):
 def write_tensor(f, t):
     if t.numel() == 0:
         return
-    # Raw bytes without an extra copy: view as uint8 (bfloat16 has no NumPy type).
-    f.write(memoryview(t.contiguous().view(torch.uint8).numpy()))
+    # Raw bytes without an extra copy: view as uint8 (bfloat16 has no NumPy type). A 0-dim
+    # tensor cannot change element size in view(), so it is made 1-dim first.
+    f.write(memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy()))
 
 
 def convert(src, dst, target, stream, sync):
@@ -149,8 +150,8 @@ def compare(a, b):
         x, y = da[k], db[k]
         if x.dtype != y.dtype or tuple(x.shape) != tuple(y.shape):
             bad.append(f"{k}: {x.dtype}{tuple(x.shape)} vs {y.dtype}{tuple(y.shape)}")
-        elif x.numel() and not torch.equal(x.contiguous().view(torch.uint8),
-                                           y.contiguous().view(torch.uint8)):
+        elif x.numel() and not torch.equal(x.contiguous().reshape(-1).view(torch.uint8),
+                                           y.contiguous().reshape(-1).view(torch.uint8)):
             bad.append(f"{k}: bytes differ")
     for m in (ka, kb):
         m[1].close()
