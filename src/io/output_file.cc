@@ -3,6 +3,7 @@
 // The registry of live temporaries is a fixed array of path slots so that the signal handler
 // touches only async-signal-safe things: an atomic flag per slot and unlink(2).
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -113,14 +114,24 @@ Result<std::unique_ptr<OutputFile>> OutputFile::create(const std::string& path,
   std::string base = std::filesystem::path(path).filename().string();
   std::string templ = dir + "/." + base + ".ckptkit-tmp-XXXXXX";
   std::string buf = templ;
+  // A signal between creating the temporary and registering it would leave it behind: hold
+  // SIGINT/SIGTERM/SIGHUP until the registry knows the name (found by test_cli's signal test).
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  sigaddset(&block, SIGHUP);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old);
   int fd = ::mkostemp(buf.data(), O_CLOEXEC);
-  if (fd < 0) return os_error("cannot create a temporary output file in", dir);
+  const int create_errno = errno;
+  const int slot = fd >= 0 ? register_temp(buf) : -1;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (fd < 0) return os_error("cannot create a temporary output file in", dir, create_errno);
   (void)::fchmod(fd, 0644 & ~[] {
     mode_t m = ::umask(0);
     ::umask(m);
     return m;
   }());
-  int slot = register_temp(buf);
   return std::unique_ptr<OutputFile>(new OutputFile(fd, path, buf, slot, options));
 }
 
