@@ -14,6 +14,7 @@
 
 #include "ckptkit/dtype.h"
 #include "ckptkit/safetensors.h"
+#include "ckptkit/scan.h"
 #include "ckptkit/status.h"
 #include "ckptkit/tensor.h"
 
@@ -47,6 +48,9 @@ struct ConvertOptions {
   std::optional<DType> dtype;
   SafetensorsLimits limits;
   RunOptions run;
+  /// PyTorch inputs are scanned first (ckptkit/scan.h); a `dangerous` one is refused
+  /// (InvalidArgument) unless this is set. Nothing in the file is ever executed either way.
+  bool allow_dangerous = false;
 };
 
 struct ConvertReport {
@@ -54,6 +58,13 @@ struct ConvertReport {
   uint64_t tensors_cast = 0;
   uint64_t tensors_copied = 0;
   std::map<std::string, uint64_t> kept_not_float;  ///< dtype name -> count left as they were
+  FileFormat format = FileFormat::kSafetensors;    ///< of the input
+  // PyTorch inputs:
+  uint64_t tensors_materialized = 0;  ///< views gathered into C order or byte-swapped
+  uint64_t dropped_values = 0;        ///< non-tensor values inside the state dict
+  uint64_t other_entries = 0;         ///< top-level entries besides the state dict (dropped)
+  std::string state_dict_key;         ///< where the tensors were found
+  std::optional<Verdict> verdict;     ///< the scan verdict
 };
 
 Result<ConvertReport> convert_file(const std::string& in_path, const std::string& out_path,

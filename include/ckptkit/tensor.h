@@ -27,13 +27,44 @@ struct TensorInfo {
   std::string name;
   DType dtype = DType::F32;
   Shape shape;
-  /// Byte range of the data, relative to the start of the data section (safetensors) or of the
-  /// storage record (other formats).
+  /// Byte range of the data relative to Checkpoint::data_offset: for safetensors the tensor's
+  /// data_offsets; for PyTorch files `begin` is the absolute offset of element 0 (data_offset is
+  /// 0) and `end - begin` is the logical size, numel × element size — with `strides` the
+  /// elements may lie elsewhere in the storage.
   uint64_t begin = 0;
   uint64_t end = 0;
+  /// PyTorch views: element strides, one per dimension; empty when the tensor is C-contiguous
+  /// (always for safetensors). Every element lies inside `storage`'s bytes (checked by readers).
+  std::vector<uint64_t> strides;
+  /// PyTorch archives saved on a big-endian machine: elements must be byte-swapped.
+  bool big_endian = false;
+  /// Index into Checkpoint::storages, or -1 (safetensors).
+  int32_t storage = -1;
 
   uint64_t nbytes() const { return end - begin; }
   uint64_t numel() const { return shape_numel(shape).value_or(0); }
+  bool is_plain() const { return strides.empty() && !big_endian; }
+};
+
+/// A PyTorch storage: one flat run of elements that tensors view.
+struct StorageInfo {
+  std::string key;       ///< the persistent-id key ("0", "1", … or an address in old files)
+  std::string entry;     ///< zip entry holding it ("archive/data/0"); empty for legacy files
+  DType dtype = DType::F32;
+  uint64_t offset = 0;   ///< absolute file offset of its first byte
+  uint64_t nbytes = 0;   ///< numel × element size
+};
+
+/// What a PyTorch file held besides the tensors.
+struct TorchDetails {
+  std::string pickle_entry;            ///< "archive/data.pkl" (zip) or "" (legacy)
+  uint64_t pickle_offset = 0;          ///< absolute offset of the object pickle
+  int pickle_protocol = 0;
+  /// Where the state dict was found: "" (the top level), "state_dict", "model", "a.b", …
+  std::string state_dict_key;
+  std::vector<std::string> other_entries;  ///< top-level keys that are not the state dict
+  uint64_t dropped_values = 0;         ///< non-tensor values inside the state dict (dropped)
+  std::vector<StorageInfo> storages;
 };
 
 /// Where the header's JSON deviated from the canonical form without breaking the rules. Kept
@@ -44,7 +75,11 @@ struct HeaderQuirks {
   bool canonical_order = true;  ///< data in the reference writer's order (dtype rank, name)
 };
 
-enum class FileFormat : uint8_t { kSafetensors };
+enum class FileFormat : uint8_t {
+  kSafetensors,
+  kTorchZip,     ///< torch.save since PyTorch 1.6: a zip holding data.pkl and data/<key>
+  kTorchLegacy,  ///< torch.save before 1.6 (_use_new_zipfile_serialization=False)
+};
 
 std::string_view format_name(FileFormat f);
 
@@ -55,9 +90,11 @@ struct Checkpoint {
   uint64_t file_size = 0;
   uint64_t header_size = 0;   ///< bytes of the header (the JSON, for safetensors)
   uint64_t data_offset = 0;   ///< absolute file offset of the data section
-  std::vector<TensorInfo> tensors;  ///< in data order (ascending `begin`)
+  /// safetensors: in data order (ascending `begin`); PyTorch: in state-dict order.
+  std::vector<TensorInfo> tensors;
   std::map<std::string, std::string> metadata;
   HeaderQuirks quirks;
+  TorchDetails torch;  ///< PyTorch formats only
 
   uint64_t parameter_count() const;
   const TensorInfo* find(std::string_view name) const;

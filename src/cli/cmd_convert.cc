@@ -3,7 +3,10 @@
 
 #include <cstdio>
 
+#include "ckptkit/reader.h"
+#include "ckptkit/scan.h"
 #include "cli/commands.h"
+#include "cli/scan_report.h"
 #include "pipeline/progress.h"
 
 namespace ckptkit::cli {
@@ -13,10 +16,12 @@ Runner setup_convert(CLI::App& sub) {
     std::string in, out, dtype = "keep";
     uint64_t max_header = kDefaultMaxHeaderBytes;
     bool quiet = false;
+    bool allow_dangerous = false;
     WriteFlags write;
   };
   auto o = std::make_shared<Opts>();
-  sub.add_option("IN", o->in, "input checkpoint (.safetensors)")->required();
+  sub.add_option("IN", o->in, "input checkpoint (.safetensors, .ckpt, .pt, .pth, .bin)")
+      ->required();
   sub.add_option("-o,--output", o->out, "output file (.safetensors)")->required();
   sub.add_option("--dtype", o->dtype,
                  "precision of floating-point tensors: f16, bf16, f32, f8_e4m3, f8_e5m2 or keep")
@@ -24,11 +29,19 @@ Runner setup_convert(CLI::App& sub) {
   sub.add_option("--max-header-size", o->max_header, "refuse input headers larger than this")
       ->default_val(kDefaultMaxHeaderBytes);
   sub.add_flag("-q,--quiet", o->quiet, "print nothing on success");
+  sub.add_flag("--allow-dangerous", o->allow_dangerous,
+               "convert a PyTorch file even if `scan` finds code in it (only the tensors are "
+               "taken; nothing is ever run)");
   o->write.add_to(sub);
   sub.footer(
       "Integer tensors (such as CLIP's position_ids) are never cast. Rounding is to nearest\n"
       "even, bit-identical to PyTorch's tensor.to(dtype). Metadata is kept.\n\n"
+      "PyTorch files (.ckpt/.pt/.pth/.bin, zip or legacy) are read without running their pickle:\n"
+      "the state dict's tensors are written (views materialized in C order), everything else\n"
+      "(optimizer states, callbacks, epoch counters) is dropped and counted. A file that `scan`\n"
+      "calls dangerous is refused (exit 1) unless --allow-dangerous.\n\n"
       "Examples:\n"
+      "  ckptkit convert v1-5-pruned-emaonly.ckpt -o v1-5-pruned-emaonly.safetensors\n"
       "  ckptkit convert model-fp32.safetensors -o model-fp16.safetensors --dtype f16\n"
       "  ckptkit convert flux1-dev.safetensors -o flux1-dev-fp8.safetensors --dtype f8_e4m3");
   return [o] {
@@ -40,6 +53,25 @@ Runner setup_convert(CLI::App& sub) {
     options.dtype = *dtype;
     options.limits.max_header_bytes = o->max_header;
     options.run = *run;
+    // PyTorch inputs: the safety verdict first, so a refusal comes with the reasons.
+    {
+      ReadLimits limits;
+      limits.safetensors = options.limits;
+      ScanReport scan = scan_file(o->in, limits);
+      // An unreadable file: convert_file below gives the error.
+      if (scan.error.is_ok() && scan.verdict == Verdict::kDangerous) {
+        std::fputs(scan_text(scan, false).c_str(), stderr);
+        if (!o->allow_dangerous) {
+          std::fprintf(stderr,
+                       "ckptkit: refusing to convert %s: loading it would run code (see above). "
+                       "Nothing was written. Use --allow-dangerous to extract the tensors "
+                       "anyway; ckptkit never runs the file's code.\n",
+                       o->in.c_str());
+          return kExitProblems;
+        }
+      }
+      options.allow_dangerous = o->allow_dangerous;
+    }
     auto report = convert_file(o->in, o->out, options);
     if (!report) return report_error(report.status());
     if (!o->quiet) {
@@ -54,6 +86,17 @@ Runner setup_convert(CLI::App& sub) {
                    static_cast<unsigned long long>(report->tensors_copied),
                    kept.empty() ? "" : fmt::format("; not float, kept: {}", kept).c_str(),
                    s.seconds);
+      if (report->format != FileFormat::kSafetensors) {
+        std::fprintf(stderr, "  from %s (state dict: %s); dropped: %llu non-tensor values in it, "
+                     "%llu other top-level entries%s\n",
+                     std::string(format_name(report->format)).c_str(),
+                     report->state_dict_key.empty() ? "top level" : report->state_dict_key.c_str(),
+                     static_cast<unsigned long long>(report->dropped_values),
+                     static_cast<unsigned long long>(report->other_entries),
+                     report->tensors_materialized
+                         ? fmt::format("; {} views materialized", report->tensors_materialized).c_str()
+                         : "");
+      }
     }
     return kExitOk;
   };

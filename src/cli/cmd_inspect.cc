@@ -4,9 +4,12 @@
 #include <cstdio>
 #include <map>
 
+#include "ckptkit/reader.h"
+#include "ckptkit/scan.h"
 #include "ckptkit/safetensors.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
+#include "cli/scan_report.h"
 #include "pipeline/progress.h"
 
 namespace ckptkit::cli {
@@ -33,8 +36,10 @@ std::string short_count(uint64_t v) {
   return std::to_string(v);
 }
 
+bool is_torch(const Checkpoint& ck) { return ck.format != FileFormat::kSafetensors; }
+
 int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype,
-               bool list) {
+               bool list, const ScanReport* scan) {
   JsonWriter w;
   w.begin_object();
   w.key("path").value(ck.path);
@@ -55,11 +60,32 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
   w.key("metadata").begin_object();
   for (const auto& [k, v] : ck.metadata) w.key(k).value(v);
   w.end_object();
-  w.key("header").begin_object();
-  w.key("leading_whitespace").value(ck.quirks.leading_whitespace);
-  w.key("trailing_whitespace").value(ck.quirks.trailing_whitespace);
-  w.key("canonical_order").value(ck.quirks.canonical_order);
-  w.end_object();
+  if (!is_torch(ck)) {
+    w.key("header").begin_object();
+    w.key("leading_whitespace").value(ck.quirks.leading_whitespace);
+    w.key("trailing_whitespace").value(ck.quirks.trailing_whitespace);
+    w.key("canonical_order").value(ck.quirks.canonical_order);
+    w.end_object();
+  } else {
+    w.key("state_dict_key").value(ck.torch.state_dict_key);
+    w.key("other_entries").begin_array();
+    for (const std::string& e : ck.torch.other_entries) w.value(e);
+    w.end_array();
+    w.key("dropped_values").value(ck.torch.dropped_values);
+    w.key("storages").value(static_cast<uint64_t>(ck.torch.storages.size()));
+    w.key("pickle").begin_object();
+    w.key("entry");
+    if (ck.torch.pickle_entry.empty()) w.null();
+    else w.value(ck.torch.pickle_entry);
+    w.key("offset").value(ck.torch.pickle_offset);
+    w.key("bytes").value(ck.header_size);
+    w.key("protocol").value(static_cast<uint64_t>(ck.torch.pickle_protocol));
+    w.end_object();
+    if (scan) {
+      w.key("scan");
+      write_scan_json(w, *scan);
+    }
+  }
   if (list) {
     w.key("tensor_list").begin_array();
     for (const TensorInfo& t : ck.tensors) {
@@ -69,7 +95,17 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
       w.key("shape").begin_inline_array();
       for (uint64_t d : t.shape) w.value(d);
       w.end_array();
-      w.key("data_offsets").begin_inline_array().value(t.begin).value(t.end).end_array();
+      if (!is_torch(ck)) {
+        w.key("data_offsets").begin_inline_array().value(t.begin).value(t.end).end_array();
+      } else {
+        w.key("storage").value(ck.torch.storages[static_cast<size_t>(t.storage)].key);
+        if (!t.strides.empty()) {
+          w.key("strides").begin_inline_array();
+          for (uint64_t d : t.strides) w.value(d);
+          w.end_array();
+        }
+        if (t.big_endian) w.key("big_endian").value(true);
+      }
       w.key("file_offset").value(ck.data_offset + t.begin);
       w.end_object();
     }
@@ -81,13 +117,28 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
 }
 
 int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype,
-               bool list) {
+               bool list, const ScanReport* scan) {
   std::string out;
   out += fmt::format("{:<12}{}\n", "file", ck.path);
   out += fmt::format("{:<12}{}\n", "format", format_name(ck.format));
   out += fmt::format("{:<12}{} ({} bytes)\n", "size", human_bytes(ck.file_size),
                      with_commas(ck.file_size));
-  out += fmt::format("{:<12}{} bytes of JSON\n", "header", with_commas(ck.header_size));
+  if (!is_torch(ck)) {
+    out += fmt::format("{:<12}{} bytes of JSON\n", "header", with_commas(ck.header_size));
+  } else {
+    out += fmt::format("{:<12}{} bytes, protocol {}{}\n", "pickle", with_commas(ck.header_size),
+                       ck.torch.pickle_protocol,
+                       ck.torch.pickle_entry.empty() ? "" : " (" + ck.torch.pickle_entry + ")");
+    out += fmt::format("{:<12}{}\n", "state dict",
+                       ck.torch.state_dict_key.empty() ? "the top level" : "'" + ck.torch.state_dict_key + "'");
+    if (!ck.torch.other_entries.empty()) {
+      std::string others;
+      for (const std::string& e : ck.torch.other_entries) others += (others.empty() ? "" : ", ") + e;
+      out += fmt::format("{:<12}{} (not tensors of the model; dropped by convert)\n", "other", others);
+    }
+    if (scan)
+      out += fmt::format("{:<12}{} — {}\n", "safety", verdict_name(scan->verdict), scan->summary);
+  }
   out += fmt::format("{:<12}{}\n", "tensors", with_commas(ck.tensors.size()));
   out += fmt::format("{:<12}{} ({})\n", "parameters", with_commas(ck.parameter_count()),
                      short_count(ck.parameter_count()));
@@ -116,8 +167,9 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
     for (const TensorInfo& t : ck.tensors) width = std::max(width, t.name.size());
     out += fmt::format("{:<{}}  {:<8} {:<22} {}\n", "name", width, "dtype", "shape", "offset");
     for (const TensorInfo& t : ck.tensors)
-      out += fmt::format("{:<{}}  {:<8} {:<22} {:#x}\n", t.name, width, dtype_name(t.dtype),
-                         shape_to_string(t.shape), ck.data_offset + t.begin);
+      out += fmt::format("{:<{}}  {:<8} {:<22} {:#x}{}\n", t.name, width, dtype_name(t.dtype),
+                         shape_to_string(t.shape), ck.data_offset + t.begin,
+                         t.strides.empty() ? "" : " (strided view)");
   }
   std::fputs(out.c_str(), stdout);
   return kExitOk;
@@ -133,22 +185,28 @@ Runner setup_inspect(CLI::App& sub) {
     uint64_t max_header = kDefaultMaxHeaderBytes;
   };
   auto o = std::make_shared<Opts>();
-  sub.add_option("FILE", o->file, "checkpoint to inspect (.safetensors)")->required();
+  sub.add_option("FILE", o->file, "checkpoint to inspect (.safetensors, .ckpt, .pt, .pth, .bin)")
+      ->required();
   sub.add_flag("--json", o->json, "machine-readable output");
   sub.add_flag("--tensors", o->tensors, "list every tensor: name, dtype, shape, file offset");
   sub.add_option("--max-header-size", o->max_header,
                  "refuse headers larger than this many bytes")
       ->default_val(kDefaultMaxHeaderBytes);
   sub.footer(
-      "Reads only the header, so it takes milliseconds whatever the file's size.\n\n"
+      "Reads only the header (safetensors) or the pickle (PyTorch files, never executed), so it\n"
+      "takes milliseconds whatever the file's size. For PyTorch files it also reports where the\n"
+      "state dict was found, the other entries, and the `scan` verdict.\n\n"
       "Examples:\n"
       "  ckptkit inspect v1-5-pruned-emaonly.safetensors\n"
       "  ckptkit inspect --json --tensors flux1-dev.safetensors | jq '.tensor_list[0]'");
   return [o] {
-    SafetensorsLimits limits;
-    limits.max_header_bytes = o->max_header;
-    auto ck = read_safetensors(o->file, limits);
+    ReadLimits limits;
+    limits.safetensors.max_header_bytes = o->max_header;
+    auto ck = read_checkpoint(o->file, limits);
     if (!ck) return report_error(ck.status());
+    std::optional<ScanReport> scan;
+    if (is_torch(*ck)) scan = scan_file(o->file, limits);
+    const ScanReport* sr = scan && scan->error.is_ok() ? &*scan : nullptr;
     std::map<std::string, DTypeStats> by_dtype;
     for (const TensorInfo& t : ck->tensors) {
       DTypeStats& s = by_dtype[std::string(dtype_name(t.dtype))];
@@ -156,7 +214,8 @@ Runner setup_inspect(CLI::App& sub) {
       s.parameters += t.numel();
       s.bytes += t.nbytes();
     }
-    return o->json ? print_json(*ck, by_dtype, o->tensors) : print_text(*ck, by_dtype, o->tensors);
+    return o->json ? print_json(*ck, by_dtype, o->tensors, sr)
+                   : print_text(*ck, by_dtype, o->tensors, sr);
   };
 }
 

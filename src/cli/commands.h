@@ -27,6 +27,9 @@ struct Command {
 Runner setup_inspect(CLI::App& sub);
 Runner setup_convert(CLI::App& sub);
 Runner setup_sample(CLI::App& sub);
+Runner setup_scan(CLI::App& sub);
+
+
 
 /// Prints "ckptkit: error: <status>" on stderr and returns kExitError.
 int report_error(const Status& status);

@@ -16,6 +16,8 @@ constexpr Command kCommands[] = {
      setup_inspect},
     {"convert", "rewrite a checkpoint, optionally changing precision (streaming)",
      setup_convert},
+    {"scan", "would loading it run code? static pickle analysis, nothing is executed",
+     setup_scan},
     {"sample", "write a synthetic checkpoint with a published model's exact layout",
      setup_sample},
 };

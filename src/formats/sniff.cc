@@ -40,6 +40,21 @@ Sniffed sniff(std::span<const uint8_t> head) {
     while (j < head.size() && std::isspace(head[j])) ++j;
     if (n >= 2 && j < head.size() && head[j] == '{') return Sniffed::kSafetensors;
   }
+  // Protocol 0/1 pickles have no PROTO opcode: they start with GLOBAL ("cmodule\nname\n"),
+  // MARK or an empty container, followed by another opcode.
+  if (head.size() >= 4) {
+    const auto is_ident = [](uint8_t c) { return std::isalnum(c) || c == '_' || c == '.'; };
+    if (head[0] == 'c' && is_ident(head[1])) {
+      for (size_t k = 1; k < head.size(); ++k) {
+        if (head[k] == '\n') return k >= 2 ? Sniffed::kPickle : Sniffed::kUnknown;
+        if (!is_ident(head[k])) break;
+      }
+    }
+    static constexpr std::string_view kNext = "(cdlNIFLSVXJKMGUTq]})ptgh";
+    if ((head[0] == '(' || head[0] == ']' || head[0] == '}' || head[0] == ')') &&
+        kNext.find(static_cast<char>(head[1])) != std::string_view::npos)
+      return Sniffed::kPickle;
+  }
   return Sniffed::kUnknown;
 }
 

@@ -66,6 +66,12 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
 std::unique_ptr<TensorProducer> make_copy_producer(const InputFile* file, uint64_t offset,
                                                    DType dtype);
 
+/// The producer for tensor `t` of a checkpoint read from `file`, cast to `to`: a kernel copy or
+/// a cast of its byte range when it is plain, otherwise a gather that materializes a PyTorch
+/// view in C order and byte-swaps big-endian data. `data_offset` is Checkpoint::data_offset.
+std::unique_ptr<TensorProducer> make_tensor_producer(const InputFile* file, const TensorInfo& t,
+                                                     uint64_t data_offset, DType to);
+
 /// Producer that reads an input range of `from` elements and casts them to `to`.
 std::unique_ptr<TensorProducer> make_cast_producer(const InputFile* file, uint64_t offset,
                                                    DType from, DType to);

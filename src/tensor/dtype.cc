@@ -71,6 +71,8 @@ std::string shape_to_string(const Shape& shape) {
 std::string_view format_name(FileFormat f) {
   switch (f) {
     case FileFormat::kSafetensors: return "safetensors";
+    case FileFormat::kTorchZip: return "torch-zip";
+    case FileFormat::kTorchLegacy: return "torch-legacy";
   }
   return "unknown";
 }
