@@ -51,8 +51,14 @@ struct StorageInfo {
   std::string key;       ///< the persistent-id key ("0", "1", … or an address in old files)
   std::string entry;     ///< zip entry holding it ("archive/data/0"); empty for legacy files
   DType dtype = DType::F32;
-  uint64_t offset = 0;   ///< absolute file offset of its first byte
+  uint64_t offset = 0;   ///< absolute file offset of its first byte (see `deflated`)
   uint64_t nbytes = 0;   ///< numel × element size
+  /// The zip entry is deflated (torch never writes that; re-zipping tools do): `offset` is
+  /// where the compressed bytes start, the tensors' `begin` is relative to it as if the entry
+  /// were stored, and the bytes must be inflated first (convert spills them once).
+  bool deflated = false;
+  uint64_t compressed_size = 0;
+  uint32_t crc32 = 0;
 };
 
 /// What a PyTorch file held besides the tensors.

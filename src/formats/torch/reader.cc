@@ -602,13 +602,13 @@ Result<Checkpoint> read_torch_zip(const InputFile& file, const ReadLimits& limit
         if (!e)
           return bad(psrc, sr.offset, tensor,
                      fmt::format("storage '{}' has no entry '{}' in the archive", sr.key, s.entry));
-        if (e->method != zip::kMethodStored)
-          return Status(ErrorCode::kUnsupported,
-                        fmt::format("entry '{}' is compressed; torch.save stores tensor data "
-                                    "uncompressed and ckptkit reads it in place (unzip and "
-                                    "re-zip with `zip -0`, or load and re-save with torch)",
-                                    e->name),
-                        file.path(), e->local_header_offset, tensor);
+        // Deflated storages (torch never writes them; re-zipping tools do) are described here
+        // and inflated by the consumer that needs their bytes (convert spills them once).
+        if (e->method != zip::kMethodStored) {
+          s.deflated = true;
+          s.compressed_size = e->compressed_size;
+          s.crc32 = e->crc32;
+        }
         if (e->uncompressed_size < s.nbytes)
           return Status(ErrorCode::kCorrupt,
                         fmt::format("entry '{}' holds {} bytes but the pickle says storage '{}' "
