@@ -57,7 +57,7 @@ enum class FindingKind : uint8_t {
   kHeaderMismatch,      ///< local header disagrees with the central record (name, sizes, method)
   kDuplicateName,       ///< two entries with the same name (which one a reader uses differs)
   kNameOutsideRoot,     ///< entries under different root folders, absolute paths or ".."
-  kCrcMismatch,         ///< filled by read_entry callers that check the CRC (see verify_crc)
+  kCrcMismatch,         ///< reserved for a later verify pass (read_entry reports a CRC mismatch as an error)
   kArchiveComment,      ///< a non-empty archive comment (torch never writes one)
 };
 
@@ -79,8 +79,11 @@ struct Limits {
 
 struct Archive {
   std::vector<Entry> entries;     ///< in central directory order
-  std::vector<Finding> findings;  ///< structural oddities that did not stop reading
-  uint64_t archive_start = 0;     ///< offset of the first local header (0 normally)
+  /// Structural oddities that did not stop reading, sorted by offset, at most 16 per kind (plus
+  /// one summary finding) so that a hostile archive cannot make millions.
+  std::vector<Finding> findings;
+  uint64_t archive_start = 0;     ///< offset of the first local header (0 normally; the central
+                                  ///< directory's offset for an empty archive)
   uint64_t central_directory_offset = 0;
   uint64_t eocd_offset = 0;       ///< absolute offset of "PK\5\6"
   bool zip64 = false;             ///< a value came from a ZIP64 end record or extra field
