@@ -99,6 +99,9 @@ def hand_pickles():
         "hand-unicode": b"Vcaf\xe9 \\u20ac \\\\u0041 \\U0001F600 \\u12\n.",
         "hand-dict-list-get-put": b"((I1\nI2\ndp0\n(lp1\nI1\naI2\nag0\ng1\ntp2\n0g2\n.",
         "hand-frame-memoize": b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01\x94\x85.",
+        # A frame that runs past STOP into trailing bytes (the fuzzer's first finding: valid for
+        # Python, whose check is against the whole input).
+        "hand-frame-past-stop": b"\x80\x04\x95\x0c" + b"\x00" * 7 + b"K\x01.trailing!",
         "hand-long1-long4": b"\x80\x02(\x8a\x09\x01" + b"\x00" * 8 + b"\x8a\x01\xff\x8b\x03\x00\x00"
                             b"\x00\x00\x00\x80\x8b\x00\x00\x00\x00l.",
         "hand-sets": b"\x80\x04\x8f(K\x01K\x02\x90(K\x03\x91\x86.",

@@ -59,7 +59,8 @@ void check_node_ids(const pk::Program& p) {
     if (node.kind == pk::Kind::kCall && node.callable == pk::kNoNode) fail("call without callable");
     if (node.kind == pk::Kind::kPersistentId && node.args == pk::kNoNode)
       fail("persistent id without its value");
-    if (node.items.size() > fuzz_limits().max_container || node.kv.size() / 2 > fuzz_limits().max_container)
+    if (node.items.size() > fuzz_limits().max_container ||
+        node.kv.size() / 2 > fuzz_limits().max_container)
       fail("container over max_container");
   }
   if (n > fuzz_limits().max_nodes) fail("more nodes than max_nodes");

@@ -19,7 +19,7 @@ namespace {
 using pickle::GlobalCategory;
 
 constexpr int kMaxNesting = 3;                     ///< pickles inside pickles followed
-constexpr uint64_t kStoragePeek = 4096;            ///< bytes sniffed of each data/<key> entry
+constexpr uint64_t kStoragePeek = 8;               ///< bytes sniffed of each data/<key> entry
 constexpr uint64_t kMaxEntryScan = 64ull << 20;    ///< a non-storage entry scanned whole up to this
 
 std::string_view category_name(GlobalCategory c) {
@@ -144,7 +144,7 @@ void scan_zip(const InputFile& file, const ReadLimits& limits, ScanReport& r) {
     const bool storage = !is_main && e.name.find("/data/") != std::string::npos;
     // Storage entries are tensor bytes: only their start is sniffed; a pickle hidden there is
     // parsed from that prefix (a real one is far smaller than tensor data).
-    auto head = zip::read_entry_prefix(src, e, storage ? kStoragePeek : 8);
+    auto head = zip::read_entry_prefix(src, e, kStoragePeek);
     if (!head) {
       sc.finding("unreadable_entry", e.local_header_offset, e.name, head.status().message());
       continue;

@@ -22,6 +22,14 @@ from ckpt_testlib import BIN, read_safetensors, write_safetensors
 MODULE_ALIASES = {"__builtin__": {"__builtin__", "builtins"}}
 
 
+def parse_json(text):
+    """The document, or the exception (so that a failure does not print a chained traceback)."""
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        return e
+
+
 def same_module(reported, expected):
     return reported in MODULE_ALIASES.get(expected, {expected})
 
@@ -69,10 +77,9 @@ class ScanTest(unittest.TestCase):
 
     def scan_json(self, *paths):
         p = self.ck("scan", *paths, "--json")
-        try:
-            doc = json.loads(p.stdout)
-        except ValueError as e:
-            self.fail(f"scan --json {paths} -> {p.returncode}: invalid JSON ({e}):\n"
+        doc = parse_json(p.stdout)
+        if isinstance(doc, Exception):
+            self.fail(f"scan --json {' '.join(paths)} -> {p.returncode}: invalid JSON ({doc}):\n"
                       f"{p.stdout[:1000]}\n{p.stderr}")
         self.assertIsInstance(doc.get("files"), list, doc)
         return p, doc
@@ -254,7 +261,8 @@ class Malicious(ScanTest):
                 if not c.tensors:
                     continue  # bare pickles without tensors: any exit status, but nothing runs
                 self.assertEqual(p.returncode, 0, f"{c.name}: {p.stderr}")
-                doc = json.loads(p.stdout)
+                doc = parse_json(p.stdout)
+                self.assertIsInstance(doc, dict, f"{c.name}: inspect --json: {doc}")
                 _, f = self.scan_one(c.path)
                 self.assertEqual(doc.get("scan", {}).get("verdict"), f.get("verdict"), c.name)
                 self.assertEqual(sorted(t["name"] for t in doc.get("tensor_list", [])),

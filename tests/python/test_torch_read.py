@@ -38,9 +38,12 @@ class TorchReadTest(TempDirTest):
         p = run(*args, check=False)
         self.assertEqual(p.returncode, 0, f"ckptkit {' '.join(args)} -> {p.returncode}\n{p.stderr}")
         try:
-            return json.loads(p.stdout)
+            doc = json.loads(p.stdout)
         except ValueError as e:
-            self.fail(f"inspect --json printed invalid JSON ({e}):\n{p.stdout[:2000]}")
+            doc = e
+        if isinstance(doc, Exception):
+            self.fail(f"inspect --json printed invalid JSON ({doc}):\n{p.stdout[:2000]}")
+        return doc
 
     def convert(self, path, dtype="keep", *extra):
         out = self.path(f"{os.path.basename(path)}-{dtype}.safetensors")

@@ -1,11 +1,13 @@
 // The pickle machine: Python's unpickler with every effect replaced by a node of a passive graph.
 //
-// What it follows: the opcode definitions of CPython's Lib/pickletools.py (argument formats) and
-// the observable behaviour of CPython's C unpickler (Modules/_pickle.c), which is what
-// torch.load runs. Where the two disagree on something a hostile file could exploit, the
-// machine takes the reading under which *more* of the file is interpreted: a scanner must never
-// stop earlier than Python would, or it would not see the globals that follow (see the notes on
-// APPEND and friends below).
+// What it follows: the argument formats of CPython's Lib/pickletools.py and the behaviour of
+// CPython's C unpickler (Modules/_pickle.c), which is what torch.load runs: the same stack and
+// MARK rules, the same memo numbering, the same reading of protocol-0 text (INT goes through
+// strtol first, so "I010" is 8). It fails only where Python certainly fails too. Where Python
+// *might* go on — a method call on an object this machine cannot know (APPEND to what a REDUCE
+// built), an escape or float spelling Python would refuse, out-of-band buffers, STACK_GLOBAL on
+// non-strings — it records what it can and goes on: a scanner must never stop earlier than
+// Python, or it would miss the globals that follow.
 //
 // Costs: one pass, no recursion, no allocation sized by a number read from the file before that
 // number has been checked against the bytes that remain. Memory is linear in the input: every
@@ -269,37 +271,23 @@ std::string decode_string_escapes(std::string_view s) {
       continue;
     }
     const char e = s[++i];
-    switch (e) {
-      case '\n': break;  // line continuation
-      case '\\': out.push_back('\\'); break;
-      case '\'': out.push_back('\''); break;
-      case '"': out.push_back('"'); break;
-      case 'a': out.push_back('\a'); break;
-      case 'b': out.push_back('\b'); break;
-      case 'f': out.push_back('\f'); break;
-      case 'n': out.push_back('\n'); break;
-      case 'r': out.push_back('\r'); break;
-      case 't': out.push_back('\t'); break;
-      case 'v': out.push_back('\v'); break;
-      case 'x':
-        if (i + 2 < s.size() && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0) {
-          out.push_back(static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2])));
-          i += 2;
-        } else {
-          out.push_back('\\');
-          out.push_back('x');
-        }
-        break;
-      default:
-        if (e >= '0' && e <= '7') {
-          unsigned v = static_cast<unsigned>(e - '0');
-          for (int k = 0; k < 2 && i + 1 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '7'; ++k)
-            v = v * 8 + static_cast<unsigned>(s[++i] - '0');
-          out.push_back(static_cast<char>(v & 0xFF));
-        } else {
-          out.push_back('\\');
-          out.push_back(e);
-        }
+    // The one-character escapes, then octal, \x and line continuation; anything else stays.
+    constexpr std::string_view kFrom = "\\'\"abfnrtv";
+    constexpr std::string_view kTo = "\\'\"\a\b\f\n\r\t\v";
+    if (const size_t k = kFrom.find(e); k != std::string_view::npos) {
+      out.push_back(kTo[k]);
+    } else if (e >= '0' && e <= '7') {
+      unsigned v = static_cast<unsigned>(e - '0');
+      for (int n = 0; n < 2 && i + 1 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '7'; ++n)
+        v = v * 8 + static_cast<unsigned>(s[++i] - '0');
+      out.push_back(static_cast<char>(v & 0xFF));
+    } else if (e == 'x' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 &&
+               hex_value(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2])));
+      i += 2;
+    } else if (e != '\n') {
+      out.push_back('\\');
+      out.push_back(e);
     }
   }
   return out;
@@ -455,8 +443,8 @@ std::string parse_python_int(std::string_view text, unsigned base, ParsedInt& ou
   }
   if (digits.empty() || !after_digit) return not_an_integer(text);
   if (base == 10 && digits.size() > kMaxDecimalDigits)
-    return fmt::format("integer has {} decimal digits; Python refuses more than {}",
-                       digits.size(), kMaxDecimalDigits);
+    return fmt::format("integer has {} decimal digits; Python refuses more than {}", digits.size(),
+                       kMaxDecimalDigits);
 
   // Magnitude as 32-bit limbs, least significant first. Power-of-two bases place bits directly
   // (linear: Python has no digit limit for them); decimal multiplies and adds per digit.
@@ -486,7 +474,9 @@ std::string parse_python_int(std::string_view text, unsigned base, ParsedInt& ou
 
   if (limbs.size() <= 2) {
     const uint64_t mag =
-        limbs.empty() ? 0 : (limbs[0] | (limbs.size() == 2 ? static_cast<uint64_t>(limbs[1]) << 32 : 0));
+        limbs.empty()
+            ? 0
+            : (limbs[0] | (limbs.size() == 2 ? static_cast<uint64_t>(limbs[1]) << 32 : 0));
     if (!negative && mag <= static_cast<uint64_t>(INT64_MAX)) {
       out.value = static_cast<int64_t>(mag);
       return {};
@@ -552,9 +542,9 @@ class Memo {
     const uint64_t cap = std::max<uint64_t>(kMinDense, 2 * (count_ + 1));
     if (index < cap) {
       if (count_ >= max_entries_) return false;
-      dense_.resize(static_cast<size_t>(
-                        std::min(cap, std::max<uint64_t>(index + 1, 2 * dense_.size()))),
-                    kNoNode);
+      dense_.resize(
+          static_cast<size_t>(std::min(cap, std::max<uint64_t>(index + 1, 2 * dense_.size()))),
+          kNoNode);
       dense_[index] = id;
       ++count_;
       return true;
@@ -591,22 +581,38 @@ class Memo {
 
 std::string_view kind_name(Kind k) {
   switch (k) {
-    case Kind::kNone: return "None";
-    case Kind::kBool: return "a bool";
-    case Kind::kInt: return "an int";
-    case Kind::kBigInt: return "an int";
-    case Kind::kFloat: return "a float";
-    case Kind::kString: return "a str";
-    case Kind::kBytes: return "bytes";
-    case Kind::kTuple: return "a tuple";
-    case Kind::kList: return "a list";
-    case Kind::kDict: return "a dict";
-    case Kind::kSet: return "a set";
-    case Kind::kFrozenSet: return "a frozenset";
-    case Kind::kGlobal: return "a global";
-    case Kind::kCall: return "an object";
-    case Kind::kPersistentId: return "a persistent object";
-    case Kind::kPickleBuffer: return "a pickle buffer";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return "a bool";
+    case Kind::kInt:
+      return "an int";
+    case Kind::kBigInt:
+      return "an int";
+    case Kind::kFloat:
+      return "a float";
+    case Kind::kString:
+      return "a str";
+    case Kind::kBytes:
+      return "bytes";
+    case Kind::kTuple:
+      return "a tuple";
+    case Kind::kList:
+      return "a list";
+    case Kind::kDict:
+      return "a dict";
+    case Kind::kSet:
+      return "a set";
+    case Kind::kFrozenSet:
+      return "a frozenset";
+    case Kind::kGlobal:
+      return "a global";
+    case Kind::kCall:
+      return "an object";
+    case Kind::kPersistentId:
+      return "a persistent object";
+    case Kind::kPickleBuffer:
+      return "a pickle buffer";
   }
   return "a value";
 }
@@ -669,10 +675,10 @@ class Machine {
     if (kNameOf[op_] == "unknown")
       err_ = Status(code, fmt::format("unknown pickle opcode 0x{:02X} at 0x{:X}", op_, at), {}, at);
     else
-      err_ = Status(code,
-                    fmt::format("pickle opcode {} (0x{:02X}) at 0x{:X}: {}", kNameOf[op_], op_,
-                                at, detail),
-                    {}, at);
+      err_ = Status(
+          code,
+          fmt::format("pickle opcode {} (0x{:02X}) at 0x{:X}: {}", kNameOf[op_], op_, at, detail),
+          {}, at);
     return false;
   }
   template <typename... A>
@@ -748,8 +754,8 @@ class Machine {
   /// At least n values above the innermost MARK (Python cannot see through a MARK either).
   bool need(size_t n) {
     if (avail() >= n) return true;
-    return fail("stack underflow (needs {} value{}, stack has {}{})", n, n == 1 ? "" : "s",
-                avail(), marks_.empty() ? "" : " since the last MARK");
+    return fail("stack underflow (needs {} value{}, stack has {}{})", n, n == 1 ? "" : "s", avail(),
+                marks_.empty() ? "" : " since the last MARK");
   }
 
   NodeId pop() {
@@ -784,16 +790,20 @@ class Machine {
   /// APPEND(S)/SETITEM(S)/ADDITEMS: adds `n` values to the container `target`.
   bool add_to(NodeId target, const NodeId* values, size_t n, bool as_kv) {
     Node& t = at(target);
-    bool ok_kind = is_opaque(t.kind);
+    // Bytes may be a bytearray (BYTEARRAY8), which Python can append to and assign into.
+    bool ok_kind = is_opaque(t.kind) || t.kind == Kind::kBytes;
     switch (op_) {
       case APPEND:
-      case APPENDS: ok_kind = ok_kind || t.kind == Kind::kList; break;
-      case ADDITEMS: ok_kind = ok_kind || t.kind == Kind::kSet; break;
+      case APPENDS:
+        ok_kind = ok_kind || t.kind == Kind::kList;
+        break;
+      case ADDITEMS:
+        ok_kind = is_opaque(t.kind) || t.kind == Kind::kSet;
+        break;
       default:  // SETITEM(S); Python assigns list items by index, too
         ok_kind = ok_kind || t.kind == Kind::kDict || t.kind == Kind::kList;
     }
-    if (!ok_kind)
-      return fail("cannot add items to {} (Python would fail too)", kind_name(t.kind));
+    if (!ok_kind) return fail("cannot add items to {} (Python would fail too)", kind_name(t.kind));
     auto& dst = as_kv ? t.kv : t.items;
     if (!check_container((dst.size() + n) / (as_kv ? 2 : 1))) return false;
     dst.insert(dst.end(), values, values + n);
@@ -951,7 +961,8 @@ class Machine {
         return need(1) && push(stack_.back());
 
       // -- constants ----------------------------------------------------------------------------
-      case NONE: return push_node(Kind::kNone, id);
+      case NONE:
+        return push_node(Kind::kNone, id);
       case NEWTRUE:
       case NEWFALSE:
         if (!push_node(Kind::kBool, id)) return false;
@@ -1043,10 +1054,14 @@ class Machine {
         return take(8, a) && take_len(load_le64(a), "bytes", s) && push_text(Kind::kBytes, s);
 
       // -- containers ---------------------------------------------------------------------------
-      case EMPTY_TUPLE: return push_node(Kind::kTuple, id);
-      case EMPTY_LIST: return push_node(Kind::kList, id);
-      case EMPTY_DICT: return push_node(Kind::kDict, id);
-      case EMPTY_SET: return push_node(Kind::kSet, id);
+      case EMPTY_TUPLE:
+        return push_node(Kind::kTuple, id);
+      case EMPTY_LIST:
+        return push_node(Kind::kList, id);
+      case EMPTY_DICT:
+        return push_node(Kind::kDict, id);
+      case EMPTY_SET:
+        return push_node(Kind::kSet, id);
       case TUPLE1:
       case TUPLE2:
       case TUPLE3: {
@@ -1058,7 +1073,9 @@ class Machine {
       case FROZENSET: {
         size_t k = 0;
         if (!pop_mark(k)) return false;
-        return collect(op_ == TUPLE ? Kind::kTuple : op_ == LIST ? Kind::kList : Kind::kFrozenSet,
+        return collect(op_ == TUPLE  ? Kind::kTuple
+                       : op_ == LIST ? Kind::kList
+                                     : Kind::kFrozenSet,
                        k, false);
       }
       case DICT: {
@@ -1088,8 +1105,7 @@ class Machine {
         if (k == 0 || k <= fence())
           return fail("stack underflow (no object below the MARK to add items to)");
         const size_t n = stack_.size() - k;
-        if (op_ == SETITEMS && n % 2 != 0)
-          return fail("odd number of items ({}) for SETITEMS", n);
+        if (op_ == SETITEMS && n % 2 != 0) return fail("odd number of items ({}) for SETITEMS", n);
         if (!add_to(stack_[k - 1], stack_.data() + k, n, op_ == SETITEMS)) return false;
         stack_.resize(k);
         return true;
@@ -1100,15 +1116,20 @@ class Machine {
         uint64_t index = 0;
         return memo_index_text(index) && memo_put(index);
       }
-      case BINPUT: return take(1, a) && memo_put(a[0]);
-      case LONG_BINPUT: return take(4, a) && memo_put(load_le32(a));
-      case MEMOIZE: return memo_put(memo_.count());
+      case BINPUT:
+        return take(1, a) && memo_put(a[0]);
+      case LONG_BINPUT:
+        return take(4, a) && memo_put(load_le32(a));
+      case MEMOIZE:
+        return memo_put(memo_.count());
       case GET: {
         uint64_t index = 0;
         return memo_index_text(index) && memo_get(index);
       }
-      case BINGET: return take(1, a) && memo_get(a[0]);
-      case LONG_BINGET: return take(4, a) && memo_get(load_le32(a));
+      case BINGET:
+        return take(1, a) && memo_get(a[0]);
+      case LONG_BINGET:
+        return take(4, a) && memo_get(load_le32(a));
 
       // -- globals and calls --------------------------------------------------------------------
       case GLOBAL: {
@@ -1125,9 +1146,12 @@ class Machine {
                             name ? std::string_view(*name) : kNonString,
                             GlobalOpcode::kStackGlobal);
       }
-      case EXT1: return take(1, a) && ext(a[0]);
-      case EXT2: return take(2, a) && ext(load_le16(a));
-      case EXT4: return take(4, a) && ext(static_cast<int32_t>(load_le32(a)));
+      case EXT1:
+        return take(1, a) && ext(a[0]);
+      case EXT2:
+        return take(2, a) && ext(load_le16(a));
+      case EXT4:
+        return take(4, a) && ext(static_cast<int32_t>(load_le32(a)));
       case INST: {
         std::string_view module, name;
         if (!line(module) || !line(name)) return false;
@@ -1161,8 +1185,8 @@ class Machine {
         if (!need(2)) return false;
         const NodeId args = pop();
         const NodeId callable = pop();
-        return push_call(op_ == REDUCE ? CallOpcode::kReduce : CallOpcode::kNewObj, callable,
-                         args, kNoNode);
+        return push_call(op_ == REDUCE ? CallOpcode::kReduce : CallOpcode::kNewObj, callable, args,
+                         kNoNode);
       }
       case NEWOBJ_EX: {
         if (!need(3)) return false;
