@@ -58,8 +58,8 @@ class Spill {
 
  private:
   Status open_temp(const std::string& out_path) {
-    std::string dir = std::filesystem::path(out_path).parent_path().string();
-    if (dir.empty()) dir = ".";
+    const std::filesystem::path parent = std::filesystem::path(out_path).parent_path();
+    const std::string dir = parent.empty() ? std::string(".") : parent.string();
     fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd_ < 0) {  // a file system without O_TMPFILE: a named temporary, unlinked at once
       std::string name = dir + "/.ckptkit-inflate-XXXXXX";
