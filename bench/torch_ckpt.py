@@ -44,21 +44,8 @@ def inspect(path):
 
 def convert(src, dst, target, sync):
     sd = state_dict_of(torch.load(src, map_location="cpu"))
-    out = {k: tc.cast(v, target) for k, v in sd.items() if torch.is_tensor(v)}
-    items = sorted(out.items())
-    tmp = dst + ".tmp-torch"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(tc.header_bytes([(k, v.dtype, v.shape) for k, v in items], None))
-            for _, v in items:
-                tc.write_tensor(f, v)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    out = {k: tc.cast(v, target) for k, v in sorted(sd.items()) if torch.is_tensor(v)}
+    tc.write_atomic(dst, sync, lambda f: tc.write_state_dict(f, out, None))
 
 
 def main(argv):

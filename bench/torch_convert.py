@@ -106,28 +106,13 @@ def write_tensor(f, t):
     f.write(memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy()))
 
 
-def convert(src, dst, target, stream, sync):
-    meta, tensors, keep = open_tensors(src)
+def write_atomic(dst, sync, fill):
+    """Writes dst through a temporary beside it: fill(f) writes the content, then flush, fsync
+    (unless sync is false) and rename, the durability ckptkit gives its outputs."""
     tmp = dst + ".tmp-torch"
     try:
         with open(tmp, "wb") as f:
-            if stream:
-                hdr, _ = read_header(src)
-                hdr.pop("__metadata__", None)
-                plan = sorted(hdr.items(), key=lambda kv: kv[1]["data_offsets"][0])
-                items = []
-                for name, e in plan:
-                    dt = DTYPES[e["dtype"]]
-                    out_dt = target if dt.is_floating_point else dt
-                    items.append((name, out_dt, e["shape"]))
-                f.write(header_bytes(items, meta))
-                for _, t in tensors:
-                    write_tensor(f, cast(t, target))
-            else:
-                sd = {name: cast(t, target) for name, t in tensors}
-                f.write(header_bytes([(k, v.dtype, v.shape) for k, v in sd.items()], meta))
-                for v in sd.values():
-                    write_tensor(f, v)
+            fill(f)
             f.flush()
             if sync:
                 os.fsync(f.fileno())
@@ -135,6 +120,37 @@ def convert(src, dst, target, stream, sync):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_state_dict(f, sd, meta):
+    """A safetensors file of the tensors of sd (name -> tensor), in sd's order."""
+    f.write(header_bytes([(k, v.dtype, v.shape) for k, v in sd.items()], meta))
+    for v in sd.values():
+        write_tensor(f, v)
+
+
+def convert(src, dst, target, stream, sync):
+    meta, tensors, keep = open_tensors(src)
+
+    def fill(f):
+        if stream:
+            hdr, _ = read_header(src)
+            hdr.pop("__metadata__", None)
+            plan = sorted(hdr.items(), key=lambda kv: kv[1]["data_offsets"][0])
+            items = []
+            for name, e in plan:
+                dt = DTYPES[e["dtype"]]
+                out_dt = target if dt.is_floating_point else dt
+                items.append((name, out_dt, e["shape"]))
+            f.write(header_bytes(items, meta))
+            for _, t in tensors:
+                write_tensor(f, cast(t, target))
+        else:
+            write_state_dict(f, {name: cast(t, target) for name, t in tensors}, meta)
+
+    try:
+        write_atomic(dst, sync, fill)
+    finally:
         keep[1].close()
         keep[0].close()
 

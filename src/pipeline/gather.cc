@@ -18,34 +18,24 @@ namespace {
 
 constexpr uint64_t kWindowBytes = 16ull << 20;
 
+template <typename U>
+void byteswap_as(uint8_t* p, uint64_t count) {
+  for (uint64_t i = 0; i < count; ++i) {
+    U v;
+    std::memcpy(&v, p + i * sizeof(U), sizeof(U));
+    if constexpr (sizeof(U) == 2) v = __builtin_bswap16(v);
+    if constexpr (sizeof(U) == 4) v = __builtin_bswap32(v);
+    if constexpr (sizeof(U) == 8) v = __builtin_bswap64(v);
+    std::memcpy(p + i * sizeof(U), &v, sizeof(U));
+  }
+}
+
 void byteswap(uint8_t* p, uint64_t count, unsigned size) {
   switch (size) {
-    case 2:
-      for (uint64_t i = 0; i < count; ++i) {
-        uint16_t v;
-        std::memcpy(&v, p + i * 2, 2);
-        v = __builtin_bswap16(v);
-        std::memcpy(p + i * 2, &v, 2);
-      }
-      break;
-    case 4:
-      for (uint64_t i = 0; i < count; ++i) {
-        uint32_t v;
-        std::memcpy(&v, p + i * 4, 4);
-        v = __builtin_bswap32(v);
-        std::memcpy(p + i * 4, &v, 4);
-      }
-      break;
-    case 8:
-      for (uint64_t i = 0; i < count; ++i) {
-        uint64_t v;
-        std::memcpy(&v, p + i * 8, 8);
-        v = __builtin_bswap64(v);
-        std::memcpy(p + i * 8, &v, 8);
-      }
-      break;
-    default:
-      break;
+    case 2: return byteswap_as<uint16_t>(p, count);
+    case 4: return byteswap_as<uint32_t>(p, count);
+    case 8: return byteswap_as<uint64_t>(p, count);
+    default: return;
   }
 }
 
