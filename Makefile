@@ -37,11 +37,15 @@ test-asan:
 	cmake --build --preset asan -j $(JOBS)
 	ctest --preset asan -j $(JOBS)
 
+# make fuzz [FUZZ_TARGET=safetensors_header|zip|pickle|torch_checkpoint] [FUZZ_SECONDS=300]
+FUZZ_TARGET ?= safetensors_header
 fuzz: deps
 	cmake --preset fuzz >/dev/null
-	cmake --build --preset fuzz -j $(JOBS)
-	build/fuzz/fuzz/safetensors_header_fuzz -max_total_time=$${FUZZ_SECONDS:-300} \
-	  -dict=fuzz/safetensors.dict build/fuzz/corpus fuzz/corpus/safetensors_header
+	cmake --build --preset fuzz -j $(JOBS) --target $(FUZZ_TARGET)_fuzz
+	mkdir -p build/fuzz/corpus-$(FUZZ_TARGET)
+	build/fuzz/fuzz/$(FUZZ_TARGET)_fuzz -max_total_time=$${FUZZ_SECONDS:-300} \
+	  $$(test -f fuzz/$(FUZZ_TARGET).dict && echo -dict=fuzz/$(FUZZ_TARGET).dict) \
+	  build/fuzz/corpus-$(FUZZ_TARGET) fuzz/corpus/$(FUZZ_TARGET)
 
 bench:
 	bench/run
