@@ -29,17 +29,17 @@ std::string_view verdict_name(Verdict v);  ///< "safe", "suspicious", "dangerous
 
 struct ScanGlobal {
   std::string module, name;
-  uint64_t offset = 0;       ///< absolute file offset of the opcode (see `entry`)
-  std::string entry;         ///< zip entry holding the pickle; "" for legacy/bare pickles
-  std::string opcode;        ///< GLOBAL, STACK_GLOBAL, INST, OBJ, EXT
-  std::string category;      ///< allowed, unknown, dangerous
-  std::string reason;        ///< plain words
-  bool nested = false;       ///< inside a pickle nested in a byte string (offset: that string's)
-  bool compressed = false;   ///< the entry is deflated: offset is within the inflated entry
+  uint64_t offset = 0;      ///< absolute file offset of the opcode (see `entry`)
+  std::string entry;        ///< zip entry holding the pickle; "" for legacy/bare pickles
+  std::string opcode;       ///< GLOBAL, STACK_GLOBAL, INST, OBJ, EXT
+  std::string category;     ///< allowed, unknown, dangerous
+  std::string reason;       ///< plain words
+  bool nested = false;      ///< inside a pickle nested in a byte string (offset: that string's)
+  bool compressed = false;  ///< the entry is deflated: offset is within the inflated entry
 };
 
 struct ScanFinding {
-  std::string kind;     ///< stable id: "overlapping_entries", "malformed_pickle", "nested_pickle", …
+  std::string kind;  ///< stable id: "overlapping_entries", "malformed_pickle", "nested_pickle", …
   uint64_t offset = 0;
   std::string entry;
   std::string message;  ///< plain words
@@ -47,12 +47,12 @@ struct ScanFinding {
 
 struct ScanReport {
   std::string path;
-  std::string format;   ///< safetensors, torch-zip, torch-legacy, pickle, or what it is not
+  std::string format;  ///< safetensors, torch-zip, torch-legacy, pickle, or what it is not
   Verdict verdict = Verdict::kSafe;
-  std::string summary;  ///< what the verdict means, for a ComfyUI user
-  std::vector<ScanGlobal> globals;   ///< every global reference (allowlisted ones included)
+  std::string summary;              ///< what the verdict means, for a ComfyUI user
+  std::vector<ScanGlobal> globals;  ///< every global reference (allowlisted ones included)
   std::vector<ScanFinding> findings;
-  Status error;         ///< not ok: the file could not be read at all (no verdict)
+  Status error;  ///< not ok: the file could not be read at all (no verdict)
 };
 
 ScanReport scan_file(const std::string& path, const ReadLimits& limits = {});

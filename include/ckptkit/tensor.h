@@ -48,11 +48,11 @@ struct TensorInfo {
 
 /// A PyTorch storage: one flat run of elements that tensors view.
 struct StorageInfo {
-  std::string key;       ///< the persistent-id key ("0", "1", … or an address in old files)
-  std::string entry;     ///< zip entry holding it ("archive/data/0"); empty for legacy files
+  std::string key;    ///< the persistent-id key ("0", "1", … or an address in old files)
+  std::string entry;  ///< zip entry holding it ("archive/data/0"); empty for legacy files
   DType dtype = DType::F32;
-  uint64_t offset = 0;   ///< absolute file offset of its first byte (see `deflated`)
-  uint64_t nbytes = 0;   ///< numel × element size
+  uint64_t offset = 0;  ///< absolute file offset of its first byte (see `deflated`)
+  uint64_t nbytes = 0;  ///< numel × element size
   /// The zip entry is deflated (torch never writes that; re-zipping tools do): `offset` is
   /// where the compressed bytes start, the tensors' `begin` is relative to it as if the entry
   /// were stored, and the bytes must be inflated first (convert spills them once).
@@ -63,13 +63,13 @@ struct StorageInfo {
 
 /// What a PyTorch file held besides the tensors.
 struct TorchDetails {
-  std::string pickle_entry;            ///< "archive/data.pkl" (zip) or "" (legacy)
-  uint64_t pickle_offset = 0;          ///< absolute offset of the object pickle
+  std::string pickle_entry;    ///< "archive/data.pkl" (zip) or "" (legacy)
+  uint64_t pickle_offset = 0;  ///< absolute offset of the object pickle
   int pickle_protocol = 0;
   /// Where the state dict was found: "" (the top level), "state_dict", "model", "a.b", …
   std::string state_dict_key;
   std::vector<std::string> other_entries;  ///< top-level keys that are not the state dict
-  uint64_t dropped_values = 0;         ///< non-tensor values inside the state dict (dropped)
+  uint64_t dropped_values = 0;             ///< non-tensor values inside the state dict (dropped)
   std::vector<StorageInfo> storages;
 };
 
@@ -78,7 +78,7 @@ struct TorchDetails {
 struct HeaderQuirks {
   uint64_t leading_whitespace = 0;
   uint64_t trailing_whitespace = 0;  ///< other than the padding a writer adds (always counted)
-  bool canonical_order = true;  ///< data in the reference writer's order (dtype rank, name)
+  bool canonical_order = true;       ///< data in the reference writer's order (dtype rank, name)
 };
 
 enum class FileFormat : uint8_t {
@@ -94,8 +94,8 @@ struct Checkpoint {
   std::string path;
   FileFormat format = FileFormat::kSafetensors;
   uint64_t file_size = 0;
-  uint64_t header_size = 0;   ///< bytes of the header (the JSON, for safetensors)
-  uint64_t data_offset = 0;   ///< absolute file offset of the data section
+  uint64_t header_size = 0;  ///< bytes of the header (the JSON, for safetensors)
+  uint64_t data_offset = 0;  ///< absolute file offset of the data section
   /// safetensors: in data order (ascending `begin`); PyTorch: in state-dict order.
   std::vector<TensorInfo> tensors;
   std::map<std::string, std::string> metadata;

@@ -87,15 +87,17 @@ Runner setup_convert(CLI::App& sub) {
                    kept.empty() ? "" : fmt::format("; not float, kept: {}", kept).c_str(),
                    s.seconds);
       if (report->format != FileFormat::kSafetensors) {
-        std::fprintf(stderr, "  from %s (state dict: %s); dropped: %llu non-tensor values in it, "
-                     "%llu other top-level entries%s\n",
-                     std::string(format_name(report->format)).c_str(),
-                     report->state_dict_key.empty() ? "top level" : report->state_dict_key.c_str(),
-                     static_cast<unsigned long long>(report->dropped_values),
-                     static_cast<unsigned long long>(report->other_entries),
-                     report->tensors_materialized
-                         ? fmt::format("; {} views materialized", report->tensors_materialized).c_str()
-                         : "");
+        std::fprintf(
+            stderr,
+            "  from %s (state dict: %s); dropped: %llu non-tensor values in it, "
+            "%llu other top-level entries%s\n",
+            std::string(format_name(report->format)).c_str(),
+            report->state_dict_key.empty() ? "top level" : report->state_dict_key.c_str(),
+            static_cast<unsigned long long>(report->dropped_values),
+            static_cast<unsigned long long>(report->other_entries),
+            report->tensors_materialized
+                ? fmt::format("; {} views materialized", report->tensors_materialized).c_str()
+                : "");
       }
     }
     return kExitOk;

@@ -5,8 +5,8 @@
 #include <map>
 
 #include "ckptkit/reader.h"
-#include "ckptkit/scan.h"
 #include "ckptkit/safetensors.h"
+#include "ckptkit/scan.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "cli/scan_report.h"
@@ -38,8 +38,8 @@ std::string short_count(uint64_t v) {
 
 bool is_torch(const Checkpoint& ck) { return ck.format != FileFormat::kSafetensors; }
 
-int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype,
-               bool list, const ScanReport* scan) {
+int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
+               const ScanReport* scan) {
   JsonWriter w;
   w.begin_object();
   w.key("path").value(ck.path);
@@ -75,8 +75,10 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
     w.key("storages").value(static_cast<uint64_t>(ck.torch.storages.size()));
     w.key("pickle").begin_object();
     w.key("entry");
-    if (ck.torch.pickle_entry.empty()) w.null();
-    else w.value(ck.torch.pickle_entry);
+    if (ck.torch.pickle_entry.empty())
+      w.null();
+    else
+      w.value(ck.torch.pickle_entry);
     w.key("offset").value(ck.torch.pickle_offset);
     w.key("bytes").value(ck.header_size);
     w.key("protocol").value(static_cast<uint64_t>(ck.torch.pickle_protocol));
@@ -116,8 +118,8 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
   return kExitOk;
 }
 
-int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype,
-               bool list, const ScanReport* scan) {
+int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
+               const ScanReport* scan) {
   std::string out;
   out += fmt::format("{:<12}{}\n", "file", ck.path);
   out += fmt::format("{:<12}{}\n", "format", format_name(ck.format));
@@ -129,12 +131,15 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
     out += fmt::format("{:<12}{} bytes, protocol {}{}\n", "pickle", with_commas(ck.header_size),
                        ck.torch.pickle_protocol,
                        ck.torch.pickle_entry.empty() ? "" : " (" + ck.torch.pickle_entry + ")");
-    out += fmt::format("{:<12}{}\n", "state dict",
-                       ck.torch.state_dict_key.empty() ? "the top level" : "'" + ck.torch.state_dict_key + "'");
+    out += fmt::format(
+        "{:<12}{}\n", "state dict",
+        ck.torch.state_dict_key.empty() ? "the top level" : "'" + ck.torch.state_dict_key + "'");
     if (!ck.torch.other_entries.empty()) {
       std::string others;
-      for (const std::string& e : ck.torch.other_entries) others += (others.empty() ? "" : ", ") + e;
-      out += fmt::format("{:<12}{} (not tensors of the model; dropped by convert)\n", "other", others);
+      for (const std::string& e : ck.torch.other_entries)
+        others += (others.empty() ? "" : ", ") + e;
+      out +=
+          fmt::format("{:<12}{} (not tensors of the model; dropped by convert)\n", "other", others);
     }
     if (scan)
       out += fmt::format("{:<12}{} — {}\n", "safety", verdict_name(scan->verdict), scan->summary);
@@ -144,9 +149,8 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
                      short_count(ck.parameter_count()));
   bool first = true;
   for (const auto& [name, s] : by_dtype) {
-    out += fmt::format("{:<12}{:<8} {:>6} tensors  {:>14} params  {:>10}\n",
-                       first ? "dtypes" : "", name, s.tensors, with_commas(s.parameters),
-                       human_bytes(s.bytes));
+    out += fmt::format("{:<12}{:<8} {:>6} tensors  {:>14} params  {:>10}\n", first ? "dtypes" : "",
+                       name, s.tensors, with_commas(s.parameters), human_bytes(s.bytes));
     first = false;
   }
   if (ck.metadata.empty()) {
@@ -154,7 +158,8 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
   } else {
     first = true;
     for (const auto& [k, v] : ck.metadata) {
-      std::string shown = v.size() > 200 ? v.substr(0, 200) + fmt::format("… ({} bytes)", v.size()) : v;
+      std::string shown =
+          v.size() > 200 ? v.substr(0, 200) + fmt::format("… ({} bytes)", v.size()) : v;
       for (char& c : shown)
         if (c == '\n' || c == '\r') c = ' ';
       out += fmt::format("{:<12}{}: {}\n", first ? "metadata" : "", k, shown);
@@ -189,8 +194,7 @@ Runner setup_inspect(CLI::App& sub) {
       ->required();
   sub.add_flag("--json", o->json, "machine-readable output");
   sub.add_flag("--tensors", o->tensors, "list every tensor: name, dtype, shape, file offset");
-  sub.add_option("--max-header-size", o->max_header,
-                 "refuse headers larger than this many bytes")
+  sub.add_option("--max-header-size", o->max_header, "refuse headers larger than this many bytes")
       ->default_val(kDefaultMaxHeaderBytes);
   sub.footer(
       "Reads only the header (safetensors) or the pickle (PyTorch files, never executed), so it\n"

@@ -14,11 +14,15 @@ void write_scan_json(JsonWriter& w, const ScanReport& r) {
   w.begin_object();
   w.key("path").value(r.path);
   w.key("format");
-  if (r.format.empty()) w.null();
-  else w.value(r.format);
+  if (r.format.empty())
+    w.null();
+  else
+    w.value(r.format);
   w.key("verdict");
-  if (r.error.is_ok()) w.value(verdict_name(r.verdict));
-  else w.null();
+  if (r.error.is_ok())
+    w.value(verdict_name(r.verdict));
+  else
+    w.null();
   w.key("summary").value(r.summary);
   w.key("globals").begin_array();
   for (const ScanGlobal& g : r.globals) {
@@ -27,8 +31,10 @@ void write_scan_json(JsonWriter& w, const ScanReport& r) {
     w.key("name").value(g.name);
     w.key("offset").value(g.offset);
     w.key("entry");
-    if (g.entry.empty()) w.null();
-    else w.value(g.entry);
+    if (g.entry.empty())
+      w.null();
+    else
+      w.value(g.entry);
     w.key("opcode").value(g.opcode);
     w.key("category").value(g.category);
     w.key("reason").value(g.reason);
@@ -43,15 +49,19 @@ void write_scan_json(JsonWriter& w, const ScanReport& r) {
     w.key("kind").value(f.kind);
     w.key("offset").value(f.offset);
     w.key("entry");
-    if (f.entry.empty()) w.null();
-    else w.value(f.entry);
+    if (f.entry.empty())
+      w.null();
+    else
+      w.value(f.entry);
     w.key("message").value(f.message);
     w.end_object();
   }
   w.end_array();
   w.key("error");
-  if (r.error.is_ok()) w.null();
-  else w.value(r.error.to_string());
+  if (r.error.is_ok())
+    w.null();
+  else
+    w.value(r.error.to_string());
   w.end_object();
 }
 
@@ -104,10 +114,14 @@ Runner setup_scan(CLI::App& sub) {
     }
     for (const std::string& f : o->files) {
       ScanReport r = scan_file(f);
-      if (!r.error.is_ok()) status = kExitError;
-      else if (r.verdict != Verdict::kSafe && status == kExitOk) status = kExitProblems;
-      if (o->json) write_scan_json(w, r);
-      else std::fputs(scan_text(r, o->all).c_str(), stdout);
+      if (!r.error.is_ok())
+        status = kExitError;
+      else if (r.verdict != Verdict::kSafe && status == kExitOk)
+        status = kExitProblems;
+      if (o->json)
+        write_scan_json(w, r);
+      else
+        std::fputs(scan_text(r, o->all).c_str(), stdout);
     }
     if (o->json) {
       w.end_array();

@@ -8,7 +8,8 @@ namespace ckptkit {
 namespace {
 
 bool starts_with(std::span<const uint8_t> head, std::string_view prefix) {
-  return head.size() >= prefix.size() && std::memcmp(head.data(), prefix.data(), prefix.size()) == 0;
+  return head.size() >= prefix.size() &&
+         std::memcmp(head.data(), prefix.data(), prefix.size()) == 0;
 }
 
 bool starts_with_nocase(std::span<const uint8_t> head, size_t at, std::string_view prefix) {

@@ -127,11 +127,12 @@ Result<std::unique_ptr<OutputFile>> OutputFile::create(const std::string& path,
   const int slot = fd >= 0 ? register_temp(buf) : -1;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (fd < 0) return os_error("cannot create a temporary output file in", dir, create_errno);
-  (void)::fchmod(fd, 0644 & ~[] {
-    mode_t m = ::umask(0);
-    ::umask(m);
-    return m;
-  }());
+  (void)::fchmod(
+      fd, 0644 & ~[] {
+        mode_t m = ::umask(0);
+        ::umask(m);
+        return m;
+      }());
   return std::unique_ptr<OutputFile>(new OutputFile(fd, path, buf, slot, options));
 }
 
@@ -150,8 +151,8 @@ Status OutputFile::truncate(uint64_t size) {
 Status OutputFile::pwrite_all(std::span<const uint8_t> data, uint64_t offset) {
   uint64_t done = 0;
   while (done < data.size()) {
-    ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done,
-                         static_cast<off_t>(offset + done));
+    ssize_t n =
+        ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return os_error("write failed", path_, errno, offset + done);

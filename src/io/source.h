@@ -51,8 +51,8 @@ class MemorySource final : public ByteSource {
   const std::string& path() const override { return path_; }
   Status read(std::span<uint8_t> out, uint64_t offset, std::string_view what) const override {
     if (offset > bytes_.size() || out.size() > bytes_.size() - offset) {
-      Status s = corrupt_at(offset, "data ends while reading {} ({} bytes needed, {} left)",
-                            what, out.size(), offset > bytes_.size() ? 0 : bytes_.size() - offset);
+      Status s = corrupt_at(offset, "data ends while reading {} ({} bytes needed, {} left)", what,
+                            out.size(), offset > bytes_.size() ? 0 : bytes_.size() - offset);
       s.with_path(path_);
       return s;
     }

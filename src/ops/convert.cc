@@ -154,10 +154,10 @@ Result<ConvertReport> convert_file(const std::string& in_path, const std::string
     if (!scan.error.is_ok()) return scan.error;
     report.verdict = scan.verdict;
     if (scan.verdict == Verdict::kDangerous && !options.allow_dangerous)
-      return Status(ErrorCode::kInvalidArgument,
-                    "refusing to convert a file that would run code when loaded (" +
-                        scan.summary + ")",
-                    in_path);
+      return Status(
+          ErrorCode::kInvalidArgument,
+          "refusing to convert a file that would run code when loaded (" + scan.summary + ")",
+          in_path);
     report.dropped_values = ck.torch.dropped_values;
     report.other_entries = ck.torch.other_entries.size();
     report.state_dict_key = ck.torch.state_dict_key;
@@ -178,7 +178,8 @@ Result<ConvertReport> convert_file(const std::string& in_path, const std::string
     const uint64_t src = ck.data_offset + t.begin;
     DType to = t.dtype;
     if (options.dtype && is_float(t.dtype)) to = *options.dtype;
-    if (options.dtype && !is_float(t.dtype)) ++report.kept_not_float[std::string(dtype_name(t.dtype))];
+    if (options.dtype && !is_float(t.dtype))
+      ++report.kept_not_float[std::string(dtype_name(t.dtype))];
     if (to != t.dtype && !can_cast(t.dtype, to))
       return Status(ErrorCode::kUnsupported,
                     fmt::format("{} values cannot be converted to {} (the type is understood but "
@@ -186,9 +187,12 @@ Result<ConvertReport> convert_file(const std::string& in_path, const std::string
                                 dtype_name(t.dtype), dtype_name(to)),
                     in_path, src, t.name);
     auto [file, where] = spill.locate(in, ck, t);
-    plan.tensors.push_back({t.name, to, t.shape, make_tensor_producer(file, where, ck.data_offset, to)});
-    if (to == t.dtype) ++report.tensors_copied;
-    else ++report.tensors_cast;
+    plan.tensors.push_back(
+        {t.name, to, t.shape, make_tensor_producer(file, where, ck.data_offset, to)});
+    if (to == t.dtype)
+      ++report.tensors_copied;
+    else
+      ++report.tensors_cast;
     if (!t.is_plain()) ++report.tensors_materialized;
   }
   RunOptions run = options.run;

@@ -18,26 +18,34 @@ namespace {
 
 using pickle::GlobalCategory;
 
-constexpr int kMaxNesting = 3;                     ///< pickles inside pickles followed
-constexpr uint64_t kStoragePeek = 8;               ///< bytes sniffed of each data/<key> entry
-constexpr uint64_t kMaxEntryScan = 64ull << 20;    ///< a non-storage entry scanned whole up to this
+constexpr int kMaxNesting = 3;                   ///< pickles inside pickles followed
+constexpr uint64_t kStoragePeek = 8;             ///< bytes sniffed of each data/<key> entry
+constexpr uint64_t kMaxEntryScan = 64ull << 20;  ///< a non-storage entry scanned whole up to this
 
 std::string_view category_name(GlobalCategory c) {
   switch (c) {
-    case GlobalCategory::kAllowed: return "allowed";
-    case GlobalCategory::kUnknown: return "unknown";
-    case GlobalCategory::kDangerous: return "dangerous";
+    case GlobalCategory::kAllowed:
+      return "allowed";
+    case GlobalCategory::kUnknown:
+      return "unknown";
+    case GlobalCategory::kDangerous:
+      return "dangerous";
   }
   return "unknown";
 }
 
 std::string_view opcode_label(pickle::GlobalOpcode op) {
   switch (op) {
-    case pickle::GlobalOpcode::kGlobal: return "GLOBAL";
-    case pickle::GlobalOpcode::kStackGlobal: return "STACK_GLOBAL";
-    case pickle::GlobalOpcode::kInst: return "INST";
-    case pickle::GlobalOpcode::kObj: return "OBJ";
-    case pickle::GlobalOpcode::kExt: return "EXT";
+    case pickle::GlobalOpcode::kGlobal:
+      return "GLOBAL";
+    case pickle::GlobalOpcode::kStackGlobal:
+      return "STACK_GLOBAL";
+    case pickle::GlobalOpcode::kInst:
+      return "INST";
+    case pickle::GlobalOpcode::kObj:
+      return "OBJ";
+    case pickle::GlobalOpcode::kExt:
+      return "EXT";
   }
   return "GLOBAL";
 }
@@ -105,8 +113,7 @@ class Scanner {
   }
 
   void malformed(const pickle::Program& p, const std::string& entry) {
-    finding("malformed_pickle", p.status.offset() == kNoOffset ? p.begin : p.status.offset(),
-            entry,
+    finding("malformed_pickle", p.status.offset() == kNoOffset ? p.begin : p.status.offset(), entry,
             fmt::format("the pickle is malformed ({}); torch.load would stop there, after "
                         "importing what came before",
                         p.status.message()));
@@ -152,7 +159,8 @@ void scan_zip(const InputFile& file, const ReadLimits& limits, ScanReport& r) {
     if (!is_main && !named_pkl && !looks_like_pickle(*head)) continue;
     std::vector<uint8_t> bytes;
     if (storage) {
-      auto more = zip::read_entry_prefix(src, e, std::min<uint64_t>(e.uncompressed_size, kMaxEntryScan));
+      auto more =
+          zip::read_entry_prefix(src, e, std::min<uint64_t>(e.uncompressed_size, kMaxEntryScan));
       if (!more) continue;
       bytes = std::move(*more);
     } else {
@@ -200,8 +208,7 @@ void scan_pickle_stream(const InputFile& file, const ReadLimits& limits, ScanRep
   }
 }
 
-std::string join_names(const std::vector<ScanGlobal>& gs, std::string_view category,
-                       size_t max) {
+std::string join_names(const std::vector<ScanGlobal>& gs, std::string_view category, size_t max) {
   std::set<std::string> names;
   for (const ScanGlobal& g : gs)
     if (g.category == category) names.insert(g.module + "." + g.name);
@@ -234,16 +241,17 @@ void judge(ScanReport& r) {
     r.verdict = Verdict::kSuspicious;
     std::string why;
     if (unknown)
-      why = fmt::format("loading it with torch.load would import code from outside PyTorch "
-                        "({}). That is normal for training checkpoints (Lightning callbacks, "
-                        "config objects) and nothing known to be harmful was found, but such "
-                        "code could do anything when imported.",
-                        join_names(r.globals, "unknown", 4));
+      why = fmt::format(
+          "loading it with torch.load would import code from outside PyTorch "
+          "({}). That is normal for training checkpoints (Lightning callbacks, "
+          "config objects) and nothing known to be harmful was found, but such "
+          "code could do anything when imported.",
+          join_names(r.globals, "unknown", 4));
     if (!r.findings.empty())
-      why += fmt::format("{}the file has {} structural oddit{} (listed) that loaders may read "
-                         "differently.",
-                         why.empty() ? "" : " Also, ", r.findings.size(),
-                         r.findings.size() == 1 ? "y" : "ies");
+      why += fmt::format(
+          "{}the file has {} structural oddit{} (listed) that loaders may read "
+          "differently.",
+          why.empty() ? "" : " Also, ", r.findings.size(), r.findings.size() == 1 ? "y" : "ies");
     r.summary = "Not known to be harmful, but not plain data: " + why +
                 " Converting it to .safetensors with ckptkit keeps only the tensors.";
   } else {
@@ -258,9 +266,12 @@ void judge(ScanReport& r) {
 
 std::string_view verdict_name(Verdict v) {
   switch (v) {
-    case Verdict::kSafe: return "safe";
-    case Verdict::kSuspicious: return "suspicious";
-    case Verdict::kDangerous: return "dangerous";
+    case Verdict::kSafe:
+      return "safe";
+    case Verdict::kSuspicious:
+      return "suspicious";
+    case Verdict::kDangerous:
+      return "dangerous";
   }
   return "unknown";
 }

@@ -32,10 +32,14 @@ void byteswap_as(uint8_t* p, uint64_t count) {
 
 void byteswap(uint8_t* p, uint64_t count, unsigned size) {
   switch (size) {
-    case 2: return byteswap_as<uint16_t>(p, count);
-    case 4: return byteswap_as<uint32_t>(p, count);
-    case 8: return byteswap_as<uint64_t>(p, count);
-    default: return;
+    case 2:
+      return byteswap_as<uint16_t>(p, count);
+    case 4:
+      return byteswap_as<uint32_t>(p, count);
+    case 8:
+      return byteswap_as<uint64_t>(p, count);
+    default:
+      return;
   }
 }
 

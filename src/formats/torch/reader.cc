@@ -45,8 +45,8 @@ struct PickleSource {
 };
 
 Status bad(const PickleSource& src, uint64_t offset, std::string tensor, std::string message) {
-  std::string m = src.entry.empty() ? std::move(message)
-                                    : fmt::format("{}: {}", src.entry, message);
+  std::string m =
+      src.entry.empty() ? std::move(message) : fmt::format("{}: {}", src.entry, message);
   return Status(ErrorCode::kCorrupt, std::move(m), src.path, offset, std::move(tensor));
 }
 
@@ -68,7 +68,7 @@ const Global* global_of(const Program& p, NodeId id) {
 Meaning meaning_of(const Program& p, NodeId id) {
   const Global* g = global_of(p, id);
   return g && g->klass.category == pickle::GlobalCategory::kAllowed ? g->klass.meaning
-                                                                     : Meaning::kNone;
+                                                                    : Meaning::kNone;
 }
 
 /// Items of a tuple or list node; nullptr for anything else.
@@ -153,8 +153,9 @@ IsTensor tensor_of_call(const Program& p, NodeId callable, NodeId args_id, uint6
       }
       const Node* st = get(p, (*args)[0]);
       if (!st || st->kind != Kind::kPersistentId) {
-        why = "a tensor's storage is not a persistent reference to the archive's data (a "
-              "storage embedded another way cannot be extracted)";
+        why =
+            "a tensor's storage is not a persistent reference to the archive's data (a "
+            "storage embedded another way cannot be extracted)";
         return IsTensor::kBroken;
       }
       out.pid = (*args)[0];
@@ -288,8 +289,8 @@ Status flatten(const Program& p, const PickleSource& src, NodeId id, const std::
 
 /// Where training code keeps the weights, in the order they are preferred.
 constexpr std::array<std::string_view, 12> kStateDictKeys = {
-    "state_dict", "model",  "module",           "params_ema", "params",   "model_state_dict",
-    "net",        "ema",    "generator",        "weights",    "model_ema", "network"};
+    "state_dict", "model", "module",    "params_ema", "params",    "model_state_dict",
+    "net",        "ema",   "generator", "weights",    "model_ema", "network"};
 
 /// Picks the state dict inside the root and lists the tensors in it.
 Status extract(const Program& p, const PickleSource& src, Checkpoint& ck,
@@ -312,8 +313,10 @@ Status extract(const Program& p, const PickleSource& src, Checkpoint& ck,
         Found g{std::to_string(i), {}};
         t = tensor_of(p, (*seq)[i], g.ref, why);
         if (t == IsTensor::kBroken) return bad(src, offset_of(p, (*seq)[i]), g.name, why);
-        if (t == IsTensor::kYes) found.push_back(std::move(g));
-        else ++ck.torch.dropped_values;
+        if (t == IsTensor::kYes)
+          found.push_back(std::move(g));
+        else
+          ++ck.torch.dropped_values;
       }
       return Status::ok();
     }
@@ -398,10 +401,10 @@ Status parse_pid(const Program& p, const PickleSource& src, NodeId pid_node,
   auto dt = storage_dtype(p, (*t)[1]);
   if (!dt) {
     const Global* g = global_of(p, (*t)[1]);
-    return bad(src, pid->offset, tensor,
-               g ? fmt::format("storage type {}.{} is not a known tensor storage", g->module,
-                               g->name)
-                 : std::string("storage type is not a global"));
+    return bad(
+        src, pid->offset, tensor,
+        g ? fmt::format("storage type {}.{} is not a known tensor storage", g->module, g->name)
+          : std::string("storage type is not a global"));
   }
   const std::string* key = as_string(p, (*t)[2]);
   std::string key_str = key ? *key : (as_int(p, (*t)[2]) ? key_text(p, (*t)[2]) : "");
@@ -473,11 +476,10 @@ Status build_tensors(const Program& p, const PickleSource& src, std::vector<Foun
     t.big_endian = big_endian && elsize > 1;
     const TensorRef& r = f.ref;
     if (r.size.size() != r.stride.size())
-      return bad(src, r.offset, t.name,
-                 fmt::format("size has {} dimensions but stride has {}", r.size.size(),
-                             r.stride.size()));
-    if (r.storage_offset < 0)
-      return bad(src, r.offset, t.name, "negative storage offset");
+      return bad(
+          src, r.offset, t.name,
+          fmt::format("size has {} dimensions but stride has {}", r.size.size(), r.stride.size()));
+    if (r.storage_offset < 0) return bad(src, r.offset, t.name, "negative storage offset");
     uint64_t numel = 1, reach = static_cast<uint64_t>(r.storage_offset);
     bool ok = true;
     for (size_t d = 0; d < r.size.size(); ++d) {
@@ -494,12 +496,12 @@ Status build_tensors(const Program& p, const PickleSource& src, std::vector<Foun
         ok &= !__builtin_add_overflow(reach, step, &reach);
       }
       if (!ok || reach >= storage_numel)
-        return bad(src, r.offset, t.name,
-                   fmt::format("shape {} with stride ({}) from element {} reaches element {} "
-                               "of storage '{}', which holds {}",
-                               shape_to_string(t.shape), fmt::join(r.stride, ", "),
-                               r.storage_offset, ok ? fmt::format("{}", reach) : "2^64+",
-                               s.key, storage_numel));
+        return bad(
+            src, r.offset, t.name,
+            fmt::format("shape {} with stride ({}) from element {} reaches element {} "
+                        "of storage '{}', which holds {}",
+                        shape_to_string(t.shape), fmt::join(r.stride, ", "), r.storage_offset,
+                        ok ? fmt::format("{}", reach) : "2^64+", s.key, storage_numel));
     }
     // C-contiguous (dimensions of size 1 may have any stride)?
     bool contiguous = true;
@@ -532,7 +534,8 @@ pickle::Limits pickle_limits(const ReadLimits& limits) {
 const zip::Entry* find_data_pkl(const zip::Archive& archive) {
   for (const zip::Entry& e : archive.entries) {
     const size_t slash = e.name.find('/');
-    if (slash != std::string::npos && slash > 0 && e.name.compare(slash, std::string::npos, "/data.pkl") == 0)
+    if (slash != std::string::npos && slash > 0 &&
+        e.name.compare(slash, std::string::npos, "/data.pkl") == 0)
       return &e;
   }
   return nullptr;
@@ -578,7 +581,8 @@ Result<Checkpoint> read_torch_zip(const InputFile& file, const ReadLimits& limit
   if (const zip::Entry* bo = archive.find(root + "byteorder")) {
     CKPT_ASSIGN_OR_RETURN(std::vector<uint8_t> b, zip::read_entry(src, *bo, zl));
     const std::string_view v(reinterpret_cast<const char*>(b.data()), b.size());
-    if (v == "big") big_endian = true;
+    if (v == "big")
+      big_endian = true;
     else if (v != "little")
       return Status(ErrorCode::kCorrupt,
                     fmt::format("{}: byte order '{}' is neither 'little' nor 'big'", bo->name,
@@ -662,10 +666,10 @@ Status run_leading_pickles(const InputFile& file, int max_count, const ReadLimit
     }
     if (!short_read) return Status::ok();
     if (window >= limits.max_pickle_bytes)
-      return Status(ErrorCode::kLimitExceeded,
-                    fmt::format("the pickles are longer than the limit of {} bytes",
-                                limits.max_pickle_bytes),
-                    file.path(), 0);
+      return Status(
+          ErrorCode::kLimitExceeded,
+          fmt::format("the pickles are longer than the limit of {} bytes", limits.max_pickle_bytes),
+          file.path(), 0);
     window = std::min<uint64_t>({file.size(), window * 4, limits.max_pickle_bytes});
   }
 }
@@ -691,8 +695,9 @@ Result<Checkpoint> read_torch_legacy(const InputFile& file, const ReadLimits& li
                     fmt::format("legacy torch file ends before its {} pickle", kWhat[done]), path,
                     pos);
     const Status& s = progs[static_cast<size_t>(done)].status;
-    return Status(s.code(), fmt::format("legacy torch file, {} pickle: {}", kWhat[done], s.message()),
-                  path, s.offset());
+    return Status(s.code(),
+                  fmt::format("legacy torch file, {} pickle: {}", kWhat[done], s.message()), path,
+                  s.offset());
   }
   Checkpoint ck;
   ck.path = path;
@@ -741,12 +746,15 @@ Result<Checkpoint> read_torch_legacy(const InputFile& file, const ReadLimits& li
   uint64_t at = pos;
   for (NodeId kid : *key_list) {
     const std::string* k = as_string(keys, kid);
-    if (!k) return Status(ErrorCode::kCorrupt, "legacy torch file: a storage key is not a string", path, keys.begin);
+    if (!k)
+      return Status(ErrorCode::kCorrupt, "legacy torch file: a storage key is not a string", path,
+                    keys.begin);
     auto dt = key_dtype.find(*k);
     if (dt == key_dtype.end())
-      return Status(ErrorCode::kCorrupt,
-                    fmt::format("legacy torch file: storage '{}' is listed but no tensor uses it", *k),
-                    path, keys.begin);
+      return Status(
+          ErrorCode::kCorrupt,
+          fmt::format("legacy torch file: storage '{}' is listed but no tensor uses it", *k), path,
+          keys.begin);
     std::array<uint8_t, 8> n8;
     CKPT_RETURN_IF_ERROR(file.pread_exact(n8, at, "a storage's element count"));
     uint64_t numel = 0;
