@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,5 +57,13 @@ struct ScanReport {
 };
 
 ScanReport scan_file(const std::string& path, const ReadLimits& limits = {});
+
+/// A checkpoint and, for PyTorch files, its scan report, from one read of the file's structure
+/// (what `inspect` shows).
+struct CheckedCheckpoint {
+  Checkpoint checkpoint;
+  std::optional<ScanReport> scan;  ///< PyTorch formats only
+};
+Result<CheckedCheckpoint> read_and_scan(const std::string& path, const ReadLimits& limits = {});
 
 }  // namespace ckptkit

@@ -206,10 +206,10 @@ Runner setup_inspect(CLI::App& sub) {
   return [o] {
     ReadLimits limits;
     limits.safetensors.max_header_bytes = o->max_header;
-    auto ck = read_checkpoint(o->file, limits);
-    if (!ck) return report_error(ck.status());
-    std::optional<ScanReport> scan;
-    if (is_torch(*ck)) scan = scan_file(o->file, limits);
+    auto checked = read_and_scan(o->file, limits);
+    if (!checked) return report_error(checked.status());
+    const Checkpoint* ck = &checked->checkpoint;
+    const std::optional<ScanReport>& scan = checked->scan;
     const ScanReport* sr = scan && scan->error.is_ok() ? &*scan : nullptr;
     std::map<std::string, DTypeStats> by_dtype;
     for (const TensorInfo& t : ck->tensors) {

@@ -128,13 +128,9 @@ class Scanner {
   const ReadLimits& limits_;
 };
 
-void scan_zip(const InputFile& file, const ReadLimits& limits, ScanReport& r) {
+void scan_zip(const InputFile& file, const zip::Archive* archive, const ReadLimits& limits,
+              ScanReport& r) {
   FileSource src(file);
-  auto archive = zip::read_archive(src);
-  if (!archive) {
-    r.error = archive.status();
-    return;
-  }
   r.format = "torch-zip";
   Scanner sc(r, limits);
   for (const zip::Finding& f : archive->findings)
@@ -151,12 +147,20 @@ void scan_zip(const InputFile& file, const ReadLimits& limits, ScanReport& r) {
     const bool storage = !is_main && e.name.find("/data/") != std::string::npos;
     // Storage entries are tensor bytes: only their start is sniffed; a pickle hidden there is
     // parsed from that prefix (a real one is far smaller than tensor data).
-    auto head = zip::read_entry_prefix(src, e, kStoragePeek);
-    if (!head) {
-      sc.finding("unreadable_entry", e.local_header_offset, e.name, head.status().message());
-      continue;
+    // The reader usually saw a stored entry's first bytes with its local header.
+    std::vector<uint8_t> head;
+    if (e.method == zip::kMethodStored &&
+        e.head_size == std::min<uint64_t>(kStoragePeek, e.compressed_size)) {
+      head.assign(e.head.begin(), e.head.begin() + e.head_size);
+    } else {
+      auto read = zip::read_entry_prefix(src, e, kStoragePeek);
+      if (!read) {
+        sc.finding("unreadable_entry", e.local_header_offset, e.name, read.status().message());
+        continue;
+      }
+      head = std::move(*read);
     }
-    if (!is_main && !named_pkl && !looks_like_pickle(*head)) continue;
+    if (!is_main && !named_pkl && !looks_like_pickle(head)) continue;
     std::vector<uint8_t> bytes;
     if (storage) {
       auto more =
@@ -276,6 +280,50 @@ std::string_view verdict_name(Verdict v) {
   return "unknown";
 }
 
+namespace {
+
+/// Scans an open file; `archive`, when given, is its already-read zip directory.
+void scan_open(const InputFile& file, const zip::Archive* archive, const ReadLimits& limits,
+               ScanReport& r) {
+  std::array<uint8_t, 64> head{};
+  const uint64_t n = std::min<uint64_t>(file.size(), head.size());
+  if (Status s = file.pread_exact(std::span(head).first(n), 0, "the file's first bytes");
+      !s.is_ok()) {
+    r.error = s;
+    return;
+  }
+  switch (sniff(std::span(head).first(n))) {
+    case Sniffed::kTorchZip: {
+      std::optional<zip::Archive> own;
+      if (!archive) {
+        auto a = zip::read_archive(FileSource(file));
+        if (!a) {
+          r.error = a.status();
+          return;
+        }
+        own = std::move(*a);
+        archive = &*own;
+      }
+      scan_zip(file, archive, limits, r);
+      break;
+    }
+    case Sniffed::kPickle:
+      scan_pickle_stream(file, limits, r);
+      break;
+    default: {
+      auto ck = read_safetensors(file, limits.safetensors);
+      if (!ck) {
+        r.error = ck.status();
+        return;
+      }
+      r.format = "safetensors";
+    }
+  }
+  if (r.error.is_ok()) judge(r);
+}
+
+}  // namespace
+
 ScanReport scan_file(const std::string& path, const ReadLimits& limits) {
   ScanReport r;
   r.path = path;
@@ -284,32 +332,32 @@ ScanReport scan_file(const std::string& path, const ReadLimits& limits) {
     r.error = file.status();
     return r;
   }
-  std::array<uint8_t, 64> head{};
-  const uint64_t n = std::min<uint64_t>(file->size(), head.size());
-  if (Status s = file->pread_exact(std::span(head).first(n), 0, "the file's first bytes");
-      !s.is_ok()) {
-    r.error = s;
-    return r;
-  }
-  switch (sniff(std::span(head).first(n))) {
-    case Sniffed::kTorchZip:
-      scan_zip(*file, limits, r);
-      break;
-    case Sniffed::kPickle:
-      scan_pickle_stream(*file, limits, r);
-      break;
-    default: {
-      auto ck = read_safetensors(*file, limits.safetensors);
-      if (!ck) {
-        r.error = ck.status();
-        return r;
-      }
-      r.format = "safetensors";
-    }
-  }
-  if (!r.error.is_ok()) return r;
-  judge(r);
+  scan_open(*file, nullptr, limits, r);
   return r;
+}
+
+Result<CheckedCheckpoint> read_and_scan(const std::string& path, const ReadLimits& limits) {
+  CKPT_ASSIGN_OR_RETURN(InputFile file, InputFile::open(path));
+  CheckedCheckpoint out;
+  std::array<uint8_t, 4> head{};
+  const uint64_t n = std::min<uint64_t>(file.size(), head.size());
+  CKPT_RETURN_IF_ERROR(file.pread_exact(std::span(head).first(n), 0, "the file's first bytes"));
+  if (sniff(std::span(head).first(n)) == Sniffed::kTorchZip) {
+    // One read of the zip directory serves both.
+    CKPT_ASSIGN_OR_RETURN(zip::Archive archive, zip::read_archive(FileSource(file)));
+    CKPT_ASSIGN_OR_RETURN(out.checkpoint, read_torch_zip(file, archive, limits));
+    out.scan.emplace();
+    out.scan->path = path;
+    scan_open(file, &archive, limits, *out.scan);
+    return out;
+  }
+  CKPT_ASSIGN_OR_RETURN(out.checkpoint, read_checkpoint(file, limits));
+  if (out.checkpoint.format != FileFormat::kSafetensors) {
+    out.scan.emplace();
+    out.scan->path = path;
+    scan_open(file, nullptr, limits, *out.scan);
+  }
+  return out;
 }
 
 }  // namespace ckptkit

@@ -544,6 +544,12 @@ const zip::Entry* find_data_pkl(const zip::Archive& archive) {
 Result<Checkpoint> read_torch_zip(const InputFile& file, const ReadLimits& limits) {
   FileSource src(file);
   CKPT_ASSIGN_OR_RETURN(zip::Archive archive, zip::read_archive(src));
+  return read_torch_zip(file, archive, limits);
+}
+
+Result<Checkpoint> read_torch_zip(const InputFile& file, const zip::Archive& archive,
+                                  const ReadLimits& limits) {
+  FileSource src(file);
   const zip::Entry* pkl = find_data_pkl(archive);
   if (!pkl)
     return Status(ErrorCode::kCorrupt,

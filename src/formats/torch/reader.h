@@ -10,6 +10,9 @@ namespace ckptkit {
 
 /// Reads a torch.save zip archive (FileFormat::kTorchZip).
 Result<Checkpoint> read_torch_zip(const InputFile& file, const ReadLimits& limits);
+/// The same, for an archive whose directory the caller has already read from `file`.
+Result<Checkpoint> read_torch_zip(const InputFile& file, const zip::Archive& archive,
+                                  const ReadLimits& limits);
 
 /// Reads a pre-1.6 torch.save stream (FileFormat::kTorchLegacy).
 Result<Checkpoint> read_torch_legacy(const InputFile& file, const ReadLimits& limits);

@@ -654,6 +654,12 @@ class ArchiveReader {
       h = local_.data();
     }
     e.data_offset = lho + header_len;
+    if (local_.size() > header_len) {
+      const uint64_t n = std::min<uint64_t>({local_.size() - header_len, e.head.size(),
+                                             e.compressed_size});
+      std::memcpy(e.head.data(), local_.data() + header_len, n);
+      e.head_size = static_cast<uint8_t>(n);
+    }
     auto data_end = add(e.data_offset, e.compressed_size);
     if (!data_end || *data_end > cd_start_)
       return corrupt_at(e.data_offset, "{}: its {} bytes of data starting at {} run {} ({} bytes)",

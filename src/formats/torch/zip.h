@@ -23,6 +23,7 @@
 // called from several threads.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -37,15 +38,19 @@ inline constexpr uint16_t kMethodStored = 0;
 inline constexpr uint16_t kMethodDeflated = 8;
 
 struct Entry {
-  std::string name;                 ///< as in the central directory ("archive/data/0")
-  uint16_t method = 0;              ///< kMethodStored or kMethodDeflated (others refused)
-  uint16_t flags = 0;               ///< general purpose bit flags (bit 0 encrypted: refused)
-  uint32_t crc32 = 0;               ///< from the central directory
-  uint64_t compressed_size = 0;     ///< bytes stored in the archive
-  uint64_t uncompressed_size = 0;   ///< bytes after inflating (== compressed for stored)
-  uint64_t central_offset = 0;      ///< absolute offset of its "PK\1\2" record (for messages)
-  uint64_t local_header_offset = 0; ///< absolute offset of its "PK\3\4" header
-  uint64_t data_offset = 0;         ///< absolute offset of the first stored byte
+  std::string name;                  ///< as in the central directory ("archive/data/0")
+  uint16_t method = 0;               ///< kMethodStored or kMethodDeflated (others refused)
+  uint16_t flags = 0;                ///< general purpose bit flags (bit 0 encrypted: refused)
+  uint32_t crc32 = 0;                ///< from the central directory
+  uint64_t compressed_size = 0;      ///< bytes stored in the archive
+  uint64_t uncompressed_size = 0;    ///< bytes after inflating (== compressed for stored)
+  uint64_t central_offset = 0;       ///< absolute offset of its "PK\1\2" record (for messages)
+  uint64_t local_header_offset = 0;  ///< absolute offset of its "PK\3\4" header
+  uint64_t data_offset = 0;          ///< absolute offset of the first stored byte
+  /// The first stored bytes (up to 8), when reading the local header already covered them
+  /// (`head_size` says how many; 0 when not): lets scan sniff a storage without another read.
+  std::array<uint8_t, 8> head{};
+  uint8_t head_size = 0;
 };
 
 enum class FindingKind : uint8_t {
@@ -57,8 +62,9 @@ enum class FindingKind : uint8_t {
   kHeaderMismatch,      ///< local header disagrees with the central record (name, sizes, method)
   kDuplicateName,       ///< two entries with the same name (which one a reader uses differs)
   kNameOutsideRoot,     ///< entries under different root folders, absolute paths or ".."
-  kCrcMismatch,         ///< reserved for a later verify pass (read_entry reports a CRC mismatch as an error)
-  kArchiveComment,      ///< a non-empty archive comment (torch never writes one)
+  kCrcMismatch,     ///< reserved for a later verify pass (read_entry reports a CRC mismatch as an
+                    ///< error)
+  kArchiveComment,  ///< a non-empty archive comment (torch never writes one)
 };
 
 /// The stable identifier used in JSON ("data_before_archive", ...).
@@ -66,9 +72,9 @@ std::string_view finding_id(FindingKind kind);
 
 struct Finding {
   FindingKind kind;
-  uint64_t offset = 0;   ///< absolute offset where it was seen
-  std::string entry;     ///< the entry concerned, if any
-  std::string message;   ///< plain words: what is odd and why it matters
+  uint64_t offset = 0;  ///< absolute offset where it was seen
+  std::string entry;    ///< the entry concerned, if any
+  std::string message;  ///< plain words: what is odd and why it matters
 };
 
 struct Limits {
@@ -78,15 +84,15 @@ struct Limits {
 };
 
 struct Archive {
-  std::vector<Entry> entries;     ///< in central directory order
+  std::vector<Entry> entries;  ///< in central directory order
   /// Structural oddities that did not stop reading, sorted by offset, at most 16 per kind (plus
   /// one summary finding) so that a hostile archive cannot make millions.
   std::vector<Finding> findings;
-  uint64_t archive_start = 0;     ///< offset of the first local header (0 normally; the central
-                                  ///< directory's offset for an empty archive)
+  uint64_t archive_start = 0;  ///< offset of the first local header (0 normally; the central
+                               ///< directory's offset for an empty archive)
   uint64_t central_directory_offset = 0;
-  uint64_t eocd_offset = 0;       ///< absolute offset of "PK\5\6"
-  bool zip64 = false;             ///< a value came from a ZIP64 end record or extra field
+  uint64_t eocd_offset = 0;  ///< absolute offset of "PK\5\6"
+  bool zip64 = false;        ///< a value came from a ZIP64 end record or extra field
 
   /// The first entry with exactly this name, or nullptr.
   const Entry* find(std::string_view name) const;
