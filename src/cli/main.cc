@@ -12,9 +12,9 @@
 namespace ckptkit::cli {
 
 constexpr Command kCommands[] = {
-    {"inspect", "what a file is: format, size, tensors, parameters, dtypes, metadata",
+    {"inspect", "what a file is (.safetensors, .ckpt/.pt/.bin): format, tensors, dtypes, metadata",
      setup_inspect},
-    {"convert", "rewrite a checkpoint, optionally changing precision (streaming)",
+    {"convert", "rewrite a checkpoint (or a .ckpt) as safetensors, optionally changing precision",
      setup_convert},
     {"scan", "would loading it run code? static pickle analysis, nothing is executed",
      setup_scan},
