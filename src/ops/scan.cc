@@ -128,8 +128,9 @@ class Scanner {
   const ReadLimits& limits_;
 };
 
-void scan_zip(const InputFile& file, const zip::Archive* archive, const ReadLimits& limits,
-              ScanReport& r) {
+/// `main`, when given, is data.pkl already run by the reader (not run again).
+void scan_zip(const InputFile& file, const zip::Archive* archive, const pickle::Program* main,
+              const ReadLimits& limits, ScanReport& r) {
   FileSource src(file);
   r.format = "torch-zip";
   Scanner sc(r, limits);
@@ -145,6 +146,11 @@ void scan_zip(const InputFile& file, const zip::Archive* archive, const ReadLimi
     const bool is_main = &e == pkl;
     const bool named_pkl = e.name.size() >= 4 && e.name.compare(e.name.size() - 4, 4, ".pkl") == 0;
     const bool storage = !is_main && e.name.find("/data/") != std::string::npos;
+    if (is_main && main) {
+      sc.take(*main, e.name, false, e.method != zip::kMethodStored, 0);
+      if (!main->status.is_ok()) sc.malformed(*main, e.name);
+      continue;
+    }
     // Storage entries are tensor bytes: only their start is sniffed; a pickle hidden there is
     // parsed from that prefix (a real one is far smaller than tensor data).
     // The reader usually saw a stored entry's first bytes with its local header.
@@ -283,8 +289,8 @@ std::string_view verdict_name(Verdict v) {
 namespace {
 
 /// Scans an open file; `archive`, when given, is its already-read zip directory.
-void scan_open(const InputFile& file, const zip::Archive* archive, const ReadLimits& limits,
-               ScanReport& r) {
+void scan_open(const InputFile& file, const zip::Archive* archive, const pickle::Program* main,
+               const ReadLimits& limits, ScanReport& r) {
   std::array<uint8_t, 64> head{};
   const uint64_t n = std::min<uint64_t>(file.size(), head.size());
   if (Status s = file.pread_exact(std::span(head).first(n), 0, "the file's first bytes");
@@ -304,7 +310,7 @@ void scan_open(const InputFile& file, const zip::Archive* archive, const ReadLim
         own = std::move(*a);
         archive = &*own;
       }
-      scan_zip(file, archive, limits, r);
+      scan_zip(file, archive, main, limits, r);
       break;
     }
     case Sniffed::kPickle:
@@ -332,7 +338,7 @@ ScanReport scan_file(const std::string& path, const ReadLimits& limits) {
     r.error = file.status();
     return r;
   }
-  scan_open(*file, nullptr, limits, r);
+  scan_open(*file, nullptr, nullptr, limits, r);
   return r;
 }
 
@@ -345,17 +351,18 @@ Result<CheckedCheckpoint> read_and_scan(const std::string& path, const ReadLimit
   if (sniff(std::span(head).first(n)) == Sniffed::kTorchZip) {
     // One read of the zip directory serves both.
     CKPT_ASSIGN_OR_RETURN(zip::Archive archive, zip::read_archive(FileSource(file)));
-    CKPT_ASSIGN_OR_RETURN(out.checkpoint, read_torch_zip(file, archive, limits));
+    pickle::Program program;
+    CKPT_ASSIGN_OR_RETURN(out.checkpoint, read_torch_zip(file, archive, limits, &program));
     out.scan.emplace();
     out.scan->path = path;
-    scan_open(file, &archive, limits, *out.scan);
+    scan_open(file, &archive, &program, limits, *out.scan);
     return out;
   }
   CKPT_ASSIGN_OR_RETURN(out.checkpoint, read_checkpoint(file, limits));
   if (out.checkpoint.format != FileFormat::kSafetensors) {
     out.scan.emplace();
     out.scan->path = path;
-    scan_open(file, nullptr, limits, *out.scan);
+    scan_open(file, nullptr, nullptr, limits, *out.scan);
   }
   return out;
 }

@@ -548,7 +548,7 @@ Result<Checkpoint> read_torch_zip(const InputFile& file, const ReadLimits& limit
 }
 
 Result<Checkpoint> read_torch_zip(const InputFile& file, const zip::Archive& archive,
-                                  const ReadLimits& limits) {
+                                  const ReadLimits& limits, pickle::Program* program) {
   FileSource src(file);
   const zip::Entry* pkl = find_data_pkl(archive);
   if (!pkl)
@@ -629,6 +629,7 @@ Result<Checkpoint> read_torch_zip(const InputFile& file, const zip::Archive& arc
         s.offset = e->data_offset;
         return Status::ok();
       }));
+  if (program) *program = std::move(prog);
   return ck;
 }
 

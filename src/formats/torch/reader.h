@@ -10,9 +10,10 @@ namespace ckptkit {
 
 /// Reads a torch.save zip archive (FileFormat::kTorchZip).
 Result<Checkpoint> read_torch_zip(const InputFile& file, const ReadLimits& limits);
-/// The same, for an archive whose directory the caller has already read from `file`.
+/// The same, for an archive whose directory the caller has already read from `file`; the
+/// data.pkl program is moved to `program` when given (scan reuses it).
 Result<Checkpoint> read_torch_zip(const InputFile& file, const zip::Archive& archive,
-                                  const ReadLimits& limits);
+                                  const ReadLimits& limits, pickle::Program* program = nullptr);
 
 /// Reads a pre-1.6 torch.save stream (FileFormat::kTorchLegacy).
 Result<Checkpoint> read_torch_legacy(const InputFile& file, const ReadLimits& limits);
