@@ -26,16 +26,16 @@ struct RunOptions {
   unsigned threads = 0;               ///< 0: one per core
   uint64_t max_memory = 64ull << 20;  ///< budget for all I/O buffers together
   ProgressMode progress = ProgressMode::kAuto;
-  bool force = false;                 ///< replace an existing output file
-  bool sync = true;                   ///< fsync before the rename (durable output)
-  std::string label = "writing";      ///< shown on the progress bar
+  bool force = false;             ///< replace an existing output file
+  bool sync = true;               ///< fsync before the rename (durable output)
+  std::string label = "writing";  ///< shown on the progress bar
 };
 
 struct RunStats {
   uint64_t tensors = 0;
-  uint64_t bytes_written = 0;   ///< size of the output file
-  uint64_t bytes_read = 0;      ///< tensor bytes read from inputs
-  uint64_t buffer_bytes = 0;    ///< memory the executor allocated for buffers
+  uint64_t bytes_written = 0;  ///< size of the output file
+  uint64_t bytes_read = 0;     ///< tensor bytes read from inputs
+  uint64_t buffer_bytes = 0;   ///< memory the executor allocated for buffers
   unsigned threads = 0;
   double seconds = 0;
 };
@@ -51,6 +51,8 @@ struct ConvertOptions {
   /// PyTorch inputs are scanned first (ckptkit/scan.h); a `dangerous` one is refused
   /// (InvalidArgument) unless this is set. Nothing in the file is ever executed either way.
   bool allow_dangerous = false;
+  /// The scan verdict of the input when the caller has it already (it is not scanned again).
+  std::optional<Verdict> verdict;
 };
 
 struct ConvertReport {
@@ -76,17 +78,17 @@ struct LayoutSummary {
   std::string name;
   uint64_t tensors = 0;
   uint64_t parameters = 0;
-  uint64_t bytes = 0;           ///< data bytes in the layout's own dtypes
-  std::string dtypes;           ///< e.g. "F16 (2512), I64 (1)"
+  uint64_t bytes = 0;  ///< data bytes in the layout's own dtypes
+  std::string dtypes;  ///< e.g. "F16 (2512), I64 (1)"
 };
 
 /// Layouts compiled into the program (from the published tensor tables).
 std::vector<LayoutSummary> list_layouts();
 
 struct SampleOptions {
-  std::optional<DType> dtype;   ///< cast float tensors to this; nullopt: the layout's own
+  std::optional<DType> dtype;  ///< cast float tensors to this; nullopt: the layout's own
   uint64_t seed = 0;
-  bool sparse = false;          ///< header only; the data section is left as holes
+  bool sparse = false;  ///< header only; the data section is left as holes
   RunOptions run;
 };
 

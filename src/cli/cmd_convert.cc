@@ -71,6 +71,7 @@ Runner setup_convert(CLI::App& sub) {
         }
       }
       options.allow_dangerous = o->allow_dangerous;
+      if (scan.error.is_ok()) options.verdict = scan.verdict;
     }
     auto report = convert_file(o->in, o->out, options);
     if (!report) return report_error(report.status());

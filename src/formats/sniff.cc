@@ -1,8 +1,11 @@
 #include "formats/sniff.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstring>
+
+#include "io/file.h"
 
 namespace ckptkit {
 namespace {
@@ -82,6 +85,13 @@ std::string_view describe_foreign(Sniffed kind) {
       return {};
   }
   return {};
+}
+
+Result<Sniffed> sniff_file(const InputFile& file) {
+  std::array<uint8_t, 64> head{};
+  const uint64_t n = std::min<uint64_t>(file.size(), head.size());
+  CKPT_RETURN_IF_ERROR(file.pread_exact(std::span(head).first(n), 0, "the file's first bytes"));
+  return sniff(std::span(head).first(n));
 }
 
 }  // namespace ckptkit

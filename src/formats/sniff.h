@@ -5,6 +5,8 @@
 #include <span>
 #include <string_view>
 
+#include "ckptkit/status.h"
+
 namespace ckptkit {
 
 enum class Sniffed : uint8_t {
@@ -21,6 +23,11 @@ enum class Sniffed : uint8_t {
 
 /// `head` is the first bytes of the file (64 or more when the file is that long).
 Sniffed sniff(std::span<const uint8_t> head);
+
+class InputFile;
+
+/// Reads the first 64 bytes of `file` (fewer if it is shorter) and sniffs them.
+Result<Sniffed> sniff_file(const InputFile& file);
 
 /// A plain-words description for errors: "an HTML page (a download error page saved under a
 /// model name?)". Empty for kUnknown and kSafetensors.

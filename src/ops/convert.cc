@@ -150,14 +150,19 @@ Result<ConvertReport> convert_file(const std::string& in_path, const std::string
   if (ck.format != FileFormat::kSafetensors) {
     // Reading never runs anything, but a file built to attack torch.load is refused unless the
     // caller has seen the report and insists.
-    ScanReport scan = scan_file(in_path, limits);
-    if (!scan.error.is_ok()) return scan.error;
-    report.verdict = scan.verdict;
-    if (scan.verdict == Verdict::kDangerous && !options.allow_dangerous)
-      return Status(
-          ErrorCode::kInvalidArgument,
-          "refusing to convert a file that would run code when loaded (" + scan.summary + ")",
-          in_path);
+    std::string summary;
+    if (options.verdict) {
+      report.verdict = options.verdict;  // the caller scanned this file already
+    } else {
+      ScanReport scan = scan_file(in_path, limits);
+      if (!scan.error.is_ok()) return scan.error;
+      report.verdict = scan.verdict;
+      summary = " (" + scan.summary + ")";
+    }
+    if (report.verdict == Verdict::kDangerous && !options.allow_dangerous)
+      return Status(ErrorCode::kInvalidArgument,
+                    "refusing to convert a file that would run code when loaded" + summary,
+                    in_path);
     report.dropped_values = ck.torch.dropped_values;
     report.other_entries = ck.torch.other_entries.size();
     report.state_dict_key = ck.torch.state_dict_key;

@@ -291,14 +291,12 @@ namespace {
 /// Scans an open file; `archive`, when given, is its already-read zip directory.
 void scan_open(const InputFile& file, const zip::Archive* archive, const pickle::Program* main,
                const ReadLimits& limits, ScanReport& r) {
-  std::array<uint8_t, 64> head{};
-  const uint64_t n = std::min<uint64_t>(file.size(), head.size());
-  if (Status s = file.pread_exact(std::span(head).first(n), 0, "the file's first bytes");
-      !s.is_ok()) {
-    r.error = s;
+  auto kind = sniff_file(file);
+  if (!kind) {
+    r.error = kind.status();
     return;
   }
-  switch (sniff(std::span(head).first(n))) {
+  switch (*kind) {
     case Sniffed::kTorchZip: {
       std::optional<zip::Archive> own;
       if (!archive) {
@@ -345,10 +343,8 @@ ScanReport scan_file(const std::string& path, const ReadLimits& limits) {
 Result<CheckedCheckpoint> read_and_scan(const std::string& path, const ReadLimits& limits) {
   CKPT_ASSIGN_OR_RETURN(InputFile file, InputFile::open(path));
   CheckedCheckpoint out;
-  std::array<uint8_t, 4> head{};
-  const uint64_t n = std::min<uint64_t>(file.size(), head.size());
-  CKPT_RETURN_IF_ERROR(file.pread_exact(std::span(head).first(n), 0, "the file's first bytes"));
-  if (sniff(std::span(head).first(n)) == Sniffed::kTorchZip) {
+  CKPT_ASSIGN_OR_RETURN(Sniffed kind, sniff_file(file));
+  if (kind == Sniffed::kTorchZip) {
     // One read of the zip directory serves both.
     CKPT_ASSIGN_OR_RETURN(zip::Archive archive, zip::read_archive(FileSource(file)));
     pickle::Program program;

@@ -807,10 +807,8 @@ Result<Checkpoint> read_torch_legacy(const InputFile& file, const ReadLimits& li
 }
 
 Result<Checkpoint> read_checkpoint(const InputFile& file, const ReadLimits& limits) {
-  std::array<uint8_t, 64> head{};
-  const uint64_t n = std::min<uint64_t>(file.size(), head.size());
-  CKPT_RETURN_IF_ERROR(file.pread_exact(std::span(head).first(n), 0, "the file's first bytes"));
-  switch (sniff(std::span(head).first(n))) {
+  CKPT_ASSIGN_OR_RETURN(Sniffed kind, sniff_file(file));
+  switch (kind) {
     case Sniffed::kTorchZip:
       return read_torch_zip(file, limits);
     case Sniffed::kPickle:
