@@ -88,11 +88,112 @@ std::vector<LayoutSummary> list_layouts();
 struct SampleOptions {
   std::optional<DType> dtype;  ///< cast float tensors to this; nullopt: the layout's own
   uint64_t seed = 0;
-  bool sparse = false;  ///< header only; the data section is left as holes
+  /// Header and tensors of at most 1 KiB (position ids, scalars) only; the rest of the data
+  /// section is left as holes.
+  bool sparse = false;
   RunOptions run;
 };
 
 Result<RunStats> write_sample(const std::string& layout, const std::string& out_path,
                               const SampleOptions& options);
+
+}  // namespace ckptkit
+
+// --- split, assemble, swap, prune ------------------------------------------------------------
+//
+// These reshape a model between its monolithic form (one file: denoiser + text encoders + VAE)
+// and its modular form (one file per part, as ComfyUI's diffusion_models/, text_encoders/ and
+// vae/ folders hold them). Part files use the names ComfyUI's UNETLoader/CLIPLoader/VAELoader
+// and stable-diffusion.cpp accept; monolithic files use the family's standard layout (see
+// ckptkit/anatomy.h). Renamed tensors are copied byte for byte; OpenCLIP text encoders
+// (SD2's H, SDXL's G) are converted to Hugging Face names exactly and reversibly.
+// Every output carries ModelSpec metadata (modelspec.sai_model_spec, .architecture,
+// .implementation, .title) plus the input's metadata where it still applies.
+
+namespace ckptkit {
+
+struct ReshapeOptions {
+  SafetensorsLimits limits;
+  RunOptions run;
+  bool allow_dangerous = false;    ///< see ConvertOptions
+  std::optional<Verdict> verdict;  ///< of the (first) input, when the caller scanned it
+  std::string title;               ///< modelspec.title of the output; "" derives it from the input
+};
+
+/// One file an op wrote.
+struct WrittenFile {
+  std::string path;
+  std::string part;  ///< diffusion_model, clip_l, clip_g, clip_h, t5xxl, vae, model
+  uint64_t tensors = 0;
+  uint64_t bytes = 0;
+  std::string source;  ///< the input it came from
+};
+
+/// Tensors an op left out, by what they were.
+struct DroppedGroup {
+  std::string what;  ///< "ema", "training_extra", "unknown", "position_ids", …
+  uint64_t tensors = 0;
+  uint64_t bytes = 0;
+  std::vector<std::string> names;  ///< the first few, for the report
+};
+
+struct ReshapeReport {
+  std::string architecture;
+  std::string family;
+  std::vector<WrittenFile> outputs;
+  std::vector<DroppedGroup> dropped;
+  std::vector<std::string> notes;  ///< conversions made, what was kept and why
+  RunStats stats;                  ///< summed over the outputs
+  uint64_t input_bytes = 0;        ///< size of the input file(s)
+};
+
+struct SplitOptions {
+  ReshapeOptions common;
+  std::string name;  ///< base of the part file names; "" takes the input's file name
+};
+
+/// Writes each part of `in_path` to `out_dir`/{diffusion_models,text_encoders,vae}/. EMA
+/// copies, training buffers and unknown tensors are not part of any part; they are dropped and
+/// reported. Refuses (before writing anything) a file whose architecture is unknown or that
+/// holds two of a part.
+Result<ReshapeReport> split_file(const std::string& in_path, const std::string& out_dir,
+                                 const SplitOptions& options);
+
+/// The files of a modular model. A file may hold more than the part asked of it (a monolithic
+/// file given as --vae gives its VAE).
+struct PartPaths {
+  std::string diffusion_model, clip_l, clip_g, clip_h, t5xxl, vae;
+};
+
+struct AssembleOptions {
+  ReshapeOptions common;
+  bool allow_missing = false;  ///< write even when a part the family needs is not given
+};
+
+/// One monolithic file from parts. The architecture comes from the diffusion model; a part the
+/// family does not use, or whose shapes do not fit, is refused with the reason.
+Result<ReshapeReport> assemble_files(const PartPaths& parts, const std::string& out_path,
+                                     const AssembleOptions& options);
+
+/// `in_path` with some parts replaced (parts.diffusion_model must be empty). Everything else,
+/// EMA and extras included, is copied as it is.
+Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& parts,
+                                 const std::string& out_path, const AssembleOptions& options);
+
+enum class EmaMode : uint8_t {
+  kDrop,  ///< leave the EMA copy out
+  kKeep,  ///< keep it as it is
+  kUse,   ///< put the EMA weights in place of the diffusion model's, then drop the copy
+};
+
+struct PruneOptions {
+  ReshapeOptions common;
+  EmaMode ema = EmaMode::kDrop;
+  bool keep_training_extras = false;  ///< DDPM schedule buffers, logvar, EMA counters
+  std::optional<DType> dtype;         ///< cast floating-point tensors
+};
+
+Result<ReshapeReport> prune_file(const std::string& in_path, const std::string& out_path,
+                                 const PruneOptions& options);
 
 }  // namespace ckptkit

@@ -2,14 +2,18 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
+#include "ckptkit/anatomy.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
+#include "cli/anatomy_report.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "cli/scan_report.h"
+#include "io/file.h"
 #include "pipeline/progress.h"
 
 namespace ckptkit::cli {
@@ -39,7 +43,7 @@ std::string short_count(uint64_t v) {
 bool is_torch(const Checkpoint& ck) { return ck.format != FileFormat::kSafetensors; }
 
 int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
-               const ScanReport* scan) {
+               const ScanReport* scan, const Anatomy& anatomy) {
   JsonWriter w;
   w.begin_object();
   w.key("path").value(ck.path);
@@ -60,6 +64,7 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
   w.key("metadata").begin_object();
   for (const auto& [k, v] : ck.metadata) w.key(k).value(v);
   w.end_object();
+  write_anatomy_json(w, anatomy, ck);
   if (!is_torch(ck)) {
     w.key("header").begin_object();
     w.key("leading_whitespace").value(ck.quirks.leading_whitespace);
@@ -119,7 +124,7 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
 }
 
 int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
-               const ScanReport* scan) {
+               const ScanReport* scan, const Anatomy& anatomy) {
   std::string out;
   out += fmt::format("{:<12}{}\n", "file", ck.path);
   out += fmt::format("{:<12}{}\n", "format", format_name(ck.format));
@@ -153,6 +158,7 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
                        name, s.tensors, with_commas(s.parameters), human_bytes(s.bytes));
     first = false;
   }
+  out += anatomy_text(anatomy, ck);
   if (ck.metadata.empty()) {
     out += fmt::format("{:<12}(none)\n", "metadata");
   } else {
@@ -190,7 +196,9 @@ Runner setup_inspect(CLI::App& sub) {
     uint64_t max_header = kDefaultMaxHeaderBytes;
   };
   auto o = std::make_shared<Opts>();
-  sub.add_option("FILE", o->file, "checkpoint to inspect (.safetensors, .ckpt, .pt, .pth, .bin)")
+  sub.add_option("FILE", o->file,
+                 "checkpoint to inspect (.safetensors, .ckpt, .pt, .pth, .bin) or a diffusers "
+                 "folder")
       ->required();
   sub.add_flag("--json", o->json, "machine-readable output");
   sub.add_flag("--tensors", o->tensors, "list every tensor: name, dtype, shape, file offset");
@@ -200,10 +208,36 @@ Runner setup_inspect(CLI::App& sub) {
       "Reads only the header (safetensors) or the pickle (PyTorch files, never executed), so it\n"
       "takes milliseconds whatever the file's size. For PyTorch files it also reports where the\n"
       "state dict was found, the other entries, and the `scan` verdict.\n\n"
+      "It tells what the file is: the architecture (SD1/SD2 incl. inpaint and pix2pix, SDXL base\n"
+      "and refiner, SSD-1B, Segmind Vega, Playground 2.5, SD3/SD3.5, FLUX.1 dev/schnell/Fill/\n"
+      "Depth/Canny), standalone parts (UNet/DiT, CLIP-L/G/H, T5-XXL, VAE), LoRAs and their base,\n"
+      "with the keys or metadata that decided it; the components (denoiser, text encoders, VAE,\n"
+      "EMA copy, training buffers, unknown keys) with sizes and dtypes; and defects such as a\n"
+      "missing VAE, a duplicated EMA copy or broken CLIP position_ids.\n\n"
       "Examples:\n"
       "  ckptkit inspect v1-5-pruned-emaonly.safetensors\n"
       "  ckptkit inspect --json --tensors flux1-dev.safetensors | jq '.tensor_list[0]'");
   return [o] {
+    std::error_code ec;
+    if (std::filesystem::is_directory(o->file, ec)) {
+      if (!std::filesystem::exists(std::filesystem::path(o->file) / "model_index.json", ec))
+        return report_error(Status(ErrorCode::kInvalidArgument,
+                                   "a directory without model_index.json (not a diffusers "
+                                   "folder); give a checkpoint file",
+                                   o->file));
+      auto folder = read_diffusers_folder(o->file);
+      if (!folder) return report_error(folder.status());
+      if (o->json) {
+        JsonWriter w;
+        w.begin_object();
+        write_diffusers_json(w, *folder);
+        w.end_object();
+        std::fputs(w.str().c_str(), stdout);
+      } else {
+        std::fputs(diffusers_text(*folder).c_str(), stdout);
+      }
+      return kExitOk;
+    }
     ReadLimits limits;
     limits.safetensors.max_header_bytes = o->max_header;
     auto checked = read_and_scan(o->file, limits);
@@ -218,8 +252,11 @@ Runner setup_inspect(CLI::App& sub) {
       s.parameters += t.numel();
       s.bytes += t.nbytes();
     }
-    return o->json ? print_json(*ck, by_dtype, o->tensors, sr)
-                   : print_text(*ck, by_dtype, o->tensors, sr);
+    // The values of CLIP's position_ids are read too (a few hundred bytes).
+    auto file = InputFile::open(o->file);
+    const Anatomy anatomy = analyze(*ck, file ? &*file : nullptr);
+    return o->json ? print_json(*ck, by_dtype, o->tensors, sr, anatomy)
+                   : print_text(*ck, by_dtype, o->tensors, sr, anatomy);
   };
 }
 

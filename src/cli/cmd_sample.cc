@@ -22,7 +22,8 @@ Runner setup_sample(CLI::App& sub) {
       ->default_str("keep");
   sub.add_option("--seed", o->seed, "seed of the deterministic values")->default_val(0);
   sub.add_flag("--sparse", o->sparse,
-               "write the header only and leave the data as holes (instant, no disk use)");
+               "write the header and tensors of at most 1 KiB (position ids, scalars); leave the "
+               "rest as holes (instant, almost no disk use)");
   sub.add_flag("--list", o->list, "list the layouts and exit");
   sub.add_flag("-q,--quiet", o->quiet, "print nothing on success");
   o->write.add_to(sub);
@@ -61,7 +62,7 @@ Runner setup_sample(CLI::App& sub) {
       std::fprintf(stderr, "wrote %s: %s, %llu tensors%s in %.2f s\n", o->out.c_str(),
                    human_bytes(stats->bytes_written).c_str(),
                    static_cast<unsigned long long>(stats->tensors),
-                   o->sparse ? " (sparse: header only)" : "", stats->seconds);
+                   o->sparse ? " (sparse: header and tiny tensors only)" : "", stats->seconds);
     return kExitOk;
   };
 }

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <string>
 
@@ -28,8 +27,10 @@ Runner setup_inspect(CLI::App& sub);
 Runner setup_convert(CLI::App& sub);
 Runner setup_sample(CLI::App& sub);
 Runner setup_scan(CLI::App& sub);
-
-
+Runner setup_split(CLI::App& sub);
+Runner setup_assemble(CLI::App& sub);
+Runner setup_swap(CLI::App& sub);
+Runner setup_prune(CLI::App& sub);
 
 /// Prints "ckptkit: error: <status>" on stderr and returns kExitError.
 int report_error(const Status& status);

@@ -12,14 +12,20 @@
 namespace ckptkit::cli {
 
 constexpr Command kCommands[] = {
-    {"inspect", "what a file is (.safetensors, .ckpt/.pt/.bin): format, tensors, dtypes, metadata",
+    {"inspect",
+     "what a file is (.safetensors, .ckpt/.pt/.bin, diffusers folder): architecture, "
+     "components, dtypes, metadata, defects",
      setup_inspect},
     {"convert", "rewrite a checkpoint (or a .ckpt) as safetensors, optionally changing precision",
      setup_convert},
-    {"scan", "would loading it run code? static pickle analysis, nothing is executed",
-     setup_scan},
-    {"sample", "write a synthetic checkpoint with a published model's exact layout",
-     setup_sample},
+    {"scan", "would loading it run code? static pickle analysis, nothing is executed", setup_scan},
+    {"split", "monolithic file -> ComfyUI parts (diffusion_models/, text_encoders/, vae/)",
+     setup_split},
+    {"assemble", "parts -> one file in the family's standard single-file layout", setup_assemble},
+    {"swap", "replace the VAE or a text encoder of a single-file model", setup_swap},
+    {"prune", "drop the EMA copy and training buffers (or use the EMA weights), change dtype",
+     setup_prune},
+    {"sample", "write a synthetic checkpoint with a published model's exact layout", setup_sample},
 };
 
 int report_error(const Status& status) {
@@ -28,7 +34,8 @@ int report_error(const Status& status) {
 }
 
 void WriteFlags::add_to(CLI::App& sub) {
-  sub.add_option("--progress", progress, "progress bar on stderr: auto (when a terminal), always, never")
+  sub.add_option("--progress", progress,
+                 "progress bar on stderr: auto (when a terminal), always, never")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->default_str("auto");
   sub.add_option("--threads", threads, "worker threads (default: one per core)");
@@ -46,7 +53,7 @@ Result<RunOptions> WriteFlags::to_options() const {
   if (o.max_memory < (4ull << 20))
     return error(ErrorCode::kInvalidArgument, "--max-memory {} is below the minimum of 4M",
                  max_memory);
-  o.progress = progress == "always" ? ProgressMode::kAlways
+  o.progress = progress == "always"  ? ProgressMode::kAlways
                : progress == "never" ? ProgressMode::kNever
                                      : ProgressMode::kAuto;
   o.force = force;
@@ -66,11 +73,16 @@ Result<uint64_t> parse_size(std::string_view text) {
   if (i == 0) return error(ErrorCode::kInvalidArgument, "'{}' is not a size (try 64M or 1G)", text);
   std::string_view unit = text.substr(i);
   uint64_t mult = 1;
-  if (unit == "" || unit == "B") mult = 1;
-  else if (unit == "k" || unit == "K" || unit == "KiB") mult = 1ull << 10;
-  else if (unit == "M" || unit == "MiB") mult = 1ull << 20;
-  else if (unit == "G" || unit == "GiB") mult = 1ull << 30;
-  else return error(ErrorCode::kInvalidArgument, "unknown size unit in '{}' (use K, M or G)", text);
+  if (unit == "" || unit == "B")
+    mult = 1;
+  else if (unit == "k" || unit == "K" || unit == "KiB")
+    mult = 1ull << 10;
+  else if (unit == "M" || unit == "MiB")
+    mult = 1ull << 20;
+  else if (unit == "G" || unit == "GiB")
+    mult = 1ull << 30;
+  else
+    return error(ErrorCode::kInvalidArgument, "unknown size unit in '{}' (use K, M or G)", text);
   if (__builtin_mul_overflow(v, mult, &v))
     return error(ErrorCode::kInvalidArgument, "size '{}' is too large", text);
   return v;
@@ -80,12 +92,15 @@ Result<std::optional<DType>> parse_dtype_flag(std::string_view text) {
   std::string lower;
   for (char c : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (lower == "keep") return std::optional<DType>();
-  struct Alias { std::string_view name; DType dtype; };
+  struct Alias {
+    std::string_view name;
+    DType dtype;
+  };
   constexpr Alias kAliases[] = {
-      {"f16", DType::F16},         {"fp16", DType::F16},         {"half", DType::F16},
-      {"bf16", DType::BF16},       {"f32", DType::F32},          {"fp32", DType::F32},
-      {"float", DType::F32},       {"f64", DType::F64},          {"f8_e4m3", DType::F8_E4M3},
-      {"fp8", DType::F8_E4M3},     {"f8_e5m2", DType::F8_E5M2},
+      {"f16", DType::F16},     {"fp16", DType::F16},        {"half", DType::F16},
+      {"bf16", DType::BF16},   {"f32", DType::F32},         {"fp32", DType::F32},
+      {"float", DType::F32},   {"f64", DType::F64},         {"f8_e4m3", DType::F8_E4M3},
+      {"fp8", DType::F8_E4M3}, {"f8_e5m2", DType::F8_E5M2},
   };
   for (const Alias& a : kAliases)
     if (lower == a.name) return std::optional<DType>(a.dtype);
@@ -100,8 +115,8 @@ int run(int argc, char** argv) {
       "FLUX).\nEvery command streams: memory stays bounded whatever the model's size, and "
       "outputs appear atomically.",
       "ckptkit"};
-  app.set_version_flag("--version", fmt::format("ckptkit {} (SIMD: {})", "0.1.0",
-                                                 simd_target_name()));
+  app.set_version_flag("--version",
+                       fmt::format("ckptkit {} (SIMD: {})", "0.1.0", simd_target_name()));
   app.require_subcommand(0, 1);
   app.footer(
       "Exit status: 0 success, 1 a check found problems, 2 error.\n"

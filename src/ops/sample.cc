@@ -42,7 +42,7 @@ enum class Fill : uint8_t { kNormal, kGain, kConstant, kArange, kCounter };
 
 struct FillRule {
   Fill fill;
-  float scale;   // standard deviation, or the constant
+  float scale;  // standard deviation, or the constant
 };
 
 FillRule rule_for(const TensorLayout& t) {
@@ -79,7 +79,9 @@ inline float normal_at(uint64_t key, uint64_t index) {
 class SampleProducer final : public TensorProducer {
  public:
   SampleProducer(const TensorLayout& layout, DType out, uint64_t key)
-      : out_(out), key_(key), rule_(rule_for(layout)),
+      : out_(out),
+        key_(key),
+        rule_(rule_for(layout)),
         last_dim_(layout.shape.empty() ? 1 : std::max<uint64_t>(1, layout.shape.back())) {}
 
   uint64_t scratch_bytes_per_element() const override { return is_float(out_) ? 4 : 0; }
@@ -92,9 +94,15 @@ class SampleProducer final : public TensorProducer {
     for (uint64_t i = 0; i < count; ++i) {
       const uint64_t idx = first + i;
       switch (rule_.fill) {
-        case Fill::kConstant: f[i] = rule_.scale; break;
-        case Fill::kGain: f[i] = 1.0f + rule_.scale * normal_at(key_, idx); break;
-        default: f[i] = rule_.scale * normal_at(key_, idx); break;
+        case Fill::kConstant:
+          f[i] = rule_.scale;
+          break;
+        case Fill::kGain:
+          f[i] = 1.0f + rule_.scale * normal_at(key_, idx);
+          break;
+        default:
+          f[i] = rule_.scale * normal_at(key_, idx);
+          break;
       }
     }
     if (out_ == DType::F32) return Status::ok();
@@ -143,6 +151,9 @@ std::vector<LayoutSummary> list_layouts() {
   return out;
 }
 
+/// Largest tensor a sparse sample still writes values for.
+constexpr uint64_t kSparseValueBytes = 1024;
+
 Result<RunStats> write_sample(const std::string& layout, const std::string& out_path,
                               const SampleOptions& options) {
   CKPT_ASSIGN_OR_RETURN(std::vector<TensorLayout> tensors, load_layout(layout));
@@ -150,7 +161,6 @@ Result<RunStats> write_sample(const std::string& layout, const std::string& out_
     return error(ErrorCode::kInvalidArgument, "cannot generate {} values",
                  dtype_name(*options.dtype));
   Plan plan;
-  plan.fill_data = !options.sparse;
   plan.metadata = {{"format", "pt"},
                    {"ckptkit.sample.layout", layout},
                    {"ckptkit.sample.seed", std::to_string(options.seed)}};
@@ -160,8 +170,14 @@ Result<RunStats> write_sample(const std::string& layout, const std::string& out_
     if (!is_computable(out))
       return error(ErrorCode::kUnsupported, "layout {} has a {} tensor, which cannot be generated",
                    layout, dtype_name(out));
-    plan.tensors.push_back({t.name, out, t.shape,
-                            std::make_unique<SampleProducer>(t, out, hash_name(t.name, options.seed))});
+    plan.tensors.push_back(
+        {t.name, out, t.shape,
+         std::make_unique<SampleProducer>(t, out, hash_name(t.name, options.seed))});
+    // Sparse: tiny tensors (position ids, scalars) still get their values, so a sparse file
+    // describes a sound model; everything larger is a hole.
+    if (options.sparse)
+      plan.tensors.back().leave_hole =
+          dtype_bytes(out, shape_numel(t.shape).value_or(0)).value_or(0) > kSparseValueBytes;
   }
   RunOptions run = options.run;
   if (run.label == RunOptions{}.label) run.label = "generating";

@@ -19,14 +19,14 @@ namespace {
 
 constexpr uint64_t kMinBuffer = 1ull << 20;
 constexpr uint64_t kMaxBuffer = 32ull << 20;
-constexpr uint64_t kCopyChunk = 64ull << 20;      // kernel copies need no user buffer
+constexpr uint64_t kCopyChunk = 64ull << 20;       // kernel copies need no user buffer
 constexpr uint64_t kWritebackEvery = 64ull << 20;  // start writeback early, fsync is then short
 
 struct Chunk {
-  size_t tensor;       // index into plan.tensors
-  uint64_t first;      // first element
-  uint64_t count;      // elements
-  uint64_t out_offset; // absolute offset in the output file
+  size_t tensor;        // index into plan.tensors
+  uint64_t first;       // first element
+  uint64_t count;       // elements
+  uint64_t out_offset;  // absolute offset in the output file
   uint64_t out_bytes;
 };
 
@@ -78,8 +78,8 @@ class CastProducer final : public TensorProducer {
 
 /// Copies [src, src+len) of `in` to [dst, dst+len) of `out_fd` inside the kernel when it can,
 /// else through `buffer` (allocated here on first need).
-Status copy_range(const InputFile& in, uint64_t src, int out_fd, const std::string& out_path,
-                  uint64_t dst, uint64_t len, AlignedBuffer& buffer, bool& kernel_copy_ok) {
+Status copy_data(const InputFile& in, uint64_t src, int out_fd, const std::string& out_path,
+                 uint64_t dst, uint64_t len, AlignedBuffer& buffer, bool& kernel_copy_ok) {
   while (len > 0 && kernel_copy_ok) {
     loff_t s = static_cast<loff_t>(src), d = static_cast<loff_t>(dst);
     ssize_t n = ::copy_file_range(in.fd(), &s, out_fd, &d, len, 0);
@@ -92,10 +92,10 @@ Status copy_range(const InputFile& in, uint64_t src, int out_fd, const std::stri
       return os_error("copy failed", out_path, errno, dst);
     }
     if (n == 0)
-      return Status(ErrorCode::kCorrupt,
-                    fmt::format("file ends at byte {} inside tensor data: the file is truncated",
-                                src),
-                    in.path(), src);
+      return Status(
+          ErrorCode::kCorrupt,
+          fmt::format("file ends at byte {} inside tensor data: the file is truncated", src),
+          in.path(), src);
     src += static_cast<uint64_t>(n);
     dst += static_cast<uint64_t>(n);
     len -= static_cast<uint64_t>(n);
@@ -116,6 +116,35 @@ Status copy_range(const InputFile& in, uint64_t src, int out_fd, const std::stri
     src += k;
     dst += k;
     len -= k;
+  }
+  return Status::ok();
+}
+
+/// copy_data, except that holes in the input stay holes: the output was sized with ftruncate,
+/// so what is not written reads as zeros, as the hole did. Real checkpoints have no holes and
+/// pay one lseek per chunk; sparse synthetic files (sample --sparse) then cost nothing to split
+/// or assemble.
+Status copy_range(const InputFile& in, uint64_t src, int out_fd, const std::string& out_path,
+                  uint64_t dst, uint64_t len, AlignedBuffer& buffer, bool& kernel_copy_ok) {
+  if (src > in.size() || len > in.size() - src)
+    return Status(
+        ErrorCode::kCorrupt,
+        fmt::format("file ends at byte {} inside tensor data: the file is truncated", in.size()),
+        in.path(), in.size());
+  while (len > 0) {
+    // The file position is shared between threads but nothing here reads through it.
+    const off_t data = ::lseek(in.fd(), static_cast<off_t>(src), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) return Status::ok();  // only a hole up to the end
+      return copy_data(in, src, out_fd, out_path, dst, len, buffer, kernel_copy_ok);
+    }
+    const uint64_t skip = static_cast<uint64_t>(data) - src;
+    if (skip >= len) return Status::ok();
+    src += skip, dst += skip, len -= skip;
+    const off_t hole = ::lseek(in.fd(), static_cast<off_t>(src), SEEK_HOLE);
+    const uint64_t n = hole < 0 ? len : std::min<uint64_t>(len, static_cast<uint64_t>(hole) - src);
+    CKPT_RETURN_IF_ERROR(copy_data(in, src, out_fd, out_path, dst, n, buffer, kernel_copy_ok));
+    src += n, dst += n, len -= n;
   }
   return Status::ok();
 }
@@ -151,7 +180,8 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
   const uint64_t data_start = header.bytes.size();
 
   // 2. Threads and buffers within the memory budget.
-  unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads =
+      options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   threads = std::min(threads, 64u);
   uint64_t buffer = options.max_memory / (2ull * threads);
   while (buffer < kMinBuffer && threads > 1) buffer = options.max_memory / (2ull * --threads);
@@ -165,7 +195,7 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
     for (size_t i = 0; i < plan.tensors.size(); ++i) {
       const PlannedTensor& t = plan.tensors[i];
       const uint64_t numel = shape_numel(t.shape).value_or(0);
-      if (numel == 0) continue;
+      if (numel == 0 || t.leave_hole) continue;
       const uint64_t bits = dtype_info(t.dtype).bits;
       const uint64_t out_begin = data_start + header.data_begin[i];
       const bool is_copy = t.producer->copy_source().has_value();

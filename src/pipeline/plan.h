@@ -50,6 +50,7 @@ struct PlannedTensor {
   DType dtype;
   Shape shape;
   std::unique_ptr<TensorProducer> producer;
+  bool leave_hole = false;  ///< do not write the data (a sparse synthetic file)
 };
 
 struct Plan {
@@ -75,5 +76,15 @@ std::unique_ptr<TensorProducer> make_tensor_producer(const InputFile* file, cons
 /// Producer that reads an input range of `from` elements and casts them to `to`.
 std::unique_ptr<TensorProducer> make_cast_producer(const InputFile* file, uint64_t offset,
                                                    DType from, DType to);
+
+}  // namespace ckptkit
+
+namespace ckptkit {
+
+/// Producer of a tensor whose elements are those of `parts` one after another (a concatenation
+/// along the first dimension), each part `counts[i]` elements of the output dtype. Byte-sized
+/// dtypes only.
+std::unique_ptr<TensorProducer> make_concat_producer(
+    std::vector<std::unique_ptr<TensorProducer>> parts, std::vector<uint64_t> counts, DType to);
 
 }  // namespace ckptkit

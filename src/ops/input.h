@@ -1,0 +1,70 @@
+// An input file opened for an op that rewrites it: read, judged (PyTorch files are scanned and
+// a dangerous one refused), and ready to hand out producers for its tensors. Deflated storages
+// of a zip (torch never writes them; re-zipping tools do) are inflated once into an unlinked
+// temporary beside the output and read from there like stored ones.
+//
+// Thread safety: immutable after open(); producers may run concurrently.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "ckptkit/reader.h"
+#include "ckptkit/scan.h"
+#include "ckptkit/tensor.h"
+#include "io/file.h"
+#include "pipeline/plan.h"
+
+namespace ckptkit::detail {
+
+struct OpenOptions {
+  ReadLimits limits;
+  bool allow_dangerous = false;
+  std::optional<Verdict> verdict;  ///< the caller scanned the file already
+  std::string verb = "read";       ///< for the refusal message: "convert", "split", …
+};
+
+class OpenedInput {
+ public:
+  /// `out_path`: the output beside which inflated storages are spilled (its directory).
+  static Result<std::unique_ptr<OpenedInput>> open(const std::string& path,
+                                                   const std::string& out_path,
+                                                   const OpenOptions& options);
+  ~OpenedInput();
+  OpenedInput(const OpenedInput&) = delete;
+  OpenedInput& operator=(const OpenedInput&) = delete;
+
+  const InputFile& file() const { return *file_; }
+  const Checkpoint& checkpoint() const { return ck_; }
+  std::optional<Verdict> verdict() const { return verdict_; }
+  const std::string& scan_summary() const { return scan_summary_; }
+
+  /// The file to read tensor `t` from and its description there with an absolute `begin`
+  /// (Checkpoint::data_offset folded in, spilled storages redirected).
+  std::pair<const InputFile*, TensorInfo> locate(const TensorInfo& t) const;
+
+  /// Producer of `t`'s elements cast to `to`.
+  std::unique_ptr<TensorProducer> producer(const TensorInfo& t, DType to) const;
+
+  /// Adds the files this input reads from to `plan.inputs` (never overwritten).
+  void add_inputs(Plan& plan) const;
+
+ private:
+  OpenedInput() = default;
+  Status spill(const std::string& out_path);
+  Status inflate(const StorageInfo& s);
+
+  std::optional<InputFile> file_;
+  Checkpoint ck_;
+  std::optional<Verdict> verdict_;
+  std::string scan_summary_;
+  int spill_fd_ = -1;
+  uint64_t spill_at_ = 0;
+  std::map<int32_t, uint64_t> spill_base_;
+  std::optional<InputFile> spill_file_;
+};
+
+}  // namespace ckptkit::detail

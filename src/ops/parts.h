@@ -1,0 +1,47 @@
+// Parts of a model as tensors to write: names in some naming, each with where its bytes come
+// from. Renames copy bytes; the only computations are the exact, reversible ones that
+// OpenCLIP ↔ Hugging Face CLIP needs (a fused q/k/v split into rows or concatenated back, and
+// a transposed text projection).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ckptkit/anatomy.h"
+#include "model/families.h"
+#include "ops/input.h"
+
+namespace ckptkit::detail {
+
+/// Where (part of) a tensor's bytes are: a file and a description with an absolute `begin`.
+struct Piece {
+  const InputFile* file;
+  TensorInfo info;
+};
+
+struct PartTensor {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  std::vector<Piece> pieces;  ///< more than one: concatenated along the first dimension
+};
+
+/// The tensors of component `c` of `in` with the prefix removed, in the component's naming.
+std::vector<PartTensor> component_tensors(const OpenedInput& in, const Component& c);
+
+/// One tensor of `in` unchanged (its own name).
+PartTensor whole_tensor(const OpenedInput& in, const TensorInfo& t);
+
+/// OpenCLIP text transformer names → Hugging Face CLIPTextModel names. Exact: rows of the
+/// fused in_proj become q/k/v, `text_projection` is transposed into `text_projection.weight`.
+Result<std::vector<PartTensor>> openclip_to_hf(std::vector<PartTensor> in, const std::string& path);
+
+/// The reverse. Names with no OpenCLIP counterpart (`text_model.embeddings.position_ids`) are
+/// left out and listed in `dropped`.
+Result<std::vector<PartTensor>> hf_to_openclip(std::vector<PartTensor> in, const std::string& path,
+                                               std::vector<std::string>* dropped);
+
+/// A producer of `t`, cast to `to`.
+std::unique_ptr<TensorProducer> part_producer(const PartTensor& t, DType to);
+
+}  // namespace ckptkit::detail
