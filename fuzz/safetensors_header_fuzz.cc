@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "ckptkit/anatomy.h"
 #include "ckptkit/safetensors.h"
 
 namespace {
@@ -70,6 +71,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const ckptkit::Checkpoint& ck = *parsed;
   check_tiling(ck, size);
+
+  // Detection accepts whatever the reader accepted and puts every tensor in one component.
+  {
+    const ckptkit::Anatomy a = ckptkit::analyze(ck);
+    std::vector<int> seen(ck.tensors.size(), 0);
+    for (const ckptkit::Component& c : a.components)
+      for (size_t i : c.tensors) {
+        if (i >= seen.size()) fail("a component names a tensor that does not exist");
+        ++seen[i];
+      }
+    for (int n : seen)
+      if (n != 1) fail("a tensor in no component or in two");
+  }
 
   // The header limit is exact: one byte less than this header is refused, before any parsing.
   ckptkit::SafetensorsLimits tight;

@@ -6,7 +6,9 @@
 //   * an accepted file's tensors each lie inside the file: for a plain tensor its byte range,
 //     for a view the storage it names; every tensor's storage index is valid;
 //   * scan_file either gives a verdict or an error, never both, and every global's offset lies
-//     inside the file (for stored entries) .
+//     inside the file (for stored entries);
+//   * analyze() (detection, and the position_ids values read through the file) puts every
+//     tensor in exactly one component.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -14,9 +16,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
+#include "ckptkit/anatomy.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/scan.h"
+#include "io/file.h"
 
 namespace {
 
@@ -50,6 +55,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (st.has_offset() && st.offset() > size) fail("error offset past the end of the file");
     (void)st.to_string();
   } else {
+    auto file = ckptkit::InputFile::open(path);
+    const ckptkit::Anatomy a = ckptkit::analyze(*ck, file ? &*file : nullptr);
+    std::vector<int> seen(ck->tensors.size(), 0);
+    for (const ckptkit::Component& c : a.components)
+      for (size_t i : c.tensors) {
+        if (i >= seen.size()) fail("component names a tensor that does not exist");
+        ++seen[i];
+      }
+    for (int n : seen)
+      if (n != 1) fail("a tensor in no component or in two");
     for (const ckptkit::TensorInfo& t : ck->tensors) {
       if (ck->format == ckptkit::FileFormat::kSafetensors) continue;
       if (t.storage < 0 || static_cast<size_t>(t.storage) >= ck->torch.storages.size())

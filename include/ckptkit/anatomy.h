@@ -90,6 +90,7 @@ struct Candidate {
   unsigned matched = 0;
   unsigned total = 0;
   std::string why_not;
+  double closeness = 0;  ///< 0..1, how near (candidates are sorted by it)
 };
 
 struct Anatomy {

@@ -461,18 +461,34 @@ std::string check_text(const NameMap& names, const Check& c, std::string_view pr
 struct Score {
   unsigned matched = 0;
   std::string first_failure;
+  /// For ranking near misses: a tensor that is there counts more than one that is absent as
+  /// required (absence is weak evidence), and a tensor with another shape counts half.
+  double closeness = 0;
 };
 
 Score score(const NameMap& names, const std::vector<Check>& checks, std::string_view prefix) {
   Score s;
+  double got = 0;
   for (const Check& c : checks) {
+    const bool absent_check = c.shape && std::string_view(c.shape) == "-";
     auto why = check_fails(names, c, prefix);
-    if (!why)
+    if (!why) {
       ++s.matched;
-    else if (s.first_failure.empty())
-      s.first_failure = *why;
+      got += absent_check ? 0.25 : 1.0;
+    } else {
+      if (!absent_check && names.count(c.key)) got += 0.5;
+      if (s.first_failure.empty()) s.first_failure = *why;
+    }
   }
+  s.closeness = checks.empty() ? 0 : got / static_cast<double>(checks.size());
   return s;
+}
+
+void keep_closest(std::vector<Candidate>& c) {
+  std::stable_sort(c.begin(), c.end(), [](const Candidate& x, const Candidate& y) {
+    return x.closeness > y.closeness;
+  });
+  if (c.size() > 3) c.resize(3);
 }
 
 bool in_list(std::string_view name, std::span<const std::string_view> list) {
@@ -864,7 +880,8 @@ Anatomy analyze_layout(const Checkpoint& ck) {
         hit = &r;
         break;
       }
-      near.push_back({r.id, s.matched, static_cast<unsigned>(r.checks.size()), s.first_failure});
+      near.push_back(
+          {r.id, s.matched, static_cast<unsigned>(r.checks.size()), s.first_failure, s.closeness});
     }
     if (hit) {
       a.architecture = hit->id;
@@ -900,10 +917,7 @@ Anatomy analyze_layout(const Checkpoint& ck) {
       }
       a.variant = variants.empty() ? "standard" : fmt::format("{}", fmt::join(variants, "+"));
     } else {
-      std::stable_sort(near.begin(), near.end(), [](const Candidate& x, const Candidate& y) {
-        return x.matched * y.total > y.matched * x.total;
-      });
-      if (near.size() > 3) near.resize(3);
+      keep_closest(near);
       a.candidates = std::move(near);
       a.notes.push_back(fmt::format("a {} ({} names) that matches no known architecture",
                                     display_of(dm->kind), naming_name(dm->naming)));
@@ -959,17 +973,13 @@ Anatomy analyze_layout(const Checkpoint& ck) {
       const NameMap names = name_map(view, ck);
       for (const KindRule& r : kind_rules()) {
         const Score s = score(names, r.checks, c.prefix);
-        if (s.matched == 0) continue;
+        if (s.closeness == 0) continue;
         a.candidates.push_back(
             {fmt::format("{} ({} names)", part_kind_name(r.kind), naming_name(r.naming)), s.matched,
-             static_cast<unsigned>(r.checks.size()), s.first_failure});
+             static_cast<unsigned>(r.checks.size()), s.first_failure, s.closeness});
       }
     }
-    std::stable_sort(a.candidates.begin(), a.candidates.end(),
-                     [](const Candidate& x, const Candidate& y) {
-                       return x.matched * y.total > y.matched * x.total;
-                     });
-    if (a.candidates.size() > 3) a.candidates.resize(3);
+    keep_closest(a.candidates);
   }
 
   // 5. Defects of a monolithic file.
