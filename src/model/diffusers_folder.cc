@@ -67,6 +67,11 @@ Result<DiffusersFolder> read_diffusers_folder(const std::string& dir) {
   for (auto field : obj) {
     const std::string_view key = field.key;
     if (key.starts_with('_')) continue;
+    // A part is a subfolder: a key that is not a plain folder name ("", "..", "a/b") would
+    // make us list files outside the model's folder.
+    if (key.empty() || key == "." || key == ".." || key.find('/') != std::string_view::npos ||
+        key.find('\0') != std::string_view::npos)
+      continue;
     simdjson::dom::array arr;
     if (field.value.get_array().get(arr) || arr.size() != 2) continue;
     DiffusersPart p;

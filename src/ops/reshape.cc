@@ -300,6 +300,8 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
   report.input_bytes = ck.file_size;
   if (a.layout == "lora")
     return Status(ErrorCode::kInvalidArgument, "this is a LoRA: it has no parts to split", in_path);
+  if (a.find(Role::kDiffusionModel) && a.family.empty())
+    return unknown_architecture(in_path, a, "its parts cannot be named");
   std::map<PartKind, const Component*> parts;
   for (const Component& c : a.components) {
     const bool part_role =
