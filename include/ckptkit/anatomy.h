@@ -56,6 +56,8 @@ enum class PartKind : uint8_t {
   kVae,
 };
 std::string_view part_kind_name(PartKind k);
+/// "CLIP-L", "OpenCLIP-H", "T5-XXL", "FLUX DiT", …: for messages.
+std::string_view part_display_name(PartKind k);
 /// "clip_l", "clip_g", "clip_h", "t5xxl", "vae", "diffusion_model": the suffix split uses.
 std::string_view part_file_tag(PartKind k);
 

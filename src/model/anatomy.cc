@@ -559,30 +559,6 @@ void add_tensor(Component& c, const TensorInfo& t, size_t index) {
   ++c.dtypes[std::string(dtype_name(t.dtype))];
 }
 
-std::string_view display_of(PartKind k) {
-  switch (k) {
-    case PartKind::kClipL:
-      return "CLIP-L";
-    case PartKind::kClipG:
-      return "CLIP-G";
-    case PartKind::kClipH:
-      return "OpenCLIP-H";
-    case PartKind::kT5xxl:
-      return "T5-XXL";
-    case PartKind::kVae:
-      return "VAE";
-    case PartKind::kUNet:
-      return "UNet";
-    case PartKind::kMMDiT:
-      return "MMDiT";
-    case PartKind::kFluxDiT:
-      return "FLUX DiT";
-    case PartKind::kNone:
-      break;
-  }
-  return "unknown";
-}
-
 /// Kind, naming and detail of a group from the kind signatures.
 void classify(Group& g, const Checkpoint& ck, const NameMap& names) {
   for (const KindRule& r : kind_rules()) {
@@ -836,7 +812,7 @@ Anatomy analyze_layout(const Checkpoint& ck) {
             {"misplaced-component",
              "warning",
              fmt::format("{}* holds a {}, not the {} that prefix is for", g.comp.prefix,
-                         display_of(g.comp.kind), role_name(g.comp.role)),
+                         part_display_name(g.comp.kind), role_name(g.comp.role)),
              {}});
     }
     a.components.push_back(std::move(g.comp));
@@ -920,7 +896,7 @@ Anatomy analyze_layout(const Checkpoint& ck) {
       keep_closest(near);
       a.candidates = std::move(near);
       a.notes.push_back(fmt::format("a {} ({} names) that matches no known architecture",
-                                    display_of(dm->kind), naming_name(dm->naming)));
+                                    part_display_name(dm->kind), naming_name(dm->naming)));
     }
   }
 
@@ -945,8 +921,8 @@ Anatomy analyze_layout(const Checkpoint& ck) {
                                                     : "vae";
       a.confidence = "keys";
       a.variant = c.detail;
-      a.evidence.push_back(
-          fmt::format("{} ({} names): {}", display_of(c.kind), naming_name(c.naming), c.detail));
+      a.evidence.push_back(fmt::format("{} ({} names): {}", part_display_name(c.kind),
+                                       naming_name(c.naming), c.detail));
       if (c.kind == PartKind::kVae)
         a.notes.push_back(c.channels == 16
                               ? "a 16-channel latent VAE is used by SD3 and FLUX.1; their VAEs "
@@ -994,11 +970,11 @@ Anatomy analyze_layout(const Checkpoint& ck) {
              "warning",
              fmt::format("no {} ({}*): {} files normally include one; a loader that expects a "
                          "single file will fail without it",
-                         display_of(slot.kind), slot.prefix, fam->display),
+                         part_display_name(slot.kind), slot.prefix, fam->display),
              {}});
       else
         a.notes.push_back(fmt::format("no {} in the file; load it separately ({}*)",
-                                      display_of(slot.kind), slot.prefix));
+                                      part_display_name(slot.kind), slot.prefix));
     }
     for (const Component& c : a.components) {
       if (c.role != Role::kTextEncoder || c.kind == PartKind::kNone) continue;
@@ -1008,7 +984,7 @@ Anatomy analyze_layout(const Checkpoint& ck) {
         a.defects.push_back({"foreign-component",
                              "warning",
                              fmt::format("{} under {} is not a text encoder {} uses",
-                                         display_of(c.kind), c.prefix, fam->display),
+                                         part_display_name(c.kind), c.prefix, fam->display),
                              {}});
     }
   }
@@ -1055,7 +1031,7 @@ Anatomy analyze_layout(const Checkpoint& ck) {
            "info",
            fmt::format("the {} is F32 ({}); published files carry it in F16/BF16: `ckptkit "
                        "convert --dtype f16` halves it",
-                       display_of(c.kind), human_bytes(c.bytes)),
+                       part_display_name(c.kind), human_bytes(c.bytes)),
            {}});
   }
   for (const Component& c : a.components) {
@@ -1168,6 +1144,30 @@ std::string_view part_kind_name(PartKind k) {
       break;
   }
   return "unknown";
+}
+
+std::string_view part_display_name(PartKind k) {
+  switch (k) {
+    case PartKind::kClipL:
+      return "CLIP-L";
+    case PartKind::kClipG:
+      return "CLIP-G";
+    case PartKind::kClipH:
+      return "OpenCLIP-H";
+    case PartKind::kT5xxl:
+      return "T5-XXL";
+    case PartKind::kVae:
+      return "VAE";
+    case PartKind::kUNet:
+      return "UNet";
+    case PartKind::kMMDiT:
+      return "MMDiT";
+    case PartKind::kFluxDiT:
+      return "FLUX DiT";
+    case PartKind::kNone:
+      break;
+  }
+  return "unknown part";
 }
 
 std::string_view part_file_tag(PartKind k) {

@@ -26,30 +26,6 @@ using detail::PartTensor;
 
 constexpr size_t kListedNames = 20;
 
-std::string_view display(PartKind k) {
-  switch (k) {
-    case PartKind::kClipL:
-      return "CLIP-L";
-    case PartKind::kClipG:
-      return "CLIP-G";
-    case PartKind::kClipH:
-      return "OpenCLIP-H";
-    case PartKind::kT5xxl:
-      return "T5-XXL";
-    case PartKind::kVae:
-      return "VAE";
-    case PartKind::kUNet:
-      return "UNet";
-    case PartKind::kMMDiT:
-      return "MMDiT";
-    case PartKind::kFluxDiT:
-      return "FLUX DiT";
-    case PartKind::kNone:
-      break;
-  }
-  return "unknown part";
-}
-
 Result<std::unique_ptr<OpenedInput>> open_input(const std::string& path,
                                                 const std::string& out_path,
                                                 const ReshapeOptions& o, std::string_view verb,
@@ -72,6 +48,14 @@ std::string candidates_text(const Anatomy& a) {
                      c.total, c.why_not);
   }
   return s;
+}
+
+ReshapeReport report_for(const Anatomy& a, const Checkpoint& ck) {
+  ReshapeReport r;
+  r.architecture = a.architecture;
+  r.family = a.family;
+  r.input_bytes = ck.file_size;
+  return r;
 }
 
 Status unknown_architecture(const std::string& path, const Anatomy& a, std::string_view what) {
@@ -180,7 +164,7 @@ Result<LoadedPart> load_part(const OpenedInput& in, const Component& c, ReshapeR
     report.notes.push_back(fmt::format(
         "{} converted from OpenCLIP to Hugging Face names: in_proj split into q/k/v rows, "
         "text_projection transposed (exact and reversible)",
-        display(c.kind)));
+        part_display_name(c.kind)));
   }
   return p;
 }
@@ -194,14 +178,14 @@ Result<std::vector<PartTensor>> to_slot(LoadedPart part, const FamilySlot& slot,
     return Status(ErrorCode::kUnsupported,
                   fmt::format("the {} uses diffusers names; converting diffusers names to the "
                               "single-file layout is not supported yet",
-                              display(part.kind)),
+                              part_display_name(part.kind)),
                   path);
   if (denoiser && part.naming != slot.naming)
-    return Status(
-        ErrorCode::kUnsupported,
-        fmt::format("the {} uses {} names, the single-file layout needs {}", display(part.kind),
-                    naming_name(part.naming), naming_name(slot.naming)),
-        path);
+    return Status(ErrorCode::kUnsupported,
+                  fmt::format("the {} uses {} names, the single-file layout needs {}",
+                              part_display_name(part.kind), naming_name(part.naming),
+                              naming_name(slot.naming)),
+                  path);
   if (slot.naming == Naming::kOpenClip && part.naming == Naming::kHf) {
     std::vector<std::string> dropped;
     CKPT_ASSIGN_OR_RETURN(part.tensors,
@@ -209,7 +193,7 @@ Result<std::vector<PartTensor>> to_slot(LoadedPart part, const FamilySlot& slot,
     report.notes.push_back(fmt::format(
         "{} converted from Hugging Face to OpenCLIP names: q/k/v concatenated into in_proj, "
         "text_projection transposed (exact)",
-        display(part.kind)));
+        part_display_name(part.kind)));
     if (!dropped.empty())
       report.dropped.push_back({"no_openclip_name", dropped.size(), 0, dropped});
   }
@@ -235,7 +219,7 @@ std::string slots_text(const FamilyLayout& fam) {
   std::string s;
   for (const FamilySlot& slot : fam.slots) {
     if (!s.empty()) s += ", ";
-    s += display(slot.kind);
+    s += part_display_name(slot.kind);
   }
   return s;
 }
@@ -294,10 +278,7 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
   CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, probe, o, "split", true));
   const Checkpoint& ck = in->checkpoint();
   const Anatomy a = analyze(ck, &in->file());
-  ReshapeReport report;
-  report.architecture = a.architecture;
-  report.family = a.family;
-  report.input_bytes = ck.file_size;
+  ReshapeReport report = report_for(a, ck);
   if (a.layout == "lora")
     return Status(ErrorCode::kInvalidArgument, "this is a LoRA: it has no parts to split", in_path);
   if (a.find(Role::kDiffusionModel) && a.family.empty())
@@ -317,7 +298,7 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
       return Status(ErrorCode::kUnsupported,
                     fmt::format("the file holds two {}s ('{}' and '{}'); split one of them "
                                 "out first is not possible automatically",
-                                display(c.kind), parts[c.kind]->prefix, c.prefix),
+                                part_display_name(c.kind), parts[c.kind]->prefix, c.prefix),
                     in_path);
   }
   if (parts.empty())
@@ -352,8 +333,9 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
     std::string spec;
     if (!a.modelspec.empty())
       spec = denoiser ? a.modelspec : fmt::format("{}/{}", a.modelspec, part_kind_name(kind));
-    plan.metadata = metadata_for(ck, denoiser, spec, fam ? fam->implementation : "",
-                                 denoiser ? title : fmt::format("{} ({})", title, display(kind)));
+    plan.metadata =
+        metadata_for(ck, denoiser, spec, fam ? fam->implementation : "",
+                     denoiser ? title : fmt::format("{} ({})", title, part_display_name(kind)));
     if (!o.run.force && fs::exists(w.path))
       return Status(ErrorCode::kInvalidArgument,
                     "the output file exists (use --force to replace it)", w.path);
@@ -409,7 +391,7 @@ Result<std::map<PartKind, std::vector<PartTensor>>> gather_parts(
     if (!slot)
       return Status(ErrorCode::kInvalidArgument,
                     fmt::format("{} does not use a {} (its parts are: {})", fam.display,
-                                display(r.kind), slots_text(fam)),
+                                part_display_name(r.kind), slots_text(fam)),
                     *r.path);
     CKPT_ASSIGN_OR_RETURN(auto in, open_input(*r.path, out_path, o, "use", false));
     const Anatomy pa = analyze(in->checkpoint(), &in->file());
@@ -418,7 +400,8 @@ Result<std::map<PartKind, std::vector<PartTensor>>> gather_parts(
       std::string is = pa.architecture;
       if (pa.layout != "unknown" && pa.layout != pa.architecture) is += " (" + pa.layout + ")";
       return Status(ErrorCode::kInvalidArgument,
-                    fmt::format("the file holds no {}; it is {}", display(r.kind), is), *r.path);
+                    fmt::format("the file holds no {}; it is {}", part_display_name(r.kind), is),
+                    *r.path);
     }
     if (r.kind == PartKind::kVae && c->channels != fam.latent_channels)
       return Status(ErrorCode::kInvalidArgument,
@@ -446,10 +429,7 @@ Result<ReshapeReport> assemble_files(const PartPaths& paths, const std::string& 
   CKPT_ASSIGN_OR_RETURN(const FamilyLayout* fam,
                         family_of(a, paths.diffusion_model, "no single-file layout can be chosen"));
   const Component* dm = a.find(Role::kDiffusionModel);
-  ReshapeReport report;
-  report.architecture = a.architecture;
-  report.family = a.family;
-  report.input_bytes = ck.file_size;
+  ReshapeReport report = report_for(a, ck);
 
   const std::vector<Requested> req = requested_parts(paths);
   std::vector<std::unique_ptr<OpenedInput>> inputs;
@@ -504,10 +484,7 @@ Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& pa
   const Anatomy a = analyze(ck, &in->file());
   CKPT_ASSIGN_OR_RETURN(const FamilyLayout* fam,
                         family_of(a, in_path, "it is not known where its parts sit"));
-  ReshapeReport report;
-  report.architecture = a.architecture;
-  report.family = a.family;
-  report.input_bytes = ck.file_size;
+  ReshapeReport report = report_for(a, ck);
   std::vector<std::unique_ptr<OpenedInput>> inputs;
   CKPT_ASSIGN_OR_RETURN(auto parts, gather_parts(req, *fam, out_path, o, inputs, report));
 
@@ -515,7 +492,8 @@ Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& pa
   for (const auto& [kind, ts] : parts) {
     const Component* old = a.find(kind);
     if (!old) {
-      report.notes.push_back(fmt::format("the input had no {}; it is added", display(kind)));
+      report.notes.push_back(
+          fmt::format("the input had no {}; it is added", part_display_name(kind)));
       continue;
     }
     for (size_t i : old->tensors) replaced[i] = true;
@@ -548,10 +526,7 @@ Result<ReshapeReport> prune_file(const std::string& in_path, const std::string& 
   CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, out_path, o, "prune", true));
   const Checkpoint& ck = in->checkpoint();
   const Anatomy a = analyze(ck, &in->file());
-  ReshapeReport report;
-  report.architecture = a.architecture;
-  report.family = a.family;
-  report.input_bytes = ck.file_size;
+  ReshapeReport report = report_for(a, ck);
   if (options.dtype)
     for (const TensorInfo& t : ck.tensors)
       if (is_float(t.dtype) && t.dtype != *options.dtype && !can_cast(t.dtype, *options.dtype))
