@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "ckptkit/anatomy.h"
 #include "ckptkit/dtype.h"
+#include "ckptkit/reader.h"
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
 #include "ckptkit/status.h"
@@ -195,5 +197,46 @@ struct PruneOptions {
 
 Result<ReshapeReport> prune_file(const std::string& in_path, const std::string& out_path,
                                  const PruneOptions& options);
+
+}  // namespace ckptkit
+
+// --- meta ------------------------------------------------------------------------------------
+
+namespace ckptkit {
+
+struct MetaEdit {
+  std::map<std::string, std::string> set;  ///< keys to add or replace
+  std::vector<std::string> remove;         ///< keys to delete (applied before `set`)
+  bool clear = false;                      ///< start from no metadata
+};
+
+struct MetaReport {
+  RunStats stats;
+  std::map<std::string, std::string> before, after;
+  std::vector<std::string> missing;  ///< keys asked to delete that were not there
+};
+
+/// Rewrites the header of a safetensors file with edited metadata and copies the data section
+/// byte for byte (same tensor order and offsets, kernel copies), so AutoV3 and every
+/// data-section hash stay the same.
+Result<MetaReport> edit_metadata(const std::string& in_path, const std::string& out_path,
+                                 const MetaEdit& edit, const RunOptions& run,
+                                 const SafetensorsLimits& limits = {});
+
+}  // namespace ckptkit
+
+// --- component fingerprints ------------------------------------------------------------------
+
+namespace ckptkit {
+
+/// SHA-256 of each component of `anatomy` (same order; "" where none applies), defined so
+/// that the same part fingerprints the same wherever it sits: a part (diffusion model, text
+/// encoder, VAE) is taken in the naming `split` writes it in (prefix removed, OpenCLIP
+/// converted to HF), other components with their prefix removed; its tensors are sorted by
+/// that name and each contributes `name \0 dtype \0 d0,d1,… \0` followed by its bytes in C
+/// order. Reads every tensor once.
+Result<std::vector<std::string>> component_fingerprints(const std::string& path,
+                                                        const Anatomy& anatomy,
+                                                        const ReadLimits& limits = {});
 
 }  // namespace ckptkit

@@ -24,7 +24,8 @@ std::string params_text(uint64_t v) {
 
 }  // namespace
 
-void write_anatomy_json(JsonWriter& w, const Anatomy& a, const Checkpoint& ck) {
+void write_anatomy_json(JsonWriter& w, const Anatomy& a, const Checkpoint& ck,
+                        const std::vector<std::string>& fingerprints) {
   w.key("architecture").value(a.architecture);
   w.key("family").value(a.family);
   w.key("variant").value(a.variant);
@@ -50,7 +51,8 @@ void write_anatomy_json(JsonWriter& w, const Anatomy& a, const Checkpoint& ck) {
   }
   w.end_object();
   w.key("components").begin_array();
-  for (const Component& c : a.components) {
+  for (size_t ci = 0; ci < a.components.size(); ++ci) {
+    const Component& c = a.components[ci];
     w.begin_object();
     w.key("role").value(role_name(c.role));
     w.key("kind").value(part_kind_name(c.kind));
@@ -63,6 +65,7 @@ void write_anatomy_json(JsonWriter& w, const Anatomy& a, const Checkpoint& ck) {
     w.key("dtypes").begin_object();
     for (const auto& [name, n] : c.dtypes) w.key(name).value(n);
     w.end_object();
+    if (ci < fingerprints.size()) w.key("sha256").value(fingerprints[ci]);
     if (c.role == Role::kUnknown || c.role == Role::kTrainingExtra ||
         c.role == Role::kModelConfig) {
       w.key("keys").begin_array();
@@ -107,7 +110,8 @@ void write_anatomy_json(JsonWriter& w, const Anatomy& a, const Checkpoint& ck) {
   }
 }
 
-std::string anatomy_text(const Anatomy& a, const Checkpoint& ck) {
+std::string anatomy_text(const Anatomy& a, const Checkpoint& ck,
+                         const std::vector<std::string>& fingerprints) {
   std::string out;
   std::string arch = a.architecture;
   if (!a.variant.empty() && a.variant != "standard") arch += ", " + a.variant;
@@ -136,7 +140,8 @@ std::string anatomy_text(const Anatomy& a, const Checkpoint& ck) {
                        c.matched, c.total, c.why_not);
   if (a.layout != "lora") {
     first = true;
-    for (const Component& c : a.components) {
+    for (size_t ci = 0; ci < a.components.size(); ++ci) {
+      const Component& c = a.components[ci];
       std::string what = std::string(role_name(c.role));
       if (c.kind != PartKind::kNone) what += fmt::format(" ({})", part_kind_name(c.kind));
       out += fmt::format("{:<12}{:<28} {:<38} {:>5} tensors {:>9} params {:>10}  {}{}\n",
@@ -144,6 +149,8 @@ std::string anatomy_text(const Anatomy& a, const Checkpoint& ck) {
                          c.prefix.empty() ? "(no prefix)" : c.prefix + "*", c.tensors.size(),
                          params_text(c.parameters), human_bytes(c.bytes), dtypes_text(c),
                          c.detail.empty() ? "" : "  " + c.detail);
+      if (ci < fingerprints.size())
+        out += fmt::format("{:<12}{:<28} sha256 {}\n", "", "", fingerprints[ci]);
       first = false;
     }
   }

@@ -10,10 +10,13 @@ namespace ckptkit::cli {
 
 /// Adds architecture, family, variant, layout, modelspec, evidence, distillation, components,
 /// defects, candidates (and lora) keys to the object being written.
-void write_anatomy_json(JsonWriter& w, const Anatomy& a, const Checkpoint& ck);
+/// `fingerprints`: one SHA-256 per component (ckptkit/ops.h), or empty.
+void write_anatomy_json(JsonWriter& w, const Anatomy& a, const Checkpoint& ck,
+                        const std::vector<std::string>& fingerprints = {});
 
 /// Lines for the text report (12-column labels, as the rest of `inspect`).
-std::string anatomy_text(const Anatomy& a, const Checkpoint& ck);
+std::string anatomy_text(const Anatomy& a, const Checkpoint& ck,
+                         const std::vector<std::string>& fingerprints = {});
 
 void write_diffusers_json(JsonWriter& w, const DiffusersFolder& d);
 std::string diffusers_text(const DiffusersFolder& d);

@@ -43,7 +43,8 @@ std::string short_count(uint64_t v) {
 bool is_torch(const Checkpoint& ck) { return ck.format != FileFormat::kSafetensors; }
 
 int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
-               const ScanReport* scan, const Anatomy& anatomy) {
+               const ScanReport* scan, const Anatomy& anatomy,
+               const std::vector<std::string>& fingerprints) {
   JsonWriter w;
   w.begin_object();
   w.key("path").value(ck.path);
@@ -64,7 +65,7 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
   w.key("metadata").begin_object();
   for (const auto& [k, v] : ck.metadata) w.key(k).value(v);
   w.end_object();
-  write_anatomy_json(w, anatomy, ck);
+  write_anatomy_json(w, anatomy, ck, fingerprints);
   if (!is_torch(ck)) {
     w.key("header").begin_object();
     w.key("leading_whitespace").value(ck.quirks.leading_whitespace);
@@ -124,7 +125,8 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
 }
 
 int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
-               const ScanReport* scan, const Anatomy& anatomy) {
+               const ScanReport* scan, const Anatomy& anatomy,
+               const std::vector<std::string>& fingerprints) {
   std::string out;
   out += fmt::format("{:<12}{}\n", "file", ck.path);
   out += fmt::format("{:<12}{}\n", "format", format_name(ck.format));
@@ -158,7 +160,7 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
                        name, s.tensors, with_commas(s.parameters), human_bytes(s.bytes));
     first = false;
   }
-  out += anatomy_text(anatomy, ck);
+  out += anatomy_text(anatomy, ck, fingerprints);
   if (ck.metadata.empty()) {
     out += fmt::format("{:<12}(none)\n", "metadata");
   } else {
@@ -193,6 +195,7 @@ Runner setup_inspect(CLI::App& sub) {
     std::string file;
     bool json = false;
     bool tensors = false;
+    bool fingerprint = false;
     uint64_t max_header = kDefaultMaxHeaderBytes;
   };
   auto o = std::make_shared<Opts>();
@@ -202,6 +205,9 @@ Runner setup_inspect(CLI::App& sub) {
       ->required();
   sub.add_flag("--json", o->json, "machine-readable output");
   sub.add_flag("--tensors", o->tensors, "list every tensor: name, dtype, shape, file offset");
+  sub.add_flag("--fingerprint", o->fingerprint,
+               "also read the tensors and give each component a SHA-256 that does not depend "
+               "on where it sits (tells shared VAEs and text encoders apart; see docs/models.md)");
   sub.add_option("--max-header-size", o->max_header, "refuse headers larger than this many bytes")
       ->default_val(kDefaultMaxHeaderBytes);
   sub.footer(
@@ -255,8 +261,14 @@ Runner setup_inspect(CLI::App& sub) {
     // The values of CLIP's position_ids are read too (a few hundred bytes).
     auto file = InputFile::open(o->file);
     const Anatomy anatomy = analyze(*ck, file ? &*file : nullptr);
-    return o->json ? print_json(*ck, by_dtype, o->tensors, sr, anatomy)
-                   : print_text(*ck, by_dtype, o->tensors, sr, anatomy);
+    std::vector<std::string> fingerprints;
+    if (o->fingerprint) {
+      auto f = component_fingerprints(o->file, anatomy, limits);
+      if (!f) return report_error(f.status());
+      fingerprints = std::move(*f);
+    }
+    return o->json ? print_json(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints)
+                   : print_text(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints);
   };
 }
 

@@ -31,6 +31,9 @@ Runner setup_split(CLI::App& sub);
 Runner setup_assemble(CLI::App& sub);
 Runner setup_swap(CLI::App& sub);
 Runner setup_prune(CLI::App& sub);
+Runner setup_hash(CLI::App& sub);
+Runner setup_meta(CLI::App& sub);
+Runner setup_verify(CLI::App& sub);
 
 /// Prints "ckptkit: error: <status>" on stderr and returns kExitError.
 int report_error(const Status& status);

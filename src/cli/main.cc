@@ -25,6 +25,11 @@ constexpr Command kCommands[] = {
     {"swap", "replace the VAE or a text encoder of a single-file model", setup_swap},
     {"prune", "drop the EMA copy and training buffers (or use the EMA weights), change dtype",
      setup_prune},
+    {"hash", "SHA-256, AutoV1/V2/V3, CRC32, BLAKE3 in one read; checks hashes in the metadata",
+     setup_hash},
+    {"verify", "is it intact and sound? structure, lint, defects, NaN/Inf/zero values (exit 1)",
+     setup_verify},
+    {"meta", "show or edit safetensors metadata (the data is copied unchanged)", setup_meta},
     {"sample", "write a synthetic checkpoint with a published model's exact layout", setup_sample},
 };
 

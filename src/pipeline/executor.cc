@@ -165,14 +165,16 @@ std::unique_ptr<TensorProducer> make_cast_producer(const InputFile* file, uint64
 Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const RunOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   // 1. Reference writer order, then the header.
-  std::stable_sort(plan.tensors.begin(), plan.tensors.end(),
-                   [](const PlannedTensor& a, const PlannedTensor& b) {
-                     return precedes_in_writer_order(a.dtype, a.name, b.dtype, b.name);
-                   });
-  for (size_t i = 1; i < plan.tensors.size(); ++i)
-    if (plan.tensors[i].name == plan.tensors[i - 1].name)
-      return Status(ErrorCode::kInvalidArgument, "two output tensors have the same name", {},
-                    kNoOffset, plan.tensors[i].name);
+  if (!plan.keep_order) {
+    std::stable_sort(plan.tensors.begin(), plan.tensors.end(),
+                     [](const PlannedTensor& a, const PlannedTensor& b) {
+                       return precedes_in_writer_order(a.dtype, a.name, b.dtype, b.name);
+                     });
+    for (size_t i = 1; i < plan.tensors.size(); ++i)
+      if (plan.tensors[i].name == plan.tensors[i - 1].name)
+        return Status(ErrorCode::kInvalidArgument, "two output tensors have the same name", {},
+                      kNoOffset, plan.tensors[i].name);
+  }
   std::vector<TensorLayout> layouts;
   layouts.reserve(plan.tensors.size());
   for (const PlannedTensor& t : plan.tensors) layouts.push_back({t.name, t.dtype, t.shape});

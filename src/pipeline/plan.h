@@ -58,6 +58,9 @@ struct Plan {
   std::map<std::string, std::string> metadata;
   std::vector<const InputFile*> inputs;  ///< never overwritten by the output
   bool fill_data = true;                 ///< false: leave the data section as holes (sparse)
+  /// Write the tensors in the order given instead of the reference writer's order (meta keeps
+  /// a file's data section byte for byte).
+  bool keep_order = false;
 };
 
 /// Runs a plan into `out_path` atomically. See ckptkit/ops.h for the options and statistics.

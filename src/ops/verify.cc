@@ -1,0 +1,245 @@
+// verify: readers, lint, anatomy defects and a streamed value pass. See ckptkit/verify.h.
+#include "ckptkit/verify.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "ckptkit/anatomy.h"
+#include "ckptkit/cast.h"
+#include "ckptkit/safetensors.h"
+#include "ckptkit/scan.h"
+#include "io/file.h"
+#include "ops/input.h"
+
+namespace ckptkit {
+namespace {
+
+constexpr uint64_t kEocdWindow = 65535 + 22;  // a ZIP comment plus the end record
+
+struct Stats {
+  uint64_t nan = 0, inf = 0, zero = 0;
+  uint32_t max_abs_bits = 0;  ///< of the largest finite |value| (IEEE order = value order)
+};
+
+/// Counts over F32 values, on their bit patterns: integer operations the compiler vectorizes.
+void accumulate(const uint8_t* p, uint64_t n, Stats& s) {
+  uint64_t nan = 0, inf = 0, zero = 0;
+  uint32_t max_bits = s.max_abs_bits;
+  for (uint64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, p + 4 * i, 4);
+    const uint32_t a = b & 0x7fffffffu;
+    nan += a > 0x7f800000u;
+    inf += a == 0x7f800000u;
+    zero += a == 0;
+    max_bits = std::max(max_bits, a < 0x7f800000u ? a : 0u);
+  }
+  s.nan += nan;
+  s.inf += inf;
+  s.zero += zero;
+  s.max_abs_bits = max_bits;
+}
+
+float from_bits(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+void lint(const Checkpoint& ck, const InputFile& file, VerifyReport& r) {
+  if (ck.format != FileFormat::kSafetensors) return;
+  if (ck.quirks.leading_whitespace > 0)
+    r.findings.push_back({"header-leading-whitespace", "warning",
+                          fmt::format("the header JSON starts with {} bytes of whitespace: the "
+                                      "reference reader accepts it, some other parsers do not",
+                                      ck.quirks.leading_whitespace),
+                          "", 8});
+  if (ck.quirks.trailing_whitespace > 7)
+    r.findings.push_back({"header-trailing-whitespace", "info",
+                          fmt::format("the header ends with {} bytes of whitespace (a writer "
+                                      "pads at most 7)",
+                                      ck.quirks.trailing_whitespace),
+                          "", 8 + ck.header_size - ck.quirks.trailing_whitespace});
+  if (!ck.quirks.canonical_order)
+    r.findings.push_back({"data-order", "info",
+                          "the tensors' data is not in the reference writer's order (dtype, "
+                          "then name): valid, but rewriting the file changes its AutoV3",
+                          "", UINT64_MAX});
+  if (ck.header_size > kDefaultMaxHeaderBytes / 10 * 9)
+    r.findings.push_back({"header-near-cap", "warning",
+                          fmt::format("the header is {} bytes, near the 100,000,000-byte limit "
+                                      "readers enforce: some will refuse it",
+                                      ck.header_size),
+                          "", 0});
+  // A ZIP end record in the last 64 KiB: the same bytes also read as a ZIP archive, so a tool
+  // that trusts the content over the extension may load something else (torch.load would).
+  const uint64_t n = std::min<uint64_t>(file.size(), kEocdWindow);
+  std::vector<uint8_t> tail(n);
+  if (n >= 22 && file.pread_exact(tail, file.size() - n, "the end of the file").is_ok()) {
+    for (uint64_t i = n - 22 + 1; i-- > 0;) {
+      if (tail[i] == 'P' && tail[i + 1] == 'K' && tail[i + 2] == 5 && tail[i + 3] == 6) {
+        r.findings.push_back({"zip-polyglot", "warning",
+                              "the file also reads as a ZIP archive (an end-of-central-directory "
+                              "record near its end): a polyglot that torch.load or zip tools "
+                              "would open as something else",
+                              "", file.size() - n + i});
+        break;
+      }
+    }
+  }
+}
+
+/// The value pass: every floating-point tensor, each chunk cast to F32 and counted.
+void value_pass(const detail::OpenedInput& in, const Anatomy& a, const VerifyOptions& o,
+                VerifyReport& r) {
+  const Checkpoint& ck = in.checkpoint();
+  std::vector<Role> role(ck.tensors.size(), Role::kUnknown);
+  for (const Component& c : a.components)
+    for (size_t i : c.tensors) role[i] = c.role;
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < ck.tensors.size(); ++i) {
+    const TensorInfo& t = ck.tensors[i];
+    if (is_float(t.dtype) && can_cast(t.dtype, DType::F32) && t.numel() > 0) todo.push_back(i);
+  }
+  std::vector<Stats> stats(ck.tensors.size());
+  std::vector<Status> errors(ck.tensors.size());
+  unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  threads = static_cast<unsigned>(std::min<size_t>(threads, std::max<size_t>(todo.size(), 1)));
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> values{0}, bytes{0};
+  const uint64_t buffer = std::max<uint64_t>(o.buffer_bytes, 1u << 16);
+  auto worker = [&] {
+    AlignedBuffer out(buffer), scratch(buffer);
+    for (size_t k; (k = next.fetch_add(1)) < todo.size();) {
+      const size_t i = todo[k];
+      const TensorInfo& t = ck.tensors[i];
+      auto producer = in.producer(t, DType::F32);
+      const uint64_t per_elem = std::max<uint64_t>(4, producer->scratch_bytes_per_element());
+      const uint64_t per_chunk = std::max<uint64_t>(8, buffer / per_elem / 8 * 8);
+      const uint64_t numel = t.numel();
+      for (uint64_t first = 0; first < numel; first += per_chunk) {
+        const uint64_t n = std::min(per_chunk, numel - first);
+        Status st = producer->produce(first, n, out.span().first(n * 4), scratch.span());
+        if (!st.is_ok()) {
+          errors[i] = st;
+          break;
+        }
+        accumulate(out.data(), n, stats[i]);
+      }
+      values += numel;
+      bytes += t.nbytes();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back(worker);
+  worker();
+  for (std::thread& th : pool) th.join();
+  r.tensors_checked = todo.size();
+  r.values_checked = values.load();
+  r.bytes_read = bytes.load();
+
+  for (size_t i : todo) {
+    const TensorInfo& t = ck.tensors[i];
+    const Stats& s = stats[i];
+    const uint64_t at = ck.data_offset + t.begin;
+    if (!errors[i].is_ok()) {
+      r.findings.push_back({"unreadable-data", "error", errors[i].message(), t.name,
+                            errors[i].has_offset() ? errors[i].offset() : at});
+      continue;
+    }
+    if (s.nan > 0)
+      r.findings.push_back(
+          {"nan", "error", fmt::format("{} NaN values of {}", s.nan, t.numel()), t.name, at});
+    if (s.inf > 0)
+      r.findings.push_back(
+          {"inf", "error", fmt::format("{} infinite values of {}", s.inf, t.numel()), t.name, at});
+    // A scalar or a bias can legitimately be zero; a whole weight cannot.
+    if (s.zero == t.numel() && t.numel() > 1 && role[i] != Role::kTrainingExtra &&
+        role[i] != Role::kModelConfig)
+      r.findings.push_back(
+          {"all-zero", "warning", fmt::format("all {} values are zero", t.numel()), t.name, at});
+    const double max_abs = from_bits(s.max_abs_bits);
+    if (max_abs > o.max_abs && role[i] != Role::kTrainingExtra && role[i] != Role::kModelConfig &&
+        role[i] != Role::kLora)
+      r.findings.push_back(
+          {"magnitude", "warning",
+           fmt::format("largest |value| is {:g}, far above what trained {} weights hold "
+                       "(limit {:g})",
+                       max_abs, role_name(role[i]), o.max_abs),
+           t.name, at});
+  }
+}
+
+}  // namespace
+
+bool VerifyReport::problems() const {
+  return std::any_of(findings.begin(), findings.end(),
+                     [](const VerifyFinding& f) { return f.severity != "info"; });
+}
+
+VerifyReport verify_file(const std::string& path, const VerifyOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  VerifyReport r;
+  r.path = path;
+  auto done = [&] {
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+  };
+  auto file = InputFile::open(path);
+  if (!file) {
+    r.error = file.status();
+    return done();
+  }
+  // 1. The readers (and the scan). A file that does not read is the finding.
+  auto checked = read_and_scan(path, options.limits);
+  if (!checked) {
+    const Status& st = checked.status();
+    const bool foreign = st.code() == ErrorCode::kUnsupported;
+    r.format = "unreadable";
+    r.findings.push_back({foreign ? "not-a-model" : "corrupt", "error", st.message(), st.tensor(),
+                          st.has_offset() ? st.offset() : UINT64_MAX});
+    return done();
+  }
+  const Checkpoint& ck = checked->checkpoint;
+  r.format = std::string(format_name(ck.format));
+  if (checked->scan) {
+    const ScanReport& s = *checked->scan;
+    if (s.verdict != Verdict::kSafe)
+      r.findings.push_back({"unsafe-pickle", s.verdict == Verdict::kDangerous ? "error" : "warning",
+                            fmt::format("scan: {} — {}", verdict_name(s.verdict), s.summary), "",
+                            UINT64_MAX});
+  }
+  // 2. Lint.
+  lint(ck, *file, r);
+  // 3. Anatomy.
+  const Anatomy a = analyze(ck, &*file);
+  r.architecture = a.architecture;
+  for (const Defect& d : a.defects)
+    r.findings.push_back(
+        {d.code, d.severity, d.message, d.tensors.empty() ? "" : d.tensors[0], UINT64_MAX});
+  // 4. Values.
+  if (options.values) {
+    detail::OpenOptions open;
+    open.limits = options.limits;
+    open.allow_dangerous = true;  // only tensor bytes are read; nothing is ever run
+    open.verdict = checked->scan ? std::optional<Verdict>(checked->scan->verdict) : std::nullopt;
+    const std::string spill = (std::filesystem::temp_directory_path() / "x").string();
+    auto in = detail::OpenedInput::open(path, spill, open);
+    if (!in) {
+      r.findings.push_back({"unreadable-data", "error", in.status().message(), "",
+                            in.status().has_offset() ? in.status().offset() : UINT64_MAX});
+    } else {
+      value_pass(**in, a, options, r);
+    }
+  }
+  return done();
+}
+
+}  // namespace ckptkit
