@@ -1,14 +1,17 @@
 // Conversion kernels against references computed differently: values decoded with ldexp from
 // the format definitions, and rounding checked at exact midpoints (ties to even) and their
 // float neighbours. PyTorch, the behavioural oracle, is compared in tests/python/.
+#include "ckptkit/cast.h"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
+#include <string>
 #include <vector>
-
-#include "ckptkit/cast.h"
 
 namespace ckptkit {
 namespace {
@@ -88,7 +91,8 @@ void check_rounding(int e, int m, uint32_t max_finite_code, Encode encode) {
   std::vector<uint32_t> got(in.size());
   encode(in, got);
   for (size_t i = 0; i < in.size(); ++i)
-    ASSERT_EQ(got[i], expect[i]) << "input " << in[i] << " (0x" << std::hex << bits_of(in[i]) << ")";
+    ASSERT_EQ(got[i], expect[i]) << "input " << in[i] << " (0x" << std::hex << bits_of(in[i])
+                                 << ")";
 }
 
 TEST(Cast, F32ToF16RoundsToNearestEvenEverywhere) {
@@ -126,9 +130,20 @@ TEST(Cast, F32ToF8E4M3RoundsToNearestEvenEverywhere) {
 
 TEST(Cast, OverflowAndSpecialValues) {
   const float inf = INFINITY;
-  const std::vector<float> in = {65504.0f, 65519.996f, 65520.0f, 1e30f, inf, -inf,
-                                 from_bits(0x7FC00001), from_bits(0xFF800001), 464.0f, 464.1f,
-                                 480.0f, 57344.0f, 61439.996f, 61440.0f};
+  const std::vector<float> in = {65504.0f,
+                                 65519.996f,
+                                 65520.0f,
+                                 1e30f,
+                                 inf,
+                                 -inf,
+                                 from_bits(0x7FC00001),
+                                 from_bits(0xFF800001),
+                                 464.0f,
+                                 464.1f,
+                                 480.0f,
+                                 57344.0f,
+                                 61439.996f,
+                                 61440.0f};
   std::vector<uint16_t> h(in.size()), b(in.size());
   std::vector<uint8_t> e4(in.size()), e5(in.size());
   f32_to_f16(in.data(), h.data(), in.size());
@@ -169,7 +184,7 @@ TEST(Cast, F64ToF32MatchesTheCompiler) {
     uint64_t u = rng();
     std::memcpy(&d, &u, 8);
   }
-  in[0] = 1e-310;  // subnormal double → 0
+  in[0] = 1e-310;                 // subnormal double → 0
   in[1] = 3.4028235677973366e38;  // rounds to FLT_MAX
   std::vector<float> out(in.size());
   f64_to_f32(in.data(), out.data(), in.size());
@@ -187,7 +202,8 @@ TEST(Cast, EveryLengthAndAlignmentTakesTheSamePath) {
   // Tails are run through the vector code on a padded copy; results must not depend on n.
   std::mt19937 rng(3);
   std::vector<float> src(300);
-  for (float& f : src) f = std::ldexp(static_cast<float>(rng() % 100000) - 50000.0f, -static_cast<int>(rng() % 30));
+  for (float& f : src)
+    f = std::ldexp(static_cast<float>(rng() % 100000) - 50000.0f, -static_cast<int>(rng() % 30));
   std::vector<uint16_t> whole(src.size());
   f32_to_f16(src.data(), whole.data(), src.size());
   for (size_t start = 0; start < 5; ++start) {
@@ -296,6 +312,50 @@ TEST(Cast, EverySimdTargetGivesTheSameBits) {
   }
   EXPECT_FALSE(select_simd_target("no-such-target"));
   ASSERT_TRUE(select_simd_target(best));
+}
+
+}  // namespace
+}  // namespace ckptkit
+
+namespace ckptkit {
+namespace {
+
+// The verify kernel against a plain loop, on every SIMD target and every tail length.
+TEST(Cast, F32StatsCountsLikeAPlainLoopOnEveryTarget) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+  std::vector<float> v(4099);
+  for (float& x : v) x = dist(rng);
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            0.0f,
+                            -0.0f,
+                            1e30f,
+                            -2e30f,
+                            std::numeric_limits<float>::denorm_min()};
+  for (size_t i = 0; i < v.size(); i += 37) v[i] = specials[(i / 37) % std::size(specials)];
+  const std::string before = simd_target_name();
+  for (const std::string& target : simd_targets()) {
+    ASSERT_TRUE(select_simd_target(target));
+    for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{4099}}) {
+      uint64_t want[4] = {0, 0, 0, 0};
+      for (size_t i = 0; i < n; ++i) {
+        uint32_t b;
+        std::memcpy(&b, &v[i], 4);
+        const uint32_t a = b & 0x7FFFFFFFu;
+        want[0] += a > 0x7F800000u;
+        want[1] += a == 0x7F800000u;
+        want[2] += a == 0;
+        if (a < 0x7F800000u) want[3] = std::max<uint64_t>(want[3], a);
+      }
+      uint64_t got[4] = {0, 0, 0, 0};
+      f32_stats(v.data(), n, got);
+      for (int k = 0; k < 4; ++k) EXPECT_EQ(got[k], want[k]) << target << " n=" << n << " k=" << k;
+    }
+  }
+  ASSERT_TRUE(select_simd_target(before));
 }
 
 }  // namespace

@@ -45,6 +45,10 @@ void f32_to_f8_e5m2(const float* in, uint8_t* out, size_t n);
 void f8_e4m3_to_f32(const uint8_t* in, float* out, size_t n);
 void f8_e5m2_to_f32(const uint8_t* in, float* out, size_t n);
 
+/// Adds to out[0..2] the NaN, Inf and zero counts of `n` F32 values and raises out[3] to the
+/// largest finite |x| seen, as its bit pattern (IEEE order is value order for |x|).
+void f32_stats(const float* in, size_t n, uint64_t* out);
+
 /// Name of the SIMD target in use on this CPU ("AVX3", "AVX2", "SSE4", "SSSE3", "baseline").
 const char* simd_target_name();
 

@@ -28,7 +28,7 @@ namespace {
 
 constexpr uint64_t kAutoV1Offset = 0x100000;
 constexpr uint64_t kAutoV1Size = 0x10000;
-constexpr size_t kRing = 4;
+constexpr size_t kRing = 8;  // lets fast digests run ahead of slow ones
 
 class Digest {
  public:
@@ -78,6 +78,9 @@ struct Stream {
   std::unique_ptr<Digest> digest;
   uint64_t begin, end;
   std::string result;
+  /// Run by the reader right after each read, while the chunk is still in cache: for the fast
+  /// digests (CRC-32, BLAKE3) beside slow ones (SHA-256), so fewer threads share the cores.
+  bool on_reader = false;
 };
 
 /// Feeds every stream from one sequential read of `file`.
@@ -97,6 +100,14 @@ Status run_streams(const InputFile& file, std::vector<Stream>& streams, uint64_t
   Status error;
   file.advise_sequential(0, size);
 
+  size_t threaded = 0;
+  for (const Stream& st : streams) threaded += !st.on_reader;
+  auto feed = [&](Stream& st, const Slot& slot, uint64_t i) {
+    const uint64_t off = i * buffer_bytes;
+    const uint64_t len = std::min(buffer_bytes, size - off);
+    const uint64_t lo = std::max(off, st.begin), hi = std::min(off + len, st.end);
+    if (lo < hi) st.digest->update(slot.buf.data() + (lo - off), hi - lo);
+  };
   auto worker = [&](Stream& st) {
     for (uint64_t i = 0; i < chunks; ++i) {
       Slot& slot = ring[i % kRing];
@@ -105,17 +116,15 @@ Status run_streams(const InputFile& file, std::vector<Stream>& streams, uint64_t
         cv.wait(lock, [&] { return failed || slot.index == i; });
         if (failed) return;
       }
-      const uint64_t off = i * buffer_bytes;
-      const uint64_t len = std::min(buffer_bytes, size - off);
-      const uint64_t lo = std::max(off, st.begin), hi = std::min(off + len, st.end);
-      if (lo < hi) st.digest->update(slot.buf.data() + (lo - off), hi - lo);
+      feed(st, slot, i);
       std::lock_guard<std::mutex> lock(mu);
       if (--slot.pending == 0) cv.notify_all();
     }
   };
   std::vector<std::thread> threads;
   threads.reserve(streams.size());
-  for (Stream& st : streams) threads.emplace_back(worker, std::ref(st));
+  for (Stream& st : streams)
+    if (!st.on_reader) threads.emplace_back(worker, std::ref(st));
   for (uint64_t i = 0; i < chunks; ++i) {
     Slot& slot = ring[i % kRing];
     {
@@ -125,16 +134,20 @@ Status run_streams(const InputFile& file, std::vector<Stream>& streams, uint64_t
     const uint64_t off = i * buffer_bytes;
     const uint64_t len = std::min(buffer_bytes, size - off);
     Status st = file.pread_exact(slot.buf.span().first(len), off, "file data");
-    std::lock_guard<std::mutex> lock(mu);
-    if (!st.is_ok()) {
-      failed = true;
-      error = st;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!st.is_ok()) {
+        failed = true;
+        error = st;
+        cv.notify_all();
+        break;
+      }
+      slot.index = i;
+      slot.pending = threaded;
       cv.notify_all();
-      break;
     }
-    slot.index = i;
-    slot.pending = streams.size();
-    cv.notify_all();
+    for (Stream& s : streams)
+      if (s.on_reader) feed(s, slot, i);
   }
   for (std::thread& t : threads) t.join();
   if (failed) return error;
@@ -308,6 +321,10 @@ FileHashes hash_file(const std::string& path, const HashOptions& options) {
   if (need_data_sha) data_sha = add(std::make_unique<Sha256Digest>(), ck->data_offset, out.size);
   if (wants(HashAlgo::kCrc32)) crc = add(std::make_unique<Crc32>(), 0, out.size);
   if (wants(HashAlgo::kBlake3)) b3 = add(std::make_unique<Blake3Digest>(), 0, out.size);
+  // Beside a SHA-256 thread, the fast digests ride on the reader.
+  if (file_sha >= 0 || data_sha >= 0)
+    for (int k : {crc, b3})
+      if (k >= 0) streams[static_cast<size_t>(k)].on_reader = true;
   if (!streams.empty()) {
     Status st = run_streams(file, streams, std::max<uint64_t>(options.buffer_bytes, 1u << 16));
     if (!st.is_ok()) {

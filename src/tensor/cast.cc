@@ -179,6 +179,51 @@ void F32ToE5M2(const float* HWY_RESTRICT in, uint8_t* HWY_RESTRICT out, size_t n
   F32ToF8<2, 15>(in, out, n, 0x47800000, false);
 }
 
+// NaN, Inf and zero counts and the largest finite |x| (as bits: IEEE order is value order for
+// non-negative floats) of F32 values, on their bit patterns. out: {nan, inf, zero, max_bits}.
+void F32Stats(const float* HWY_RESTRICT in, size_t n, uint64_t* HWY_RESTRICT out) {
+  const hn::ScalableTag<uint32_t> du;
+  const hn::Rebind<float, decltype(du)> df;
+  const size_t lanes = hn::Lanes(du);
+  const auto abs_mask = hn::Set(du, 0x7FFFFFFFu);
+  const auto inf = hn::Set(du, 0x7F800000u);
+  const auto one = hn::Set(du, 1u);
+  auto vmax = hn::Zero(du);
+  uint64_t nan = 0, infs = 0, zero = 0;
+  size_t i = 0;
+  // Lane counters are 32-bit: flush them before they could overflow.
+  constexpr size_t kBlock = size_t{1} << 24;
+  while (i + lanes <= n) {
+    auto vnan = hn::Zero(du), vinf = hn::Zero(du), vzero = hn::Zero(du);
+    const size_t stop = std::min(n - (n - i) % lanes, i + kBlock);
+    for (; i + lanes <= stop; i += lanes) {
+      const auto a = hn::And(hn::BitCast(du, hn::LoadU(df, in + i)), abs_mask);
+      vnan = hn::Add(vnan, hn::IfThenElseZero(hn::Gt(a, inf), one));
+      vinf = hn::Add(vinf, hn::IfThenElseZero(hn::Eq(a, inf), one));
+      vzero = hn::Add(vzero, hn::IfThenElseZero(hn::Eq(a, hn::Zero(du)), one));
+      vmax = hn::Max(vmax, hn::IfThenElseZero(hn::Lt(a, inf), a));
+    }
+    nan += hn::GetLane(hn::SumOfLanes(du, vnan));
+    infs += hn::GetLane(hn::SumOfLanes(du, vinf));
+    zero += hn::GetLane(hn::SumOfLanes(du, vzero));
+  }
+  uint32_t max_bits = static_cast<uint32_t>(out[3]);
+  max_bits = std::max(max_bits, hn::GetLane(hn::MaxOfLanes(du, vmax)));
+  for (; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, in + i, 4);
+    const uint32_t a = b & 0x7FFFFFFFu;
+    nan += a > 0x7F800000u;
+    infs += a == 0x7F800000u;
+    zero += a == 0;
+    if (a < 0x7F800000u) max_bits = std::max(max_bits, a);
+  }
+  out[0] += nan;
+  out[1] += infs;
+  out[2] += zero;
+  out[3] = max_bits;
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace ckptkit
 HWY_AFTER_NAMESPACE();
@@ -212,13 +257,15 @@ struct Kernels {
   void (*f32_to_e4m3)(const float*, uint8_t*, size_t);
   void (*f32_to_e5m2)(const float*, uint8_t*, size_t);
   void (*f16_to_bf16)(const uint16_t*, uint16_t*, size_t);
+  void (*f32_stats)(const float*, size_t, uint64_t*);
   bool (*supported)();
 };
 
 #define CKPT_KERNELS(NS, NAME, SUPPORTED)                                                  \
   Kernels {                                                                                 \
     NAME, &NS::F32ToF16, &NS::F16ToF32, &NS::F32ToBF16, &NS::BF16ToF32, &NS::F64ToF32,      \
-        &NS::F32ToF64, &NS::F32ToE4M3, &NS::F32ToE5M2, &NS::F16ToBF16, SUPPORTED            \
+        &NS::F32ToF64, &NS::F32ToE4M3, &NS::F32ToE5M2, &NS::F16ToBF16, &NS::F32Stats,       \
+        SUPPORTED                                                                           \
   }
 
 // Best first. Each target is used only where the CPU (and OS, for the wide registers) has
@@ -250,7 +297,8 @@ const Kernels kKernels[] = {
             &HWY_STATIC_DISPATCH(F32ToBF16), &HWY_STATIC_DISPATCH(BF16ToF32),
             &HWY_STATIC_DISPATCH(F64ToF32), &HWY_STATIC_DISPATCH(F32ToF64),
             &HWY_STATIC_DISPATCH(F32ToE4M3), &HWY_STATIC_DISPATCH(F32ToE5M2),
-            &HWY_STATIC_DISPATCH(F16ToBF16), [] { return true; }},
+            &HWY_STATIC_DISPATCH(F16ToBF16), &HWY_STATIC_DISPATCH(F32Stats),
+            [] { return true; }},
 };
 #undef CKPT_KERNELS
 
@@ -283,6 +331,8 @@ void f32_to_f64(const float* in, double* out, size_t n) { kernels().f32_to_f64(i
 void f32_to_f8_e4m3(const float* in, uint8_t* out, size_t n) { kernels().f32_to_e4m3(in, out, n); }
 void f32_to_f8_e5m2(const float* in, uint8_t* out, size_t n) { kernels().f32_to_e5m2(in, out, n); }
 void f16_to_bf16(const uint16_t* in, uint16_t* out, size_t n) { kernels().f16_to_bf16(in, out, n); }
+
+void f32_stats(const float* in, size_t n, uint64_t* out) { kernels().f32_stats(in, n, out); }
 
 const char* simd_target_name() { return kernels().name; }
 
