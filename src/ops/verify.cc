@@ -13,6 +13,7 @@
 
 #include "ckptkit/anatomy.h"
 #include "ckptkit/cast.h"
+#include "ckptkit/hash.h"
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
 #include "io/file.h"
@@ -215,6 +216,27 @@ VerifyReport verify_file(const std::string& path, const VerifyOptions& options) 
   for (const Defect& d : a.defects)
     r.findings.push_back(
         {d.code, d.severity, d.message, d.tensors.empty() ? "" : d.tensors[0], UINT64_MAX});
+  // 3b. Hashes the metadata claims (kohya's sshs_*, ModelSpec's hash_sha256): one more read,
+  // only for files that carry them.
+  if (ck.metadata.count("sshs_model_hash") || ck.metadata.count("sshs_legacy_hash") ||
+      ck.metadata.count("modelspec.hash_sha256")) {
+    HashOptions ho;
+    ho.algos = {HashAlgo::kAutoV3};
+    const FileHashes h = hash_file(path, ho);
+    for (const EmbeddedHash& e : h.embedded) {
+      if (e.matches) continue;
+      if (e.computed.empty())
+        r.findings.push_back({"embedded-hash-unchecked", "info",
+                              fmt::format("{} = {} cannot be checked: {}", e.key, e.stored, e.note),
+                              "", UINT64_MAX});
+      else
+        r.findings.push_back({"embedded-hash-mismatch", "warning",
+                              fmt::format("{} says {} but the file gives {} ({}): the file was "
+                                          "changed after the hash was written, or is damaged",
+                                          e.key, e.stored, e.computed, e.note),
+                              "", UINT64_MAX});
+    }
+  }
   // 4. Values.
   if (options.values) {
     detail::OpenOptions open;

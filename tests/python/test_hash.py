@@ -162,6 +162,18 @@ class HashTest(TempDirTest):
         _, section = data_section(p)
         self.assertEqual(emb["sshs_model_hash"]["computed"], hashlib.sha256(section).hexdigest())
 
+    def test_verify_reports_an_embedded_mismatch(self):
+        good = self.kohya_file({})
+        rep = json.loads(run("verify", "--json", good).stdout)[0]
+        self.assertNotIn("embedded-hash-mismatch", [f["code"] for f in rep["findings"]])
+        bad = self.kohya_file({}, legacy="deadbeef")
+        r = run("verify", "--json", bad, check=False)
+        self.assertEqual(r.returncode, 1)
+        found = [f for f in json.loads(r.stdout)[0]["findings"]
+                 if f["code"] == "embedded-hash-mismatch"]
+        self.assertEqual(len(found), 1)
+        self.assertIn("sshs_legacy_hash", found[0]["message"])
+
     def test_modelspec_hash_of_the_tensor_data(self):
         p = self.write_model("m.safetensors")
         _, section = data_section(p)
