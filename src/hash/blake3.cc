@@ -27,6 +27,7 @@
 #include <hwy/highway.h>
 
 #include "hash/blake3.h"
+#include "tensor/dispatch.h"
 
 // Constants of the specification and the kernel signature, shared by every target (this file
 // is included once per target; this part must be seen once).
@@ -486,29 +487,9 @@ const Kernels kKernels[] = {
 };
 #undef CKPTKIT_BLAKE3_KERNELS
 
-void cpu_init() {
-#if HWY_ARCH_X86
-  __builtin_cpu_init();
-#endif
-}
+detail::KernelChoice<Kernels> g_choice{kKernels};
 
-const Kernels* best_kernels() {
-  cpu_init();
-  for (const Kernels& k : kKernels)
-    if (k.supported()) return &k;
-  return &kKernels[std::size(kKernels) - 1];
-}
-
-std::atomic<const Kernels*> g_kernels{nullptr};
-
-const Kernels& kernels() {
-  const Kernels* k = g_kernels.load(std::memory_order_acquire);
-  if (k == nullptr) {
-    k = best_kernels();
-    g_kernels.store(k, std::memory_order_release);
-  }
-  return *k;
-}
+const Kernels& kernels() { return g_choice.get(); }
 
 void hash_many(const Kernels& k, const uint8_t* const* in, size_t n, size_t blocks,
                uint64_t counter, uint64_t counter_step, uint32_t flags, uint32_t flags_start,
@@ -609,24 +590,9 @@ std::array<uint8_t, 32> blake3(std::span<const uint8_t> data) {
 
 std::string_view blake3_simd_target() { return kernels().name; }
 
-std::vector<std::string> blake3_simd_targets() {
-  std::vector<std::string> names;
-  cpu_init();
-  for (const Kernels& k : kKernels)
-    if (k.supported()) names.emplace_back(k.name);
-  return names;
-}
+std::vector<std::string> blake3_simd_targets() { return g_choice.names(); }
 
-bool blake3_select_simd_target(std::string_view name) {
-  cpu_init();
-  for (const Kernels& k : kKernels) {
-    if (name == k.name && k.supported()) {
-      g_kernels.store(&k, std::memory_order_release);
-      return true;
-    }
-  }
-  return false;
-}
+bool blake3_select_simd_target(std::string_view name) { return g_choice.select(name); }
 
 }  // namespace ckptkit
 #endif  // HWY_ONCE

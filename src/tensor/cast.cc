@@ -45,8 +45,8 @@ void F32ToF16(const float* HWY_RESTRICT in, uint16_t* HWY_RESTRICT out, size_t n
     const auto r = hn::Sub(x, hn::Set(di, 0x38000000));  // rebias 127 -> 15
     const auto odd = hn::And(hn::ShiftRight<13>(r), hn::Set(di, 1));
     const auto normal = hn::ShiftRight<13>(hn::Add(hn::Add(r, hn::Set(di, 0xFFF)), odd));
-    const auto sub = hn::Sub(
-        hn::BitCast(di, hn::Add(hn::BitCast(df, x), hn::Set(df, 0.5f))), hn::Set(di, 0x3F000000));
+    const auto sub = hn::Sub(hn::BitCast(di, hn::Add(hn::BitCast(df, x), hn::Set(df, 0.5f))),
+                             hn::Set(di, 0x3F000000));
     auto h = hn::IfThenElse(hn::Lt(x, hn::Set(di, 0x38800000)), sub, normal);
     h = hn::IfThenElse(hn::Lt(x, hn::Set(di, 0x477FF000)), h, hn::Set(di, 0x7C00));
     h = hn::IfThenElse(hn::Gt(x, hn::Set(di, 0x7F800000)), hn::Set(di, 0x7E00), h);
@@ -64,14 +64,13 @@ void F16ToF32(const uint16_t* HWY_RESTRICT in, float* HWY_RESTRICT out, size_t n
     const auto sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(di, 0x8000)));
     const auto e = hn::And(h, hn::Set(di, 0x7C00));
     const auto m = hn::And(h, hn::Set(di, 0x3FF));
-    const auto normal = hn::Add(hn::ShiftLeft<13>(hn::And(h, hn::Set(di, 0x7FFF))),
-                                hn::Set(di, 0x38000000));
+    const auto normal =
+        hn::Add(hn::ShiftLeft<13>(hn::And(h, hn::Set(di, 0x7FFF))), hn::Set(di, 0x38000000));
     // m * 2^-24, exactly: the float 0.5 + m*2^-24 minus 0.5.
     const auto sub = hn::BitCast(
         di, hn::Sub(hn::BitCast(df, hn::Or(m, hn::Set(di, 0x3F000000))), hn::Set(df, 0.5f)));
     const auto quiet = hn::IfThenElseZero(hn::Ne(m, hn::Zero(di)), hn::Set(di, 0x00400000));
-    const auto special =
-        hn::Or(hn::Or(hn::Set(di, 0x7F800000), hn::ShiftLeft<13>(m)), quiet);
+    const auto special = hn::Or(hn::Or(hn::Set(di, 0x7F800000), hn::ShiftLeft<13>(m)), quiet);
     auto f = hn::IfThenElse(hn::Eq(e, hn::Zero(di)), sub, normal);
     f = hn::IfThenElse(hn::Eq(e, hn::Set(di, 0x7C00)), special, f);
     hn::StoreU(hn::BitCast(df, hn::Or(f, sign)), df, dst);
@@ -148,7 +147,7 @@ HWY_INLINE void F32ToF8(const float* HWY_RESTRICT in, uint8_t* HWY_RESTRICT out,
   const hn::Rebind<uint8_t, decltype(di)> d8;
   constexpr int kDrop = 23 - M;
   constexpr int32_t kRebias = (127 - B) << 23;
-  constexpr int32_t kMinNormal = (128 - B) << 23;  // 2^(1-B)
+  constexpr int32_t kMinNormal = (128 - B) << 23;               // 2^(1-B)
   constexpr int32_t kSubAddend = (127 + 23 + 1 - B - M) << 23;  // ulp = 2^(1-B-M)
   for_each_block(in, out, n, hn::Lanes(di), [&](const float* src, uint8_t* dst) {
     const auto bits = hn::BitCast(di, hn::LoadU(df, src));
@@ -159,8 +158,8 @@ HWY_INLINE void F32ToF8(const float* HWY_RESTRICT in, uint8_t* HWY_RESTRICT out,
     const auto normal =
         hn::ShiftRight<kDrop>(hn::Add(hn::Add(r, hn::Set(di, (1 << (kDrop - 1)) - 1)), odd));
     const auto addend = hn::Set(di, kSubAddend);
-    const auto sub = hn::Sub(
-        hn::BitCast(di, hn::Add(hn::BitCast(df, x), hn::BitCast(df, addend))), addend);
+    const auto sub =
+        hn::Sub(hn::BitCast(di, hn::Add(hn::BitCast(df, x), hn::BitCast(df, addend))), addend);
     auto h = hn::IfThenElse(hn::Lt(x, hn::Set(di, kMinNormal)), sub, normal);
     const auto big = hn::Set(di, overflow_is_nan ? 0x7F : 0x7C);
     h = hn::IfThenElse(hn::Lt(x, hn::Set(di, overflow_from)), h, big);
@@ -230,13 +229,14 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include <algorithm>
-#include <atomic>
-#include <string>
 #include <array>
+#include <atomic>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "io/errors.h"
+#include "tensor/dispatch.h"
 
 namespace ckptkit {
 
@@ -261,33 +261,35 @@ struct Kernels {
   bool (*supported)();
 };
 
-#define CKPT_KERNELS(NS, NAME, SUPPORTED)                                                  \
-  Kernels {                                                                                 \
-    NAME, &NS::F32ToF16, &NS::F16ToF32, &NS::F32ToBF16, &NS::BF16ToF32, &NS::F64ToF32,      \
-        &NS::F32ToF64, &NS::F32ToE4M3, &NS::F32ToE5M2, &NS::F16ToBF16, &NS::F32Stats,       \
-        SUPPORTED                                                                           \
+#define CKPT_KERNELS(NS, NAME, SUPPORTED)                                                       \
+  Kernels {                                                                                     \
+    NAME, &NS::F32ToF16, &NS::F16ToF32, &NS::F32ToBF16, &NS::BF16ToF32, &NS::F64ToF32,          \
+        &NS::F32ToF64, &NS::F32ToE4M3, &NS::F32ToE5M2, &NS::F16ToBF16, &NS::F32Stats, SUPPORTED \
   }
 
 // Best first. Each target is used only where the CPU (and OS, for the wide registers) has
 // every feature Highway compiles that target for.
 const Kernels kKernels[] = {
 #if (HWY_TARGETS & HWY_AVX3) && HWY_STATIC_TARGET != HWY_AVX3
-    CKPT_KERNELS(N_AVX3, "AVX3", [] {
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
-    }),
+    CKPT_KERNELS(N_AVX3, "AVX3",
+                 [] {
+                   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+                 }),
 #endif
 #if (HWY_TARGETS & HWY_AVX2) && HWY_STATIC_TARGET != HWY_AVX2
-    CKPT_KERNELS(N_AVX2, "AVX2", [] {
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("bmi2");
-    }),
+    CKPT_KERNELS(N_AVX2, "AVX2",
+                 [] {
+                   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("bmi2");
+                 }),
 #endif
 #if (HWY_TARGETS & HWY_SSE4) && HWY_STATIC_TARGET != HWY_SSE4
-    CKPT_KERNELS(N_SSE4, "SSE4", [] {
-      return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul") &&
-             __builtin_cpu_supports("aes");
-    }),
+    CKPT_KERNELS(N_SSE4, "SSE4",
+                 [] {
+                   return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul") &&
+                          __builtin_cpu_supports("aes");
+                 }),
 #endif
 #if (HWY_TARGETS & HWY_SSSE3) && HWY_STATIC_TARGET != HWY_SSSE3
     CKPT_KERNELS(N_SSSE3, "SSSE3", [] { return __builtin_cpu_supports("ssse3") != 0; }),
@@ -297,28 +299,13 @@ const Kernels kKernels[] = {
             &HWY_STATIC_DISPATCH(F32ToBF16), &HWY_STATIC_DISPATCH(BF16ToF32),
             &HWY_STATIC_DISPATCH(F64ToF32), &HWY_STATIC_DISPATCH(F32ToF64),
             &HWY_STATIC_DISPATCH(F32ToE4M3), &HWY_STATIC_DISPATCH(F32ToE5M2),
-            &HWY_STATIC_DISPATCH(F16ToBF16), &HWY_STATIC_DISPATCH(F32Stats),
-            [] { return true; }},
+            &HWY_STATIC_DISPATCH(F16ToBF16), &HWY_STATIC_DISPATCH(F32Stats), [] { return true; }},
 };
 #undef CKPT_KERNELS
 
-const Kernels* best_kernels() {
-  __builtin_cpu_init();
-  for (const Kernels& k : kKernels)
-    if (k.supported()) return &k;
-  return &kKernels[std::size(kKernels) - 1];
-}
+detail::KernelChoice<Kernels> g_choice{kKernels};
 
-std::atomic<const Kernels*> g_kernels{nullptr};
-
-const Kernels& kernels() {
-  const Kernels* k = g_kernels.load(std::memory_order_acquire);
-  if (k == nullptr) {
-    k = best_kernels();
-    g_kernels.store(k, std::memory_order_release);
-  }
-  return *k;
-}
+const Kernels& kernels() { return g_choice.get(); }
 
 }  // namespace
 
@@ -336,23 +323,9 @@ void f32_stats(const float* in, size_t n, uint64_t* out) { kernels().f32_stats(i
 
 const char* simd_target_name() { return kernels().name; }
 
-std::vector<std::string> simd_targets() {
-  std::vector<std::string> names;
-  __builtin_cpu_init();
-  for (const Kernels& k : kKernels)
-    if (k.supported()) names.emplace_back(k.name);
-  return names;
-}
+std::vector<std::string> simd_targets() { return g_choice.names(); }
 
-bool select_simd_target(std::string_view name) {
-  for (const Kernels& k : kKernels) {
-    if (name == k.name && k.supported()) {
-      g_kernels.store(&k, std::memory_order_release);
-      return true;
-    }
-  }
-  return false;
-}
+bool select_simd_target(std::string_view name) { return g_choice.select(name); }
 
 namespace {
 
@@ -401,13 +374,16 @@ void f8_e5m2_to_f32(const uint8_t* in, float* out, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = t[in[i]];
 }
 
-
 namespace {
 
 bool castable(DType t) {
   switch (t) {
-    case DType::F16: case DType::BF16: case DType::F32: case DType::F64:
-    case DType::F8_E4M3: case DType::F8_E5M2:
+    case DType::F16:
+    case DType::BF16:
+    case DType::F32:
+    case DType::F64:
+    case DType::F8_E4M3:
+    case DType::F8_E5M2:
       return true;
     default:
       return false;
@@ -416,25 +392,51 @@ bool castable(DType t) {
 
 void to_f32(DType from, const void* in, float* out, size_t n) {
   switch (from) {
-    case DType::F16: f16_to_f32(static_cast<const uint16_t*>(in), out, n); break;
-    case DType::BF16: bf16_to_f32(static_cast<const uint16_t*>(in), out, n); break;
-    case DType::F32: std::memcpy(out, in, n * 4); break;
-    case DType::F64: f64_to_f32(static_cast<const double*>(in), out, n); break;
-    case DType::F8_E4M3: f8_e4m3_to_f32(static_cast<const uint8_t*>(in), out, n); break;
-    case DType::F8_E5M2: f8_e5m2_to_f32(static_cast<const uint8_t*>(in), out, n); break;
-    default: break;
+    case DType::F16:
+      f16_to_f32(static_cast<const uint16_t*>(in), out, n);
+      break;
+    case DType::BF16:
+      bf16_to_f32(static_cast<const uint16_t*>(in), out, n);
+      break;
+    case DType::F32:
+      std::memcpy(out, in, n * 4);
+      break;
+    case DType::F64:
+      f64_to_f32(static_cast<const double*>(in), out, n);
+      break;
+    case DType::F8_E4M3:
+      f8_e4m3_to_f32(static_cast<const uint8_t*>(in), out, n);
+      break;
+    case DType::F8_E5M2:
+      f8_e5m2_to_f32(static_cast<const uint8_t*>(in), out, n);
+      break;
+    default:
+      break;
   }
 }
 
 void from_f32(DType to, const float* in, void* out, size_t n) {
   switch (to) {
-    case DType::F16: f32_to_f16(in, static_cast<uint16_t*>(out), n); break;
-    case DType::BF16: f32_to_bf16(in, static_cast<uint16_t*>(out), n); break;
-    case DType::F32: std::memcpy(out, in, n * 4); break;
-    case DType::F64: f32_to_f64(in, static_cast<double*>(out), n); break;
-    case DType::F8_E4M3: f32_to_f8_e4m3(in, static_cast<uint8_t*>(out), n); break;
-    case DType::F8_E5M2: f32_to_f8_e5m2(in, static_cast<uint8_t*>(out), n); break;
-    default: break;
+    case DType::F16:
+      f32_to_f16(in, static_cast<uint16_t*>(out), n);
+      break;
+    case DType::BF16:
+      f32_to_bf16(in, static_cast<uint16_t*>(out), n);
+      break;
+    case DType::F32:
+      std::memcpy(out, in, n * 4);
+      break;
+    case DType::F64:
+      f32_to_f64(in, static_cast<double*>(out), n);
+      break;
+    case DType::F8_E4M3:
+      f32_to_f8_e4m3(in, static_cast<uint8_t*>(out), n);
+      break;
+    case DType::F8_E5M2:
+      f32_to_f8_e5m2(in, static_cast<uint8_t*>(out), n);
+      break;
+    default:
+      break;
   }
 }
 
