@@ -234,9 +234,11 @@ namespace ckptkit {
 /// encoder, VAE) is taken in the naming `split` writes it in (prefix removed, OpenCLIP
 /// converted to HF), other components with their prefix removed; its tensors are sorted by
 /// that name and each contributes `name \0 dtype \0 d0,d1,… \0` followed by its bytes in C
-/// order. Reads every tensor once.
+/// order. Reads every tensor once. `checkpoint`: the tensor table `anatomy` was made from,
+/// when the caller has it (the file's structure is then not read again).
 Result<std::vector<std::string>> component_fingerprints(const std::string& path,
                                                         const Anatomy& anatomy,
-                                                        const ReadLimits& limits = {});
+                                                        const ReadLimits& limits = {},
+                                                        const Checkpoint* checkpoint = nullptr);
 
 }  // namespace ckptkit

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/commands.h"
 #include "pipeline/progress.h"
 
 namespace ckptkit::cli {
@@ -13,13 +14,6 @@ std::string dtypes_text(const Component& c) {
     s += fmt::format("{}{}{}", s.empty() ? "" : ", ", name,
                      c.dtypes.size() > 1 ? fmt::format(" ({})", n) : "");
   return s;
-}
-
-std::string params_text(uint64_t v) {
-  if (v >= 1'000'000'000) return fmt::format("{:.2f} B", static_cast<double>(v) / 1e9);
-  if (v >= 1'000'000) return fmt::format("{:.1f} M", static_cast<double>(v) / 1e6);
-  if (v >= 1'000) return fmt::format("{:.1f} k", static_cast<double>(v) / 1e3);
-  return std::to_string(v);
 }
 
 }  // namespace
@@ -147,7 +141,7 @@ std::string anatomy_text(const Anatomy& a, const Checkpoint& ck,
       out += fmt::format("{:<12}{:<28} {:<38} {:>5} tensors {:>9} params {:>10}  {}{}\n",
                          first ? "components" : "", what,
                          c.prefix.empty() ? "(no prefix)" : c.prefix + "*", c.tensors.size(),
-                         params_text(c.parameters), human_bytes(c.bytes), dtypes_text(c),
+                         short_count(c.parameters), human_bytes(c.bytes), dtypes_text(c),
                          c.detail.empty() ? "" : "  " + c.detail);
       if (ci < fingerprints.size())
         out += fmt::format("{:<12}{:<28} sha256 {}\n", "", "", fingerprints[ci]);

@@ -54,25 +54,9 @@ Runner setup_convert(CLI::App& sub) {
     options.limits.max_header_bytes = o->max_header;
     options.run = *run;
     // PyTorch inputs: the safety verdict first, so a refusal comes with the reasons.
-    {
-      ReadLimits limits;
-      limits.safetensors = options.limits;
-      ScanReport scan = scan_file(o->in, limits);
-      // An unreadable file: convert_file below gives the error.
-      if (scan.error.is_ok() && scan.verdict == Verdict::kDangerous) {
-        std::fputs(scan_text(scan, false).c_str(), stderr);
-        if (!o->allow_dangerous) {
-          std::fprintf(stderr,
-                       "ckptkit: refusing to convert %s: loading it would run code (see above). "
-                       "Nothing was written. Use --allow-dangerous to extract the tensors "
-                       "anyway; ckptkit never runs the file's code.\n",
-                       o->in.c_str());
-          return kExitProblems;
-        }
-      }
-      options.allow_dangerous = o->allow_dangerous;
-      if (scan.error.is_ok()) options.verdict = scan.verdict;
-    }
+    if (auto rc = scan_gate(o->in, "convert", options.limits, o->allow_dangerous, options.verdict))
+      return *rc;
+    options.allow_dangerous = o->allow_dangerous;
     auto report = convert_file(o->in, o->out, options);
     if (!report) return report_error(report.status());
     if (!o->quiet) {

@@ -33,13 +33,6 @@ std::string with_commas(uint64_t v) {
   return out;
 }
 
-std::string short_count(uint64_t v) {
-  if (v >= 1'000'000'000) return fmt::format("{:.2f} B", static_cast<double>(v) / 1e9);
-  if (v >= 1'000'000) return fmt::format("{:.1f} M", static_cast<double>(v) / 1e6);
-  if (v >= 1'000) return fmt::format("{:.1f} k", static_cast<double>(v) / 1e3);
-  return std::to_string(v);
-}
-
 bool is_torch(const Checkpoint& ck) { return ck.format != FileFormat::kSafetensors; }
 
 int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
@@ -263,7 +256,7 @@ Runner setup_inspect(CLI::App& sub) {
     const Anatomy anatomy = analyze(*ck, file ? &*file : nullptr);
     std::vector<std::string> fingerprints;
     if (o->fingerprint) {
-      auto f = component_fingerprints(o->file, anatomy, limits);
+      auto f = component_fingerprints(o->file, anatomy, limits, ck);
       if (!f) return report_error(f.status());
       fingerprints = std::move(*f);
     }

@@ -44,28 +44,6 @@ struct ReshapeFlags {
   }
 };
 
-/// PyTorch inputs are judged before anything is read for writing, so a refusal comes with the
-/// reasons. Returns an exit status to stop with, or nullopt to go on.
-std::optional<int> scan_gate(const std::string& path, std::string_view verb, ReshapeOptions& o) {
-  ReadLimits limits;
-  limits.safetensors = o.limits;
-  ScanReport scan = scan_file(path, limits);
-  if (!scan.error.is_ok()) return std::nullopt;  // the op gives the read error
-  if (scan.verdict == Verdict::kDangerous) {
-    std::fputs(scan_text(scan, false).c_str(), stderr);
-    if (!o.allow_dangerous) {
-      std::fprintf(stderr,
-                   "ckptkit: refusing to %s %s: loading it would run code (see above). Nothing "
-                   "was written. Use --allow-dangerous to take the tensors anyway; ckptkit never "
-                   "runs the file's code.\n",
-                   std::string(verb).c_str(), path.c_str());
-      return kExitProblems;
-    }
-  }
-  o.verdict = scan.verdict;
-  return std::nullopt;
-}
-
 int print_report(const ReshapeReport& r, const ReshapeFlags& f, std::string_view verb) {
   if (f.json) {
     JsonWriter w;
@@ -168,7 +146,9 @@ Runner setup_split(CLI::App& sub) {
   return [o] {
     auto common = o->flags.to_options();
     if (!common) return report_error(common.status());
-    if (auto rc = scan_gate(o->in, "split", *common)) return *rc;
+    if (auto rc =
+            scan_gate(o->in, "split", common->limits, common->allow_dangerous, common->verdict))
+      return *rc;
     SplitOptions options;
     options.common = *common;
     options.name = o->name;
@@ -208,7 +188,9 @@ Runner setup_assemble(CLI::App& sub) {
   return [o] {
     auto common = o->flags.to_options();
     if (!common) return report_error(common.status());
-    if (auto rc = scan_gate(o->parts.diffusion_model, "assemble", *common)) return *rc;
+    if (auto rc = scan_gate(o->parts.diffusion_model, "assemble", common->limits,
+                            common->allow_dangerous, common->verdict))
+      return *rc;
     AssembleOptions options;
     options.common = *common;
     options.allow_missing = o->allow_missing;
@@ -240,7 +222,9 @@ Runner setup_swap(CLI::App& sub) {
   return [o] {
     auto common = o->flags.to_options();
     if (!common) return report_error(common.status());
-    if (auto rc = scan_gate(o->in, "swap parts of", *common)) return *rc;
+    if (auto rc = scan_gate(o->in, "swap parts of", common->limits, common->allow_dangerous,
+                            common->verdict))
+      return *rc;
     AssembleOptions options;
     options.common = *common;
     auto report = swap_parts(o->in, o->parts, o->out, options);
@@ -284,7 +268,9 @@ Runner setup_prune(CLI::App& sub) {
                                  "--drop-training-extras and --keep-training-extras conflict"));
     auto dtype = parse_dtype_flag(o->dtype);
     if (!dtype) return report_error(dtype.status());
-    if (auto rc = scan_gate(o->in, "prune", *common)) return *rc;
+    if (auto rc =
+            scan_gate(o->in, "prune", common->limits, common->allow_dangerous, common->verdict))
+      return *rc;
     PruneOptions options;
     options.common = *common;
     options.ema = o->ema == "keep"  ? EmaMode::kKeep

@@ -132,4 +132,26 @@ Runner setup_scan(CLI::App& sub) {
   };
 }
 
+std::optional<int> scan_gate(const std::string& path, std::string_view verb,
+                             const SafetensorsLimits& limits, bool allow,
+                             std::optional<Verdict>& verdict) {
+  ReadLimits rl;
+  rl.safetensors = limits;
+  ScanReport scan = scan_file(path, rl);
+  if (!scan.error.is_ok()) return std::nullopt;
+  if (scan.verdict == Verdict::kDangerous) {
+    std::fputs(scan_text(scan, false).c_str(), stderr);
+    if (!allow) {
+      std::fprintf(stderr,
+                   "ckptkit: refusing to %s %s: loading it would run code (see above). Nothing "
+                   "was written. Use --allow-dangerous to take the tensors anyway; ckptkit never "
+                   "runs the file's code.\n",
+                   std::string(verb).c_str(), path.c_str());
+      return kExitProblems;
+    }
+  }
+  verdict = scan.verdict;
+  return std::nullopt;
+}
+
 }  // namespace ckptkit::cli

@@ -4,9 +4,11 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "ckptkit/ops.h"
+#include "ckptkit/scan.h"
 #include "ckptkit/status.h"
 
 namespace ckptkit::cli {
@@ -49,6 +51,17 @@ struct WriteFlags {
   void add_to(CLI::App& sub);
   Result<RunOptions> to_options() const;
 };
+
+/// Before a command writes from a PyTorch file: scans it and, when it is dangerous, prints the
+/// report on stderr and (without `allow`) a refusal naming `verb`. Returns the exit status to
+/// stop with, or nullopt to go on, with `verdict` set when the file could be scanned (an
+/// unreadable file is left to the command, which reports the read error).
+std::optional<int> scan_gate(const std::string& path, std::string_view verb,
+                             const SafetensorsLimits& limits, bool allow,
+                             std::optional<Verdict>& verdict);
+
+/// 1234567 → "1.2 M", 2570000000 → "2.57 B".
+std::string short_count(uint64_t v);
 
 /// "64M", "1G", "512k", "1048576" → bytes.
 Result<uint64_t> parse_size(std::string_view text);

@@ -66,6 +66,13 @@ Result<RunOptions> WriteFlags::to_options() const {
   return o;
 }
 
+std::string short_count(uint64_t v) {
+  if (v >= 1'000'000'000) return fmt::format("{:.2f} B", static_cast<double>(v) / 1e9);
+  if (v >= 1'000'000) return fmt::format("{:.1f} M", static_cast<double>(v) / 1e6);
+  if (v >= 1'000) return fmt::format("{:.1f} k", static_cast<double>(v) / 1e3);
+  return std::to_string(v);
+}
+
 Result<uint64_t> parse_size(std::string_view text) {
   uint64_t v = 0;
   size_t i = 0;

@@ -15,11 +15,16 @@ namespace ckptkit {
 
 Result<std::vector<std::string>> component_fingerprints(const std::string& path,
                                                         const Anatomy& anatomy,
-                                                        const ReadLimits& limits) {
+                                                        const ReadLimits& limits,
+                                                        const Checkpoint* checkpoint) {
   detail::OpenOptions open;
   open.limits = limits;
   open.allow_dangerous = true;  // only tensor bytes are read; nothing is ever run
   open.verb = "fingerprint";
+  if (checkpoint) {
+    open.checkpoint = checkpoint;
+    open.verdict = Verdict::kSafe;  // not judged here: only tensor bytes are read
+  }
   // Deflated storages (rare) are inflated into an unlinked temporary in the temp directory.
   const std::string spill_beside = (std::filesystem::temp_directory_path() / "x").string();
   CKPT_ASSIGN_OR_RETURN(auto in, detail::OpenedInput::open(path, spill_beside, open));

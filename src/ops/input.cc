@@ -18,7 +18,11 @@ Result<std::unique_ptr<OpenedInput>> OpenedInput::open(const std::string& path,
   if (options.verdict) {
     CKPT_ASSIGN_OR_RETURN(InputFile f, InputFile::open(path));
     in->file_.emplace(std::move(f));
-    CKPT_ASSIGN_OR_RETURN(in->ck_, read_checkpoint(path, options.limits));
+    if (options.checkpoint) {
+      in->ck_ = *options.checkpoint;
+    } else {
+      CKPT_ASSIGN_OR_RETURN(in->ck_, read_checkpoint(path, options.limits));
+    }
     in->verdict_ = options.verdict;
   } else {
     // One read of the structure serves the tensor table and the scan.

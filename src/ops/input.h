@@ -25,6 +25,8 @@ struct OpenOptions {
   bool allow_dangerous = false;
   std::optional<Verdict> verdict;  ///< the caller scanned the file already
   std::string verb = "read";       ///< for the refusal message: "convert", "split", …
+  /// The file's tensor table when the caller read it already (with `verdict`): not read again.
+  const Checkpoint* checkpoint = nullptr;
 };
 
 class OpenedInput {

@@ -242,7 +242,10 @@ VerifyReport verify_file(const std::string& path, const VerifyOptions& options) 
     detail::OpenOptions open;
     open.limits = options.limits;
     open.allow_dangerous = true;  // only tensor bytes are read; nothing is ever run
-    open.verdict = checked->scan ? std::optional<Verdict>(checked->scan->verdict) : std::nullopt;
+    // The verdict and tensor table from step 1: the file is not read or scanned again.
+    open.verdict = checked->scan ? std::optional<Verdict>(checked->scan->verdict)
+                                 : std::optional<Verdict>(Verdict::kSafe);
+    open.checkpoint = &ck;
     const std::string spill = (std::filesystem::temp_directory_path() / "x").string();
     auto in = detail::OpenedInput::open(path, spill, open);
     if (!in) {
