@@ -36,6 +36,7 @@ Runner setup_prune(CLI::App& sub);
 Runner setup_hash(CLI::App& sub);
 Runner setup_meta(CLI::App& sub);
 Runner setup_verify(CLI::App& sub);
+Runner setup_merge(CLI::App& sub);
 
 /// Prints "ckptkit: error: <status>" on stderr and returns kExitError.
 int report_error(const Status& status);

@@ -92,4 +92,12 @@ JsonWriter& JsonWriter::null() {
   return *this;
 }
 
+JsonWriter& JsonWriter::raw(std::string_view json) {
+  before_value();
+  out_ += json;
+  return *this;
+}
+
+JsonWriter& JsonWriter::value(double v) { return raw(fmt::format("{}", v)); }
+
 }  // namespace ckptkit::cli

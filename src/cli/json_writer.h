@@ -21,8 +21,13 @@ class JsonWriter {
   JsonWriter& value(const char* v) { return value(std::string_view(v)); }
   JsonWriter& value(uint64_t v);
   JsonWriter& value(int v) { return value(static_cast<uint64_t>(v)); }
+  JsonWriter& value(unsigned v) { return value(static_cast<uint64_t>(v)); }
   JsonWriter& value(bool v);
   JsonWriter& null();
+  /// A value already in JSON (a number formatted elsewhere, an object from the library).
+  JsonWriter& raw(std::string_view json);
+  /// A double in its shortest exact form (finite values only).
+  JsonWriter& value(double v);
   /// The document, newline-terminated.
   std::string str() const { return out_ + "\n"; }
 

@@ -29,6 +29,10 @@ constexpr Command kCommands[] = {
      setup_hash},
     {"verify", "is it intact and sound? structure, lint, defects, NaN/Inf/zero values (exit 1)",
      setup_verify},
+    {"merge",
+     "mix models tensor by tensor: weighted sum, add difference, slerp, TIES, DARE; per-block "
+     "alpha; recipes",
+     setup_merge},
     {"meta", "show or edit safetensors metadata (the data is copied unchanged)", setup_meta},
     {"sample", "write a synthetic checkpoint with a published model's exact layout", setup_sample},
 };

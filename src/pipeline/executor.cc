@@ -264,6 +264,8 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
           s = copy_range(*src->file, src->offset + c.first * bits / 8, out->fd(), out->path(),
                          c.out_offset, c.out_bytes, out_buf, kernel_copy_ok);
           read_bytes.fetch_add(c.out_bytes, std::memory_order_relaxed);
+        } else if (t.producer->is_hole(c.first, c.count)) {
+          // Sparse in, sparse out: the output was sized with ftruncate, the range reads as 0.
         } else {
           auto dst = out_buf.span().first(c.out_bytes);
           s = t.producer->produce(c.first, c.count, dst, scratch.span());

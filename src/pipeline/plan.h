@@ -43,6 +43,9 @@ class TensorProducer {
   /// count × scratch_bytes_per_element() bytes.
   virtual Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
                          std::span<uint8_t> scratch) const = 0;
+  /// True when elements [first, first + count) are all +0 because every input range they come
+  /// from is a hole: the executor then leaves the output range a hole (it reads as zeros).
+  virtual bool is_hole(uint64_t /*first*/, uint64_t /*count*/) const { return false; }
 };
 
 struct PlannedTensor {
