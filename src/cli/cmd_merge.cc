@@ -230,9 +230,25 @@ int print_report(const MergeReport& r, const MergeSpec& s, const MergeFlags& f, 
                        in.path, human_bytes(in.bytes), in.architecture,
                        in.autov2.empty() ? "" : ", AutoV2 " + in.autov2);
   }
-  for (const MergeGroupPlan& g : r.groups)
+  // Groups that differ from the default (own α, copied, partly missing) one per line; the
+  // rest on one line.
+  std::vector<std::string> plain;
+  uint64_t plain_tensors = 0;
+  for (const MergeGroupPlan& g : r.groups) {
+    if (g.alpha == s.alpha && g.action == "merged") {
+      plain.push_back(g.name);
+      plain_tensors += g.tensors;
+      continue;
+    }
     out += fmt::format("  {:<18} α={:<6} {:>5} tensors  {}\n", g.name, fmt::format("{}", g.alpha),
                        g.tensors, g.action);
+  }
+  if (!plain.empty())
+    out += fmt::format("  {:<18} α={:<6} {:>5} tensors  merged{}\n",
+                       plain.size() == r.groups.size() ? "all groups"
+                                                       : fmt::format("{} other groups", plain.size()),
+                       fmt::format("{}", s.alpha), plain_tensors,
+                       plain.size() <= 4 ? fmt::format(" ({})", fmt::join(plain, ", ")) : "");
   out += fmt::format("  {} tensors merged, {} copied", r.tensors_merged, r.tensors_copied);
   if (!r.partial.empty()) out += fmt::format(", {} with A's extra channels kept", r.partial.size());
   out += "\n";
