@@ -328,9 +328,11 @@ class PartialProducer final : public TensorProducer {
   Status compute() const {
     const uint64_t na = shape_numel(a_shape_).value_or(0);
     const uint64_t no = shape_numel(o_shape_).value_or(0);
-    std::vector<std::vector<float>> v(src_.size());
-    CKPT_RETURN_IF_ERROR(read_all(src_[0], na, v[0]));
-    for (size_t i = 1; i < src_.size(); ++i) CKPT_RETURN_IF_ERROR(read_all(src_[i], no, v[i]));
+    std::vector<float> a;  // A whole
+    std::vector<std::vector<float>> others(src_.size() - 1);
+    CKPT_RETURN_IF_ERROR(read_all(src_.front(), na, a));
+    for (size_t i = 1; i < src_.size(); ++i)
+      CKPT_RETURN_IF_ERROR(read_all(src_[i], no, others[i - 1]));
     // A's elements that the others have, in their order.
     uint64_t outer = 1, inner = 1;
     for (size_t d = 0; d < dim_; ++d) outer *= o_shape_[d];
@@ -340,10 +342,11 @@ class PartialProducer final : public TensorProducer {
     std::vector<float> overlap(no);
     for (uint64_t o = 0, k = 0; o < outer; ++o)
       for (uint64_t m = 0; m < mid_o; ++m)
-        for (uint64_t in = 0; in < inner; ++in, ++k) overlap[k] = v[0][a_index(o, m, in)];
-    std::vector<const float*> x(src_.size());
-    x[0] = overlap.data();
-    for (size_t i = 1; i < src_.size(); ++i) x[i] = v[i].data();
+        for (uint64_t in = 0; in < inner; ++in, ++k) overlap[k] = a[a_index(o, m, in)];
+    std::vector<const float*> x;
+    x.reserve(src_.size());
+    x.push_back(overlap.data());
+    for (const std::vector<float>& v : others) x.push_back(v.data());
     merge::TensorStats stats;
     for (int pass = 0; pass < merge::stats_passes(p_.method); ++pass) {
       merge::StatsPass sp(p_, pass, no, stats);
@@ -354,9 +357,9 @@ class PartialProducer final : public TensorProducer {
     merge::merge_chunk(p_, stats, x.data(), 0, no, merged.data());
     for (uint64_t o = 0, k = 0; o < outer; ++o)
       for (uint64_t m = 0; m < mid_o; ++m)
-        for (uint64_t in = 0; in < inner; ++in, ++k) v[0][a_index(o, m, in)] = merged[k];
+        for (uint64_t in = 0; in < inner; ++in, ++k) a[a_index(o, m, in)] = merged[k];
     result_.resize(na * (dtype_info(out_).bits / 8));
-    return cast_elements(DType::F32, out_, v[0].data(), result_.data(), na);
+    return cast_elements(DType::F32, out_, a.data(), result_.data(), na);
   }
 
   std::vector<Source> src_;
