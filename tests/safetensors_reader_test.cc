@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 
+#include "ckptkit/reader.h"
 #include "ckptkit/safetensors.h"
 #include "test_util.h"
 
@@ -483,6 +484,31 @@ TEST(SafetensorsWriter, RoundTripThroughTheReader) {
     EXPECT_EQ(r->tensors[i].dtype, t[i].dtype);
     EXPECT_EQ(r->tensors[i].shape, t[i].shape);
     EXPECT_EQ(r->tensors[i].begin, h->data_begin[i]);
+  }
+}
+
+}  // namespace
+}  // namespace ckptkit
+
+namespace ckptkit {
+namespace {
+
+// A header of 1152 bytes starts with 0x80 0x04, like a pickle's PROTO 4 opcode; the file must
+// still read as safetensors (ckptkit's own outputs have such headers).
+TEST(SafetensorsPrefix, LengthThatLooksLikeAPickleProtocol) {
+  const std::string dir = test::scratch_dir();
+  for (uint64_t len : {640u, 896u, 1152u, 1408u, 65536u + 1152u}) {
+    const std::string head = "{\"__metadata__\":{\"k\":\"";
+    const std::string json = head + std::string(len - head.size() - 3, 'x') + "\"}}";
+    ASSERT_EQ(json.size(), len);
+    const std::vector<uint8_t> bytes = test::make_file(json);
+    ASSERT_EQ(bytes[0], 0x80u) << len;
+    const std::string path = dir + "/pickle-like-" + std::to_string(len) + ".safetensors";
+    test::write_bytes(path, bytes);
+    auto ck = read_checkpoint(path);
+    ASSERT_TRUE(ck.is_ok()) << len << ": " << ck.status().to_string();
+    EXPECT_EQ(ck->format, FileFormat::kSafetensors);
+    EXPECT_EQ(ck->metadata.at("k").size(), len - head.size() - 3);
   }
 }
 

@@ -49,6 +49,9 @@ Result<size_t> parse_input_ref(const std::string& ref, const std::vector<std::st
   if (ref.size() == 1 && std::isalpha(static_cast<unsigned char>(ref[0]))) {
     const size_t i = static_cast<size_t>(std::toupper(static_cast<unsigned char>(ref[0])) - 'A');
     if (i < inputs.size()) return i;
+    return error(ErrorCode::kInvalidArgument, "{} {}: there is no input {} ({} inputs: A…{})",
+                 flag, ref, static_cast<char>('A' + i), inputs.size(),
+                 static_cast<char>('A' + std::min<size_t>(inputs.size(), 26) - 1));
   }
   for (size_t i = 0; i < inputs.size(); ++i)
     if (inputs[i] == ref) return i;

@@ -22,6 +22,17 @@ bool starts_with_nocase(std::span<const uint8_t> head, size_t at, std::string_vi
   return true;
 }
 
+/// A little-endian u64 header length below 4 GiB (a pickle's bytes 4–7 are opcodes, never all
+/// zero in practice), then optional whitespace and '{'.
+bool looks_like_safetensors(std::span<const uint8_t> head) {
+  if (head.size() < 9) return false;
+  uint64_t n = 0;
+  for (int b = 7; b >= 0; --b) n = (n << 8) | head[static_cast<size_t>(b)];
+  size_t j = 8;
+  while (j < head.size() && std::isspace(head[j])) ++j;
+  return n >= 2 && n < (1ull << 32) && j < head.size() && head[j] == '{';
+}
+
 }  // namespace
 
 Sniffed sniff(std::span<const uint8_t> head) {
@@ -29,7 +40,11 @@ Sniffed sniff(std::span<const uint8_t> head) {
   if (starts_with(head, "version https://git-lfs")) return Sniffed::kLfsPointer;
   if (starts_with(head, "PK\x03\x04") || starts_with(head, "PK\x05\x06")) return Sniffed::kTorchZip;
   if (starts_with(head, "GGUF")) return Sniffed::kGguf;
-  if (head.size() >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5) return Sniffed::kPickle;
+  // A safetensors header length whose low bytes are 0x80 0x02…0x05 (640, 896, 1152, 1408 mod
+  // 65536) starts like a pickle's PROTO opcode: the 8-byte length followed by '{' decides.
+  if (head.size() >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5 &&
+      !looks_like_safetensors(head))
+    return Sniffed::kPickle;
   size_t i = 0;
   while (i < head.size() && std::isspace(head[i])) ++i;
   if (i + 3 <= head.size() && head[i] == 0xEF && head[i + 1] == 0xBB && head[i + 2] == 0xBF) i += 3;

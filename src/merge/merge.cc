@@ -189,8 +189,8 @@ std::string json_number(double v) { return fmt::format("{}", v); }
 struct Source {
   std::unique_ptr<TensorProducer> f32;
   const InputFile* file = nullptr;  ///< set when the bytes are plain (holes can be checked)
-  uint64_t begin = 0;               ///< absolute offset of element 0
-  uint64_t esize = 0;               ///< bytes per element
+  uint64_t begin = 0;               ///< absolute offset of element 0 (with `file`)
+  uint64_t esize = 0;               ///< bytes per element in the input
 };
 
 /// True when [offset, offset + len) of `f` is all hole.
@@ -238,6 +238,11 @@ class MergeProducer final : public TensorProducer {
         per_elem_(sources_bytes_per_element(src_)) {}
 
   uint64_t scratch_bytes_per_element() const override { return per_elem_; }
+  uint64_t input_bytes_per_element() const override {
+    uint64_t n = 0;
+    for (const Source& s : src_) n += s.esize;
+    return n;
+  }
 
   bool is_hole(uint64_t first, uint64_t count) const override {
     if (!zero_is_hole_) return false;
@@ -647,6 +652,7 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
   report.family = family;
   report.output = out_path;
   Plan plan;
+  plan.keep_order = true;  // A's order, as docs/merge.md says
   for (const Input& i : in) i.in->add_inputs(plan);
   struct GroupTally {
     double alpha = 0;
@@ -746,10 +752,10 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
     for (size_t k = 0; k < n; ++k) {
       src[k].f32 = in[k].in->producer(*ts[k], DType::F32);
       auto [file, where] = in[k].in->locate(*ts[k]);
+      src[k].esize = dtype_info(ts[k]->dtype).bits / 8;
       if (where.is_plain()) {
         src[k].file = file;
         src[k].begin = where.begin;
-        src[k].esize = dtype_info(ts[k]->dtype).bits / 8;
       }
     }
     if (extra_dim) {

@@ -273,7 +273,7 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
             std::lock_guard<std::mutex> lock(write_mu);
             s = out->pwrite_all(dst, c.out_offset);
           }
-          read_bytes.fetch_add(c.count * t.producer->scratch_bytes_per_element(),
+          read_bytes.fetch_add(c.count * t.producer->input_bytes_per_element(),
                                std::memory_order_relaxed);
         }
         if (!s.is_ok()) {

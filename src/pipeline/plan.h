@@ -37,6 +37,9 @@ class TensorProducer {
   virtual ~TensorProducer() = default;
   /// Bytes of scratch (input) the producer needs per output element; 0 if it reads nothing.
   virtual uint64_t scratch_bytes_per_element() const = 0;
+  /// Bytes read from the inputs per output element (for the statistics); by default the
+  /// scratch, which holds exactly what was read.
+  virtual uint64_t input_bytes_per_element() const { return scratch_bytes_per_element(); }
   /// Set when the output bytes are exactly an input range.
   virtual std::optional<CopySource> copy_source() const { return std::nullopt; }
   /// Fills `out` with elements [first, first + count) of the tensor. `scratch` holds at least
