@@ -29,20 +29,36 @@ uint64_t dare_z(uint64_t key, size_t i, uint64_t j) {
   return z ^ (z >> 31);
 }
 
-/// TIES steps 2–4 for one element, given the (trimmed or dropped) task-vector values t[1..n).
-float elect_and_mean(const TensorParams& p, float a, const float* t, size_t n) {
-  float s = t[1] * p.weights[0];
-  for (size_t i = 2; i < n; ++i) s = s + t[i] * p.weights[i - 1];
-  const float gamma = s >= 0 ? 1.0f : -1.0f;
-  float num = 0.0f, den = 0.0f;
-  for (size_t i = 1; i < n; ++i) {
-    if (sign_of(t[i]) == gamma) {
-      num = num + t[i] * p.weights[i - 1];
-      den = den + p.weights[i - 1];
+constexpr size_t kBlock = 256;  // elements per block of the TIES kernels (stack arrays)
+
+/// TIES steps 2–4 for `n` ≤ kBlock elements, given the (trimmed or dropped) task-vector values
+/// t[i][0..n) of inputs i = 1 … p.inputs−1. Written without branches so it vectorizes: adding
+/// +0 where an input disagrees gives the same bits as skipping it (num and den start at +0 and
+/// are never −0).
+void elect_and_mean(const TensorParams& p, const float* a, const float (*t)[kBlock], size_t n,
+                    float* out) {
+  float s[kBlock], num[kBlock], den[kBlock];
+  const float w1 = p.weights[0];
+  for (size_t j = 0; j < n; ++j) s[j] = t[1][j] * w1;
+  for (size_t i = 2; i < p.inputs; ++i) {
+    const float wi = p.weights[i - 1];
+    for (size_t j = 0; j < n; ++j) s[j] = s[j] + t[i][j] * wi;
+  }
+  for (size_t j = 0; j < n; ++j) num[j] = 0.0f, den[j] = 0.0f;
+  for (size_t i = 1; i < p.inputs; ++i) {
+    const float wi = p.weights[i - 1];
+    for (size_t j = 0; j < n; ++j) {
+      // γ = +1 when S ≥ 0, else −1 (NaN included); sign(t) = γ only for t ≠ 0 of that sign.
+      const bool agree = s[j] >= 0 ? t[i][j] > 0 : t[i][j] < 0;
+      num[j] = num[j] + (agree ? t[i][j] * wi : 0.0f);
+      den[j] = den[j] + (agree ? wi : 0.0f);
     }
   }
-  const float delta = den > 0 ? num / den : 0.0f;
-  return a + delta * p.alpha;
+  const float al = p.alpha;
+  for (size_t j = 0; j < n; ++j) {
+    const float delta = den[j] > 0 ? num[j] / den[j] : 0.0f;
+    out[j] = a[j] + delta * al;
+  }
 }
 
 }  // namespace
@@ -255,15 +271,19 @@ void merge_chunk(const TensorParams& p, const TensorStats& st, const float* cons
       return;
     }
     case MergeMethod::kTies: {
-      float t[64];
-      for (size_t j = 0; j < count; ++j) {
+      float t[kMaxMergeInputs][kBlock];
+      for (size_t j0 = 0; j0 < count; j0 += kBlock) {
+        const size_t n = std::min(kBlock, count - j0);
         for (size_t i = 1; i < p.inputs; ++i) {
-          const float tau = x[i][j] - a[j];
-          t[i] = abs_bits(tau) >= st.threshold[i - 1] && st.threshold[i - 1] != 0xffffffffu
-                     ? tau
-                     : 0.0f;
+          const uint32_t thr = st.threshold[i - 1];  // 0xffffffff keeps nothing
+          const float* xi = x[i] + j0;
+          const float* aj = a + j0;
+          for (size_t j = 0; j < n; ++j) {
+            const float tau = xi[j] - aj[j];
+            t[i][j] = abs_bits(tau) >= thr ? tau : 0.0f;
+          }
         }
-        out[j] = elect_and_mean(p, a[j], t, p.inputs);
+        elect_and_mean(p, a + j0, t, n, out + j0);
       }
       return;
     }
@@ -283,13 +303,18 @@ void merge_chunk(const TensorParams& p, const TensorStats& st, const float* cons
     }
     case MergeMethod::kDareTies: {
       const float r = p.dare_rescale;
-      float t[64];
-      for (size_t j = 0; j < count; ++j) {
+      float t[kMaxMergeInputs][kBlock];
+      for (size_t j0 = 0; j0 < count; j0 += kBlock) {
+        const size_t n = std::min(kBlock, count - j0);
         for (size_t i = 1; i < p.inputs; ++i) {
-          const float tau = x[i][j] - a[j];
-          t[i] = dare_keep(p, i, first + j) ? tau * r : 0.0f;
+          const float* xi = x[i] + j0;
+          const float* aj = a + j0;
+          for (size_t j = 0; j < n; ++j) {
+            const float tau = xi[j] - aj[j];
+            t[i][j] = dare_keep(p, i, first + j0 + j) ? tau * r : 0.0f;
+          }
         }
-        out[j] = elect_and_mean(p, a[j], t, p.inputs);
+        elect_and_mean(p, a + j0, t, n, out + j0);
       }
       return;
     }
