@@ -1,6 +1,8 @@
 // Merge building blocks: block names on the published layouts, supermerger strings, the exact
 // TIES threshold (against a full sort), statistics that do not depend on chunking, and DARE's
 // stream. End-to-end merges against NumPy are in tests/python/test_merge.py.
+#include "ckptkit/merge.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,7 +11,6 @@
 #include <map>
 #include <random>
 
-#include "ckptkit/merge.h"
 #include "merge/kernels.h"
 #include "model/layouts.h"
 
@@ -169,8 +170,7 @@ merge::TensorStats stats_of(const merge::TensorParams& p, const std::vector<std:
   return st;
 }
 
-std::vector<std::vector<float>> random_inputs(size_t inputs, size_t n, uint32_t seed,
-                                              bool coarse) {
+std::vector<std::vector<float>> random_inputs(size_t inputs, size_t n, uint32_t seed, bool coarse) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> d(0.0f, 0.02f);
   std::vector<std::vector<float>> x(inputs, std::vector<float>(n));
@@ -246,7 +246,8 @@ TEST(MergeKernels, DareKeepsOneMinusPAndAnyChunkAlone) {
   EXPECT_NEAR(static_cast<double>(kept), n * (1 - drop), 5 * sigma);
   // Another input or another seed gives another stream.
   size_t same_input2 = 0;
-  for (size_t j = 0; j < 4096; ++j) same_input2 += merge::dare_keep(p, 1, j) == merge::dare_keep(p, 2, j);
+  for (size_t j = 0; j < 4096; ++j)
+    same_input2 += merge::dare_keep(p, 1, j) == merge::dare_keep(p, 2, j);
   EXPECT_LT(same_input2, 4096u);
   // A chunk computed alone equals the same elements of the whole.
   auto x = random_inputs(2, 10000, 3, false);

@@ -35,9 +35,9 @@ enum class MergeMethod : uint8_t {
   kAddDifference,    ///< A + (B − C)·α
   kTrainDifference,  ///< supermerger's "train difference" of A, B, C
   kSlerp,            ///< spherical interpolation of A and B per tensor, t = α
-  kTies,             ///< A + α·TIES(B−A, C−A, …): trim to density, elect sign, disjoint mean
-  kDare,             ///< A + α·Σ wᵢ·DARE(Xᵢ−A): drop with probability p, rescale by 1/(1−p)
-  kDareTies,         ///< DARE's drop and rescale, then TIES's sign election and disjoint mean
+  kTies,      ///< A + α·TIES(B−A, C−A, …): trim to density, elect sign, disjoint mean
+  kDare,      ///< A + α·Σ wᵢ·DARE(Xᵢ−A): drop with probability p, rescale by 1/(1−p)
+  kDareTies,  ///< DARE's drop and rescale, then TIES's sign election and disjoint mean
 };
 
 /// "weighted-sum", "add-difference", …
@@ -79,15 +79,15 @@ struct MergeSpec {
   std::vector<double> weights;
   bool normalize = false;
   bool allow_extrapolation = false;
-  double density = 0.2;  ///< ties: fraction of each task vector's entries kept (0, 1]
-  double drop = 0.9;     ///< dare, dare-ties: drop probability p in [0, 1)
-  uint64_t seed = 0;     ///< dare, dare-ties: the random stream (see docs/merge.md)
+  double density = 0.2;        ///< ties: fraction of each task vector's entries kept (0, 1]
+  double drop = 0.9;           ///< dare, dare-ties: drop probability p in [0, 1)
+  uint64_t seed = 0;           ///< dare, dare-ties: the random stream (see docs/merge.md)
   std::optional<DType> dtype;  ///< output float dtype; nullopt: A's dtype of each tensor
   MissingPolicy missing = MissingPolicy::kTakeA;
   /// Whole components copied unchanged from one input instead of merged: "vae" or
   /// "text_encoder" → input index (0 = A).
   std::map<std::string, size_t> part_from;
-  std::string title;  ///< modelspec.title; "" derives one from the inputs
+  std::string title;         ///< modelspec.title; "" derives one from the inputs
   bool hash_inputs = false;  ///< record each input's AutoV2 in the provenance (reads them)
 };
 
@@ -155,7 +155,8 @@ struct MergeBlocks {
   std::string family;
   std::vector<MergeGroup> groups;
 };
-Result<MergeBlocks> list_merge_blocks(const std::string& path, const SafetensorsLimits& limits = {});
+Result<MergeBlocks> list_merge_blocks(const std::string& path,
+                                      const SafetensorsLimits& limits = {});
 
 /// The block names a family has, in order ("sd1" and "sd2": IN00–IN11, M00, OUT00–OUT11;
 /// "sdxl": IN00–IN08, M00, OUT00–OUT08; "sd3": joint_blocks.0–N−1 with N from the model, so

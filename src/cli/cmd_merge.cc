@@ -49,8 +49,8 @@ Result<size_t> parse_input_ref(const std::string& ref, const std::vector<std::st
   if (ref.size() == 1 && std::isalpha(static_cast<unsigned char>(ref[0]))) {
     const size_t i = static_cast<size_t>(std::toupper(static_cast<unsigned char>(ref[0])) - 'A');
     if (i < inputs.size()) return i;
-    return error(ErrorCode::kInvalidArgument, "{} {}: there is no input {} ({} inputs: A…{})",
-                 flag, ref, static_cast<char>('A' + i), inputs.size(),
+    return error(ErrorCode::kInvalidArgument, "{} {}: there is no input {} ({} inputs: A…{})", flag,
+                 ref, static_cast<char>('A' + i), inputs.size(),
                  static_cast<char>('A' + std::min<size_t>(inputs.size(), 26) - 1));
   }
   for (size_t i = 0; i < inputs.size(); ++i)
@@ -105,7 +105,8 @@ Status apply_flags(const MergeFlags& f, MergeSpec& s) {
     size_t pos = 0;
     for (;;) {
       const size_t comma = f.weights.find(',', pos);
-      const std::string item = f.weights.substr(pos, comma == std::string::npos ? comma : comma - pos);
+      const std::string item =
+          f.weights.substr(pos, comma == std::string::npos ? comma : comma - pos);
       CKPT_ASSIGN_OR_RETURN(double w, parse_number(item, "--weights value"));
       s.weights.push_back(w);
       if (comma == std::string::npos) break;
@@ -247,11 +248,12 @@ int print_report(const MergeReport& r, const MergeSpec& s, const MergeFlags& f, 
                        g.tensors, g.action);
   }
   if (!plain.empty())
-    out += fmt::format("  {:<18} α={:<6} {:>5} tensors  merged{}\n",
-                       plain.size() == r.groups.size() ? "all groups"
-                                                       : fmt::format("{} other groups", plain.size()),
-                       fmt::format("{}", s.alpha), plain_tensors,
-                       plain.size() <= 4 ? fmt::format(" ({})", fmt::join(plain, ", ")) : "");
+    out +=
+        fmt::format("  {:<18} α={:<6} {:>5} tensors  merged{}\n",
+                    plain.size() == r.groups.size() ? "all groups"
+                                                    : fmt::format("{} other groups", plain.size()),
+                    fmt::format("{}", s.alpha), plain_tensors,
+                    plain.size() <= 4 ? fmt::format(" ({})", fmt::join(plain, ", ")) : "");
   out += fmt::format("  {} tensors merged, {} copied", r.tensors_merged, r.tensors_copied);
   if (!r.partial.empty()) out += fmt::format(", {} with A's extra channels kept", r.partial.size());
   out += "\n";
@@ -302,7 +304,8 @@ Runner setup_merge(CLI::App& sub) {
   sub.add_flag("--hash-inputs", f->hash_inputs,
                "record each input's AutoV2 in the output's metadata (reads every input once more)");
   f->o_title = sub.add_option("--title", f->title, "modelspec.title (default: \"merge of A + B\")");
-  sub.add_option("--recipe", f->recipe, "a TOML recipe (docs/merge.md); flags given too override it");
+  sub.add_option("--recipe", f->recipe,
+                 "a TOML recipe (docs/merge.md); flags given too override it");
   sub.add_option("--list-blocks", f->list_blocks, "print the α groups of a model and exit");
   sub.add_flag("--dry-run", f->dry_run, "check everything and print the plan; write nothing");
   sub.add_flag("--json", f->json, "print the report as JSON on stdout");
@@ -350,8 +353,8 @@ Runner setup_merge(CLI::App& sub) {
     }
     if (Status s = apply_flags(*f, spec); !s.is_ok()) return report_error(s);
     if (spec.inputs.empty())
-      return report_error(Status(ErrorCode::kInvalidArgument,
-                                 "give the models to merge (A B …) or --recipe FILE"));
+      return report_error(
+          Status(ErrorCode::kInvalidArgument, "give the models to merge (A B …) or --recipe FILE"));
     if (output.empty() && !f->dry_run)
       return report_error(Status(ErrorCode::kInvalidArgument, "give the output file with -o"));
     MergeOptions options;

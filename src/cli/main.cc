@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "io/errors.h"
 #include "io/file.h"
+#include "tensor/dtype_names.h"
 
 namespace ckptkit::cli {
 
@@ -105,23 +106,9 @@ Result<uint64_t> parse_size(std::string_view text) {
 }
 
 Result<std::optional<DType>> parse_dtype_flag(std::string_view text) {
-  std::string lower;
-  for (char c : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower == "keep") return std::optional<DType>();
-  struct Alias {
-    std::string_view name;
-    DType dtype;
-  };
-  constexpr Alias kAliases[] = {
-      {"f16", DType::F16},     {"fp16", DType::F16},        {"half", DType::F16},
-      {"bf16", DType::BF16},   {"f32", DType::F32},         {"fp32", DType::F32},
-      {"float", DType::F32},   {"f64", DType::F64},         {"f8_e4m3", DType::F8_E4M3},
-      {"fp8", DType::F8_E4M3}, {"f8_e5m2", DType::F8_E5M2},
-  };
-  for (const Alias& a : kAliases)
-    if (lower == a.name) return std::optional<DType>(a.dtype);
-  return error(ErrorCode::kInvalidArgument,
-               "unknown dtype '{}' (choose f16, bf16, f32, f8_e4m3, f8_e5m2 or keep)", text);
+  if (const TargetDtype d = target_dtype_from_name(text); d.known) return d.dtype;
+  return error(ErrorCode::kInvalidArgument, "unknown dtype '{}' (choose {})", text,
+               kTargetDtypeChoices);
 }
 
 int run(int argc, char** argv) {

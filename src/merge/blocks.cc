@@ -89,8 +89,8 @@ Result<std::map<std::string, double>> parse_block_weights(std::string_view text,
     double d = 0;
     auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), d);
     if (item.empty() || ec != std::errc() || end != item.data() + item.size() || !std::isfinite(d))
-      return error(ErrorCode::kInvalidArgument,
-                   "block string value {} ('{}') is not a number", v.size() + 1, item);
+      return error(ErrorCode::kInvalidArgument, "block string value {} ('{}') is not a number",
+                   v.size() + 1, item);
     v.push_back(d);
     if (v.size() > 26) break;
     pos = comma + 1;
@@ -117,7 +117,8 @@ Result<std::map<std::string, double>> parse_block_weights(std::string_view text,
     return error(ErrorCode::kInvalidArgument,
                  "a supermerger block string has 25 values (IN00…OUT11) or 26 (BASE first){}; "
                  "this one has {}",
-                 xl ? ", or for SDXL 19 or 20" : "", v.size() > 26 ? "more than 26" : std::to_string(v.size()));
+                 xl ? ", or for SDXL 19 or 20" : "",
+                 v.size() > 26 ? "more than 26" : std::to_string(v.size()));
   }
   std::map<std::string, double> out;
   for (size_t i = 0; i < names.size(); ++i)

@@ -22,8 +22,8 @@ float sign_of(float v) {
 }
 
 uint64_t dare_z(uint64_t key, size_t i, uint64_t j) {
-  uint64_t z = (key ^ (static_cast<uint64_t>(i) * 0xd1b54a32d192ed03ull)) +
-               (j + 1) * 0x9e3779b97f4a7c15ull;
+  uint64_t z =
+      (key ^ (static_cast<uint64_t>(i) * 0xd1b54a32d192ed03ull)) + (j + 1) * 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);

@@ -25,12 +25,12 @@ struct TensorParams {
   float alpha = 0.5f;
   /// weighted-sum: one per input (A first); ties, dare, dare-ties: one per input after A.
   std::vector<float> weights;
-  float train_scale = 0;      ///< train-difference: f32(1.8·α)
-  double slerp_t = 0.5;       ///< slerp: t (α) in double, for the angle formula
-  float dare_rescale = 1;     ///< f32(1/(1−p))
+  float train_scale = 0;        ///< train-difference: f32(1.8·α)
+  double slerp_t = 0.5;         ///< slerp: t (α) in double, for the angle formula
+  float dare_rescale = 1;       ///< f32(1/(1−p))
   uint32_t dare_threshold = 0;  ///< round(p·2²⁴): element dropped when (z ≫ 40) < this
-  uint64_t dare_key = 0;      ///< seed ⊕ FNV-1a-64(tensor name)
-  double density = 0.2;       ///< ties
+  uint64_t dare_key = 0;        ///< seed ⊕ FNV-1a-64(tensor name)
+  double density = 0.2;         ///< ties
 };
 
 /// Statistics a tensor needs before any chunk can be computed.
@@ -69,8 +69,8 @@ class StatsPass {
 
 /// Elements [first, first + count) of the merged tensor into `out` (F32; may be x[0]).
 /// `x[i]` holds input i's elements [first, first + count).
-void merge_chunk(const TensorParams& p, const TensorStats& s, const float* const* x,
-                 uint64_t first, size_t count, float* out);
+void merge_chunk(const TensorParams& p, const TensorStats& s, const float* const* x, uint64_t first,
+                 size_t count, float* out);
 
 /// FNV-1a 64 of a tensor name (the DARE stream key).
 uint64_t fnv1a64(std::string_view s);

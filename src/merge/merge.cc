@@ -1,6 +1,8 @@
 // `merge`: a plan whose producers compute each output chunk from the same chunk of every input.
 // See ckptkit/merge.h and docs/merge.md. Built with -ffp-contract=off (scalars computed here
 // must round exactly as documented too).
+#include "ckptkit/merge.h"
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -15,7 +17,6 @@
 #include "ckptkit/anatomy.h"
 #include "ckptkit/cast.h"
 #include "ckptkit/hash.h"
-#include "ckptkit/merge.h"
 #include "io/errors.h"
 #include "io/json.h"
 #include "merge/kernels.h"
@@ -57,7 +58,8 @@ std::string_view merge_method_name(MergeMethod m) { return row_of(m).name; }
 
 std::optional<MergeMethod> parse_merge_method(std::string_view name) {
   std::string n(name);
-  for (char& c : n) c = c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : n)
+    c = c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   for (const MethodRow& r : kMethods)
     if (r.name == n) return r.method;
   return std::nullopt;
@@ -95,6 +97,7 @@ std::optional<MissingPolicy> parse_missing_policy(std::string_view name) {
 namespace {
 
 namespace fs = std::filesystem;
+using detail::file_stem;
 using detail::OpenedInput;
 
 std::string letter(size_t i) {
@@ -102,14 +105,6 @@ std::string letter(size_t i) {
 }
 
 std::string file_name(const std::string& path) { return fs::path(path).filename().string(); }
-
-std::string file_stem(const std::string& path) {
-  std::string name = file_name(path);
-  for (std::string_view ext : {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"})
-    if (name.size() > ext.size() && name.ends_with(ext))
-      return name.substr(0, name.size() - ext.size());
-  return name;
-}
 
 /// The family whose block names apply, from the denoiser's architecture.
 std::string block_family(const Anatomy& a) {
@@ -343,7 +338,9 @@ class PartialProducer final : public TensorProducer {
     for (size_t d = 0; d < dim_; ++d) outer *= o_shape_[d];
     for (size_t d = dim_ + 1; d < o_shape_.size(); ++d) inner *= o_shape_[d];
     const uint64_t mid_o = o_shape_[dim_], mid_a = a_shape_[dim_];
-    auto a_index = [&](uint64_t o, uint64_t m, uint64_t in) { return (o * mid_a + m) * inner + in; };
+    auto a_index = [&](uint64_t o, uint64_t m, uint64_t in) {
+      return (o * mid_a + m) * inner + in;
+    };
     std::vector<float> overlap(no);
     for (uint64_t o = 0, k = 0; o < outer; ++o)
       for (uint64_t m = 0; m < mid_o; ++m)
@@ -396,8 +393,7 @@ Status validate_spec(const MergeSpec& s) {
   const size_t n = s.inputs.size();
   const std::string_view name = merge_method_name(s.method);
   if (n < lo || n > hi) {
-    std::string want = lo == hi ? fmt::format("exactly {}", lo)
-                                : fmt::format("{} to {}", lo, hi);
+    std::string want = lo == hi ? fmt::format("exactly {}", lo) : fmt::format("{} to {}", lo, hi);
     std::string use;
     if (s.method == MergeMethod::kAddDifference || s.method == MergeMethod::kTrainDifference)
       use = " (A + (B − C)·α: the model to change, the finetune, and the finetune's base)";
@@ -410,31 +406,36 @@ Status validate_spec(const MergeSpec& s) {
                            s.alpha));
   for (const auto& [g, v] : s.block_alpha)
     if (!finite(v) || (!x && !in_unit(v)))
-      return bad(fmt::format("alpha {} of {} is outside [0, 1] (give --allow-extrapolation to go "
-                             "beyond)",
-                             v, g));
+      return bad(
+          fmt::format("alpha {} of {} is outside [0, 1] (give --allow-extrapolation to go "
+                      "beyond)",
+                      v, g));
   for (double w : s.weights)
     if (!finite(w) || (!x && !in_unit(w)))
-      return bad(fmt::format("weight {} is outside [0, 1] (give --allow-extrapolation to go "
-                             "beyond)",
-                             w));
+      return bad(
+          fmt::format("weight {} is outside [0, 1] (give --allow-extrapolation to go "
+                      "beyond)",
+                      w));
   if (s.method == MergeMethod::kWeightedSum) {
     if (!s.weights.empty() && s.weights.size() != n)
-      return bad(fmt::format("weighted-sum takes one weight per input (A first): {} inputs, {} "
-                             "weights",
-                             n, s.weights.size()));
+      return bad(
+          fmt::format("weighted-sum takes one weight per input (A first): {} inputs, {} "
+                      "weights",
+                      n, s.weights.size()));
     if (n > 2 && (!s.block_alpha.empty() || !s.block_string.empty()))
-      return bad("per-block alpha applies to two inputs; with more, weighted-sum uses one weight "
-                 "per input (--weights)");
+      return bad(
+          "per-block alpha applies to two inputs; with more, weighted-sum uses one weight "
+          "per input (--weights)");
     if (!s.weights.empty()) {
       double sum = 0;
       for (double w : s.weights) sum += w;
       if (s.normalize && !(std::fabs(sum) > 0))
         return bad("the weights sum to 0 and cannot be normalized");
       if (!s.normalize && std::fabs(sum - 1.0) > 1e-6)
-        return bad(fmt::format("weighted-sum weights must sum to 1; these sum to {} (give "
-                               "--normalize to divide them by their sum)",
-                               sum));
+        return bad(
+            fmt::format("weighted-sum weights must sum to 1; these sum to {} (give "
+                        "--normalize to divide them by their sum)",
+                        sum));
     }
   } else if (s.method == MergeMethod::kTies || s.method == MergeMethod::kDare ||
              s.method == MergeMethod::kDareTies) {
@@ -451,8 +452,8 @@ Status validate_spec(const MergeSpec& s) {
     return bad(fmt::format("drop probability {} is outside [0, 1)", s.drop));
   for (const auto& [part, idx] : s.part_from) {
     if (part != "vae" && part != "text_encoder")
-      return bad(fmt::format("'{}' cannot be taken from one input: only vae and text_encoder can",
-                             part));
+      return bad(
+          fmt::format("'{}' cannot be taken from one input: only vae and text_encoder can", part));
     if (idx >= n)
       return bad(fmt::format("{} from input {}: there are only {} inputs", part, letter(idx), n));
   }
@@ -609,9 +610,10 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
     CKPT_ASSIGN_OR_RETURN(block_alpha, parse_block_weights(spec.block_string, family));
     for (const auto& [g, v] : block_alpha)
       if (!std::isfinite(v) || (!spec.allow_extrapolation && !in_unit(v)))
-        return bad(fmt::format("alpha {} of {} (from the block string) is outside [0, 1] (give "
-                               "--allow-extrapolation to go beyond)",
-                               v, g));
+        return bad(
+            fmt::format("alpha {} of {} (from the block string) is outside [0, 1] (give "
+                        "--allow-extrapolation to go beyond)",
+                        v, g));
   }
   for (const auto& [g, v] : spec.block_alpha) block_alpha[g] = v;
   std::set<std::string> present(groups.begin(), groups.end());
@@ -619,8 +621,8 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
     if (g == "text_encoder" || g == "vae" || g == "other" || present.count(g)) continue;
     std::vector<std::string> names(present.begin(), present.end());
     std::sort(names.begin(), names.end(), group_less);
-    return bad(fmt::format("{} has no block '{}' ({} model; its groups: {})", file_name(spec.inputs[0]),
-                           g, family.empty() ? aa.architecture : family,
+    return bad(fmt::format("{} has no block '{}' ({} model; its groups: {})",
+                           file_name(spec.inputs[0]), g, family.empty() ? aa.architecture : family,
                            fmt::join(names, ", ")));
   }
   // A supermerger string names IN09–IN11/OUT09–OUT11 only for SD1-like UNets; drop what the
@@ -639,11 +641,11 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
       for (double w : weights) sum += w;
       for (double& w : weights) w /= sum;
     }
-  } else if (weights.empty() && (spec.method == MergeMethod::kTies ||
-                                 spec.method == MergeMethod::kDare ||
-                                 spec.method == MergeMethod::kDareTies)) {
-    weights.assign(n - 1, spec.method == MergeMethod::kDare ? 1.0 / static_cast<double>(n - 1)
-                                                            : 1.0);
+  } else if (weights.empty() &&
+             (spec.method == MergeMethod::kTies || spec.method == MergeMethod::kDare ||
+              spec.method == MergeMethod::kDareTies)) {
+    weights.assign(n - 1,
+                   spec.method == MergeMethod::kDare ? 1.0 / static_cast<double>(n - 1) : 1.0);
   }
 
   // 3. The plan, tensor by tensor in A's order.
@@ -766,10 +768,10 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
                                   "others and is too large to merge in memory",
                                   ta.name, na),
                       spec.inputs[0]);
-      plan.tensors.push_back({ta.name, out_dtype, ta.shape,
-                              std::make_unique<PartialProducer>(std::move(src), std::move(p),
-                                                                out_dtype, ta.shape, *other_shape,
-                                                                *extra_dim)});
+      plan.tensors.push_back(
+          {ta.name, out_dtype, ta.shape,
+           std::make_unique<PartialProducer>(std::move(src), std::move(p), out_dtype, ta.shape,
+                                             *other_shape, *extra_dim)});
       report.partial.push_back(ta.name);
       gt.actions["merged (A's extra channels kept)"] += 1;
     } else {
@@ -794,22 +796,22 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
     }
     report.groups.push_back(std::move(g));
   }
-  std::sort(report.groups.begin(), report.groups.end(),
-            [](const MergeGroupPlan& x, const MergeGroupPlan& y) {
-              return group_less(x.name, y.name);
-            });
+  std::sort(
+      report.groups.begin(), report.groups.end(),
+      [](const MergeGroupPlan& x, const MergeGroupPlan& y) { return group_less(x.name, y.name); });
   if (!missing_reasons.empty()) {
     const size_t shown = std::min<size_t>(missing_reasons.size(), 10);
     for (size_t i = 0; i < shown; ++i) report.notes.push_back(missing_reasons[i]);
     if (missing_reasons.size() > shown)
-      report.notes.push_back(fmt::format("… and {} more tensors {}", missing_reasons.size() - shown,
-                                         spec.missing == MissingPolicy::kSkip ? "left out"
-                                                                              : "taken from A"));
+      report.notes.push_back(
+          fmt::format("… and {} more tensors {}", missing_reasons.size() - shown,
+                      spec.missing == MissingPolicy::kSkip ? "left out" : "taken from A"));
   }
   if (!report.not_in_a.empty())
-    report.notes.push_back(fmt::format("{} tensors of the other inputs are not in A and are not "
-                                       "written (first: {})",
-                                       report.not_in_a.size(), report.not_in_a.front()));
+    report.notes.push_back(
+        fmt::format("{} tensors of the other inputs are not in A and are not "
+                    "written (first: {})",
+                    report.not_in_a.size(), report.not_in_a.front()));
 
   // 4. Inputs and provenance.
   for (size_t i = 0; i < n; ++i) {
@@ -897,7 +899,8 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
   }
   if (cka.format != FileFormat::kSafetensors) plan.metadata.emplace("format", "pt");
   std::vector<std::string> names, stems;
-  for (const std::string& p : spec.inputs) names.push_back(file_name(p)), stems.push_back(file_stem(p));
+  for (const std::string& p : spec.inputs)
+    names.push_back(file_name(p)), stems.push_back(file_stem(p));
   plan.metadata["ckptkit.recipe"] = j;
   plan.metadata["modelspec.merged_from"] = fmt::format("{}", fmt::join(names, ", "));
   plan.metadata["modelspec.sai_model_spec"] = "1.0.0";

@@ -21,6 +21,7 @@
 
 #include "ckptkit/merge.h"
 #include "io/errors.h"
+#include "tensor/dtype_names.h"
 
 namespace ckptkit {
 namespace {
@@ -103,26 +104,6 @@ std::string unknown_key_message(std::string_view shown, std::string_view key,
   return message + fmt::format("; valid keys{}: {}", where, fmt::join(valid, ", "));
 }
 
-/// The output dtypes of merge, as the CLI's --dtype spells them; "keep" is nullopt (A's dtype).
-std::optional<std::optional<DType>> dtype_from_name(std::string_view name) {
-  std::string lower;
-  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower == "keep") return std::optional<DType>();
-  struct Alias {
-    std::string_view name;
-    DType dtype;
-  };
-  constexpr Alias kAliases[] = {
-      {"f16", DType::F16},     {"fp16", DType::F16},        {"half", DType::F16},
-      {"bf16", DType::BF16},   {"f32", DType::F32},         {"fp32", DType::F32},
-      {"float", DType::F32},   {"f64", DType::F64},         {"f8_e4m3", DType::F8_E4M3},
-      {"fp8", DType::F8_E4M3}, {"f8_e5m2", DType::F8_E5M2},
-  };
-  for (const Alias& a : kAliases)
-    if (lower == a.name) return std::optional<DType>(a.dtype);
-  return std::nullopt;
-}
-
 /// The position of the `kMaxDots`+1-th '.', if the text has that many.
 std::optional<std::pair<size_t, size_t>> too_many_dots(std::string_view text) {
   size_t dots = 0, line = 1, line_start = 0;
@@ -203,12 +184,12 @@ class RecipeReader {
         spec.seed = static_cast<uint64_t>(seed->get());
       } else if (key == "dtype") {
         CKPT_ASSIGN_OR_RETURN(const std::string name, text(v, "dtype"));
-        const std::optional<std::optional<DType>> dtype = dtype_from_name(name);
-        if (!dtype)
+        const TargetDtype dtype = target_dtype_from_name(name);
+        if (!dtype.known)
           return fail(v,
                       "unknown dtype \"{}\" (choose f16, bf16, f32, f64, f8_e4m3, f8_e5m2 or keep)",
                       name);
-        spec.dtype = *dtype;
+        spec.dtype = dtype.dtype;
       } else if (key == "missing") {
         CKPT_ASSIGN_OR_RETURN(const std::string name, text(v, "missing"));
         const std::optional<MissingPolicy> p = parse_missing_policy(name);

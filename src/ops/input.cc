@@ -171,4 +171,12 @@ void OpenedInput::add_inputs(Plan& plan) const {
   if (spill_file_) plan.inputs.push_back(&*spill_file_);
 }
 
+std::string file_stem(const std::string& path) {
+  std::string name = std::filesystem::path(path).filename().string();
+  for (std::string_view ext : {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"})
+    if (name.size() > ext.size() && name.ends_with(ext))
+      return name.substr(0, name.size() - ext.size());
+  return name;
+}
+
 }  // namespace ckptkit::detail

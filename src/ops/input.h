@@ -69,4 +69,8 @@ class OpenedInput {
   std::optional<InputFile> spill_file_;
 };
 
+/// The file name without its model extension (.safetensors, .ckpt, .pt, .pth, .bin, .sft):
+/// the default title and base name of outputs.
+std::string file_stem(const std::string& path);
+
 }  // namespace ckptkit::detail

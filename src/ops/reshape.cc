@@ -21,6 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using detail::FamilyLayout;
 using detail::FamilySlot;
+using detail::file_stem;
 using detail::OpenedInput;
 using detail::PartTensor;
 
@@ -64,14 +65,6 @@ Status unknown_architecture(const std::string& path, const Anatomy& a, std::stri
                             a.layout == "unknown" ? "no known model part" : "unknown model",
                             candidates_text(a), what),
                 path);
-}
-
-std::string file_stem(const std::string& path) {
-  std::string name = fs::path(path).filename().string();
-  for (std::string_view ext : {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"})
-    if (name.size() > ext.size() && name.ends_with(ext))
-      return name.substr(0, name.size() - ext.size());
-  return name;
 }
 
 std::string title_of(const Checkpoint& ck, const std::string& path) {

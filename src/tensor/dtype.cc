@@ -1,8 +1,11 @@
 #include "ckptkit/dtype.h"
 
 #include <array>
+#include <cctype>
+#include <string>
 
 #include "ckptkit/tensor.h"
+#include "tensor/dtype_names.h"
 
 namespace ckptkit {
 namespace {
@@ -70,9 +73,12 @@ std::string shape_to_string(const Shape& shape) {
 
 std::string_view format_name(FileFormat f) {
   switch (f) {
-    case FileFormat::kSafetensors: return "safetensors";
-    case FileFormat::kTorchZip: return "torch-zip";
-    case FileFormat::kTorchLegacy: return "torch-legacy";
+    case FileFormat::kSafetensors:
+      return "safetensors";
+    case FileFormat::kTorchZip:
+      return "torch-zip";
+    case FileFormat::kTorchLegacy:
+      return "torch-legacy";
   }
   return "unknown";
 }
@@ -87,6 +93,25 @@ const TensorInfo* Checkpoint::find(std::string_view name) const {
   for (const TensorInfo& t : tensors)
     if (t.name == name) return &t;
   return nullptr;
+}
+
+TargetDtype target_dtype_from_name(std::string_view name) {
+  std::string lower;
+  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "keep") return {true, std::nullopt};
+  struct Alias {
+    std::string_view name;
+    DType dtype;
+  };
+  constexpr Alias kAliases[] = {
+      {"f16", DType::F16},     {"fp16", DType::F16},        {"half", DType::F16},
+      {"bf16", DType::BF16},   {"f32", DType::F32},         {"fp32", DType::F32},
+      {"float", DType::F32},   {"f64", DType::F64},         {"f8_e4m3", DType::F8_E4M3},
+      {"fp8", DType::F8_E4M3}, {"f8_e5m2", DType::F8_E5M2},
+  };
+  for (const Alias& a : kAliases)
+    if (lower == a.name) return {true, a.dtype};
+  return {};
 }
 
 }  // namespace ckptkit

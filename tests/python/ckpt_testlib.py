@@ -8,6 +8,28 @@ import tempfile
 import unittest
 
 BIN = os.environ.get("CKPTKIT_BIN", "ckptkit")
+# The published layouts (copies of ../shared/arch/*.tsv): every tensor's name, dtype, shape.
+LAYOUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "data", "layouts")
+
+
+def numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def layout_table(layout):
+    """[(name, dtype, shape)] of a published layout (data/layouts/LAYOUT.tsv), in file order."""
+    rows = []
+    with open(os.path.join(LAYOUTS, layout + ".tsv"), encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line:
+                name, dtype, dims = line.split("\t")
+                rows.append((name, dtype, [int(d) for d in dims.split(",")] if dims else []))
+    return rows
 
 # safetensors dtype name -> (numpy dtype string, itemsize); F8 types as raw uint8.
 NP_DTYPES = {

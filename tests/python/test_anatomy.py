@@ -29,8 +29,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import torch_fixtures as tf  # noqa: E402
-from ckpt_testlib import (TempDirTest, read_safetensors_header, run,  # noqa: E402
-                          write_safetensors)
+from ckpt_testlib import (TempDirTest, layout_table, numel, read_safetensors_header,  # noqa: E402
+                          run, write_safetensors)
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 LAYOUTS = os.path.join(ROOT, "data", "layouts")
@@ -41,27 +41,11 @@ WRITE = ["--no-sync", "--progress", "never"]
 # --- layouts and sparse files ------------------------------------------------------------------
 
 
-def numel(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def nbytes(dtype, shape):
     return numel(shape) * ITEMSIZE[dtype]
 
 
-def table(layout):
-    """[(name, dtype, shape)] of a published layout, in file order."""
-    rows = []
-    with open(os.path.join(LAYOUTS, layout + ".tsv"), encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if line:
-                name, dtype, dims = line.split("\t")
-                rows.append((name, dtype, [int(d) for d in dims.split(",")] if dims else []))
-    return rows
+table = layout_table
 
 
 def layout_names():

@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import torch_fixtures as tf  # noqa: E402
-from ckpt_testlib import TempDirTest, read_safetensors_header, run  # noqa: E402
+from ckpt_testlib import (TempDirTest, layout_table, numel, read_safetensors_header,  # noqa: E402
+                          run)
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 LAYOUTS = os.path.join(ROOT, "data", "layouts")
@@ -52,23 +53,7 @@ F32 = np.float32
 # --- layouts -------------------------------------------------------------------------------------
 
 
-def numel(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def table(layout):
-    """[(name, dtype, shape)] of a published layout, in file order."""
-    rows = []
-    with open(os.path.join(LAYOUTS, layout + ".tsv"), encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if line:
-                name, dtype, dims = line.split("\t")
-                rows.append((name, dtype, [int(d) for d in dims.split(",")] if dims else []))
-    return rows
+table = layout_table
 
 
 def sd15_f16_rows(shapes=None, drop=()):
