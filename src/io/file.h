@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 
@@ -96,6 +97,12 @@ class OutputFile {
   /// Sets the final size up front; the unwritten parts stay holes (sparse).
   Status truncate(uint64_t size);
   Status pwrite_all(std::span<const uint8_t> data, uint64_t offset);
+  /// pwrite_all for large blocks: the pages of `data` are lent to the kernel (vmsplice) and
+  /// copied into the page cache kernel-side (splice), which on virtual machines where the
+  /// kernel's reads of user memory are slow costs a fraction of write()'s copy (measured 2–3×
+  /// less system time). Falls back to pwrite where splicing is not supported. `data` may be
+  /// reused as soon as it returns. Calls are serialized internally.
+  Status write_block(std::span<const uint8_t> data, uint64_t offset);
   /// fsync, rename over the destination, fsync the directory.
   Status commit();
 
@@ -111,6 +118,11 @@ class OutputFile {
   int slot_;  ///< index in the signal-cleanup registry, or -1
   OutputOptions options_;
   bool committed_ = false;
+  // write_block's pipe (created on first use) and whether splicing works on this file.
+  std::mutex splice_mu_;
+  int pipe_[2] = {-1, -1};
+  bool splice_ok_ = true;
+  void close_pipe();
 };
 
 /// Installs SIGINT/SIGTERM/SIGHUP handlers that unlink every live temporary output and then

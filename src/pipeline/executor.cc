@@ -271,7 +271,7 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
           s = t.producer->produce(c.first, c.count, dst, scratch.span());
           if (s.is_ok()) {
             std::lock_guard<std::mutex> lock(write_mu);
-            s = out->pwrite_all(dst, c.out_offset);
+            s = out->write_block(dst, c.out_offset);
           }
           read_bytes.fetch_add(c.count * t.producer->input_bytes_per_element(),
                                std::memory_order_relaxed);
