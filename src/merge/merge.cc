@@ -625,8 +625,7 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
                            file_name(spec.inputs[0]), g, family.empty() ? aa.architecture : family,
                            fmt::join(names, ", ")));
   }
-  // A supermerger string names IN09–IN11/OUT09–OUT11 only for SD1-like UNets; drop what the
-  // model lacks (SDXL strings already skip them).
+  // A group's α, or the default.
   auto alpha_of = [&](const std::string& g) {
     auto it = block_alpha.find(g);
     return it == block_alpha.end() ? spec.alpha : it->second;
