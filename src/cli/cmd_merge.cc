@@ -223,8 +223,8 @@ int print_report(const MergeReport& r, const MergeSpec& s, const MergeFlags& f, 
   if (f.quiet) return kExitOk;
   std::string out;
   if (dry)
-    out += fmt::format("would merge {} inputs ({}) with {} into {}\n", r.inputs.size(),
-                       r.architecture, merge_method_name(s.method), r.output);
+    out += fmt::format("would merge {} inputs ({}) with {}{}\n", r.inputs.size(), r.architecture,
+                       merge_method_name(s.method), r.output.empty() ? "" : " into " + r.output);
   else
     out += fmt::format("merged {} inputs ({}) with {} into {} in {:.2f} s\n", r.inputs.size(),
                        r.architecture, merge_method_name(s.method), r.output, r.stats.seconds);
