@@ -138,3 +138,27 @@ def write_safetensors_custom(path, tensors, metadata=None, pad=True, ensure_asci
         f.write(h)
         for _, _, _, raw in tensors:
             f.write(raw)
+
+
+def write_sparse_safetensors(path, rows, data, metadata=None):
+    """A safetensors file of `rows` [(name, dtype, shape)], laid out in that order, whose data
+    section is a hole except `data` {name: bytes}, written at the start of each named tensor (a
+    prefix of it, or all of it). Written by hand from the format specification."""
+    header, off, where = {}, 0, {}
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, dtype, shape in rows:
+        size = numel(shape) * NP_DTYPES[dtype][1]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + size]}
+        where[name] = off
+        off += size
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        f.truncate(8 + len(h) + off)
+        for name, raw in data.items():
+            f.seek(8 + len(h) + where[name])
+            f.write(raw)
+    return path

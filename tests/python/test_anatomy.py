@@ -30,7 +30,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import torch_fixtures as tf  # noqa: E402
 from ckpt_testlib import (TempDirTest, layout_table, numel, read_safetensors_header,  # noqa: E402
-                          run, write_safetensors)
+                          run, write_safetensors, write_sparse_safetensors)
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 LAYOUTS = os.path.join(ROOT, "data", "layouts")
@@ -59,26 +59,10 @@ def write_sparse(path, rows, metadata=None, values=None):
     for name, dtype, shape in rows:
         if name.endswith("position_ids") and dtype == "I64" and name not in values:
             values[name] = np.arange(numel(shape), dtype=np.int64).tobytes()
-    header, off, where = {}, 0, {}
-    if metadata:
-        header["__metadata__"] = metadata
-    for name, dtype, shape in rows:
-        n = nbytes(dtype, shape)
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + n]}
-        where[name] = off
-        off += n
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        f.truncate(8 + len(h) + off)
-        for name, raw in values.items():
-            dtype, shape = next((d, s) for n, d, s in rows if n == name)
-            assert len(raw) == nbytes(dtype, shape), name
-            f.seek(8 + len(h) + where[name])
-            f.write(raw)
-    return path
+    for name, raw in values.items():
+        dtype, shape = next((d, s) for n, d, s in rows if n == name)
+        assert len(raw) == nbytes(dtype, shape), name
+    return write_sparse_safetensors(path, rows, values, metadata)
 
 
 def entries(path):

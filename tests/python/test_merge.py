@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 import torch_fixtures as tf  # noqa: E402
 from ckpt_testlib import (TempDirTest, layout_table, numel, read_safetensors_header,  # noqa: E402
-                          run)
+                          run, write_sparse_safetensors)
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 LAYOUTS = os.path.join(ROOT, "data", "layouts")
@@ -227,23 +227,7 @@ def build(path, rows, seed, fill=(), prefix_all=False, values=None, ints=None, m
             raw[name] = np.asarray(ints[name], NPINT[dtype]).ravel().tobytes()
         elif name.endswith("position_ids"):
             raw[name] = np.arange(n, dtype=NPINT[dtype]).tobytes()
-    header, off, where = {}, 0, {}
-    if metadata:
-        header["__metadata__"] = metadata
-    for name, dtype, shape in rows:
-        size = numel(shape) * ITEMSIZE[dtype]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + size]}
-        where[name] = off
-        off += size
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        f.truncate(8 + len(h) + off)
-        for name, b in raw.items():
-            f.seek(8 + len(h) + where[name])
-            f.write(b)
+    write_sparse_safetensors(path, rows, raw, metadata)
     return Model(path, rows, vals, raw)
 
 
