@@ -29,11 +29,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import torch_fixtures as tf  # noqa: E402
-from ckpt_testlib import (TempDirTest, layout_table, numel, read_safetensors_header,  # noqa: E402
+from ckpt_testlib import (LAYOUTS, TempDirTest, layout_table, numel, read_safetensors_header,  # noqa: E402
                           run, write_safetensors, write_sparse_safetensors)
 
-ROOT = os.path.dirname(os.path.dirname(HERE))
-LAYOUTS = os.path.join(ROOT, "data", "layouts")
 ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
             "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 WRITE = ["--no-sync", "--progress", "never"]

@@ -34,8 +34,6 @@ import torch_fixtures as tf  # noqa: E402
 from ckpt_testlib import (TempDirTest, layout_table, numel, read_safetensors_header,  # noqa: E402
                           run, write_sparse_safetensors)
 
-ROOT = os.path.dirname(os.path.dirname(HERE))
-LAYOUTS = os.path.join(ROOT, "data", "layouts")
 WRITE = ["--no-sync"]
 PREFIX = 128  # bytes written at the start of every float tensor (a copy-only test)
 SMALL = 256 << 10  # a tensor this size costs little to compute even when it is all zeros

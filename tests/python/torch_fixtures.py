@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ckpt_testlib import layout_table
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-LAYOUTS = os.path.join(ROOT, "data", "layouts")
 
 # torch.save's legacy (pre-1.6) magic number, the first pickle of a legacy file.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -493,15 +493,7 @@ def nested_checkpoint(seed=3):
     return ckpt, {"x": x, "unet.w": w, "unet.sub.b": b}, ["epoch", "global_step", "history", "name"]
 
 
-def layout_rows(name):
-    rows = []
-    with open(os.path.join(LAYOUTS, name + ".tsv"), encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if line:
-                tname, dtype, dims = line.split("\t")
-                rows.append((tname, dtype, [int(d) for d in dims.split(",")] if dims else []))
-    return rows
+layout_rows = layout_table
 
 
 def sd15_subset(every=20, clamp=8, seed=4):
