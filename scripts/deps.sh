@@ -8,8 +8,10 @@ set -euo pipefail
 build_pkgs=(g++ cmake ninja-build pkg-config make libfmt-dev libcli11-dev libsimdjson-dev
             libhwy-dev libgtest-dev libbenchmark-dev zlib1g-dev libssl-dev libtomlplusplus-dev)
 # Tests: PyTorch and NumPy are the oracles; clang + its runtime build the fuzzers; GNU time
-# measures peak memory in benchmarks; openssl and b3sum are independent hash oracles.
-test_pkgs=(python3 python3-torch python3-numpy clang-14 libclang-rt-14-dev time openssl b3sum)
+# measures peak memory in benchmarks; openssl and b3sum are independent hash oracles; strace
+# shows that outputs are fsynced before their link and their folder after it.
+test_pkgs=(python3 python3-torch python3-numpy clang-14 libclang-rt-14-dev time openssl b3sum
+           strace)
 
 pkgs=("${build_pkgs[@]}")
 [[ "${1:-}" == "--build" ]] || pkgs+=("${test_pkgs[@]}")

@@ -7,7 +7,7 @@
 #include "ckptkit/cast.h"
 #include "cli/commands.h"
 #include "io/errors.h"
-#include "io/file.h"
+#include "io/output.h"
 #include "tensor/dtype_names.h"
 
 namespace ckptkit::cli {
@@ -52,8 +52,12 @@ void WriteFlags::add_to(CLI::App& sub) {
   sub.add_option("--max-memory", max_memory,
                  "memory for I/O buffers, e.g. 64M, 256M, 1G (peak use stays near this)")
       ->default_str("64M");
-  sub.add_flag("-f,--force", force, "replace the output file if it exists");
-  sub.add_flag("--no-sync", no_sync, "skip fsync before the final rename (faster, not crash-safe)");
+  sub.add_flag("-f,--force", force,
+               "replace the output if it exists (atomically: the old file stays whole until the "
+               "new one is complete)");
+  sub.add_flag("--no-sync", no_sync,
+               "skip both fsyncs (the output's data before it is linked into place, and its "
+               "folder after): faster, but a power cut soon after may lose or truncate it");
 }
 
 Result<RunOptions> WriteFlags::to_options() const {
@@ -116,7 +120,8 @@ int run(int argc, char** argv) {
   CLI::App app{
       "ckptkit — know, fix and reshape diffusion-model checkpoints (SD 1.x/2.x, SDXL, SD3, "
       "FLUX).\nEvery command streams: memory stays bounded whatever the model's size, and "
-      "outputs appear atomically.",
+      "outputs appear whole or not at all: an interrupted, killed or failed command (full "
+      "disk included) leaves nothing behind.",
       "ckptkit"};
   app.set_version_flag("--version",
                        fmt::format("ckptkit {} (SIMD: {})", "0.1.0", simd_target_name()));

@@ -66,4 +66,15 @@ Status os_error(std::string_view what, std::string_view path, int err, uint64_t 
   return Status(code, fmt::format("{}: {}", what, std::strerror(err)), std::string(path), offset);
 }
 
+std::string human_bytes(uint64_t bytes) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1000 && u < 4) {
+    v /= 1000;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", v, units[u]);
+}
+
 }  // namespace ckptkit

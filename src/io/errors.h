@@ -35,4 +35,7 @@ Status corrupt_tensor(uint64_t offset, std::string tensor, fmt::format_string<Ar
 Status os_error(std::string_view what, std::string_view path, int err = errno,
                 uint64_t offset = kNoOffset);
 
+/// "1.23 GB" in decimal units, as disks and model pages count.
+std::string human_bytes(uint64_t bytes);
+
 }  // namespace ckptkit

@@ -1,10 +1,8 @@
-// Files as the pipeline uses them: read-only inputs accessed with pread, reusable aligned
-// buffers, and output files that appear atomically (temporary beside the destination, fsync,
-// rename) and vanish on error or SIGINT/SIGTERM.
+// Files as the pipeline reads them: read-only inputs accessed with pread and reusable aligned
+// buffers. Outputs are in io/output.h.
 //
-// Thread safety: InputFile::pread_exact and OutputFile::pwrite_all may be called from many
-// threads at once (pread/pwrite carry their own offsets). Opening, committing and destruction
-// are single-threaded.
+// Thread safety: InputFile::pread_exact may be called from many threads at once (pread carries
+// its own offset). Opening and destruction are single-threaded.
 #pragma once
 
 #include <sys/types.h>
@@ -75,58 +73,5 @@ class AlignedBuffer {
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
-
-struct OutputOptions {
-  bool force = false;   ///< replace an existing destination
-  bool sync = true;     ///< fsync the data and the directory before and after the rename
-};
-
-/// An output file that only appears at its destination when commit() succeeds.
-class OutputFile {
- public:
-  /// Creates a temporary file beside `path`. Refuses (InvalidArgument) when `path` exists and
-  /// `force` is off, or when `path` is the same file as one of `inputs`.
-  static Result<std::unique_ptr<OutputFile>> create(const std::string& path,
-                                                    std::span<const InputFile* const> inputs,
-                                                    const OutputOptions& options);
-  OutputFile(const OutputFile&) = delete;
-  OutputFile& operator=(const OutputFile&) = delete;
-  /// Removes the temporary if commit() did not succeed.
-  ~OutputFile();
-
-  /// Sets the final size up front; the unwritten parts stay holes (sparse).
-  Status truncate(uint64_t size);
-  Status pwrite_all(std::span<const uint8_t> data, uint64_t offset);
-  /// pwrite_all for large blocks: the pages of `data` are lent to the kernel (vmsplice) and
-  /// copied into the page cache kernel-side (splice), which on virtual machines where the
-  /// kernel's reads of user memory are slow costs a fraction of write()'s copy (measured 2–3×
-  /// less system time). Falls back to pwrite where splicing is not supported. `data` may be
-  /// reused as soon as it returns. Calls are serialized internally.
-  Status write_block(std::span<const uint8_t> data, uint64_t offset);
-  /// fsync, rename over the destination, fsync the directory.
-  Status commit();
-
-  int fd() const { return fd_; }
-  const std::string& path() const { return path_; }
-  const std::string& temp_path() const { return temp_path_; }
-
- private:
-  OutputFile(int fd, std::string path, std::string temp_path, int slot, OutputOptions options);
-  int fd_;
-  std::string path_;
-  std::string temp_path_;
-  int slot_;  ///< index in the signal-cleanup registry, or -1
-  OutputOptions options_;
-  bool committed_ = false;
-  // write_block's pipe (created on first use) and whether splicing works on this file.
-  std::mutex splice_mu_;
-  int pipe_[2] = {-1, -1};
-  bool splice_ok_ = true;
-  void close_pipe();
-};
-
-/// Installs SIGINT/SIGTERM/SIGHUP handlers that unlink every live temporary output and then
-/// die by the same signal. Idempotent; the CLI calls it at start.
-void install_cleanup_signal_handlers();
 
 }  // namespace ckptkit

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "io/errors.h"
+#include "io/output.h"
 
 namespace ckptkit::detail {
 
@@ -64,8 +65,9 @@ Status OpenedInput::spill(const std::string& out_path) {
     const StorageInfo& s = ck_.torch.storages[i];
     if (!s.deflated) continue;
     if (spill_fd_ < 0) {
+      // The output's folder, or the nearest one above it that exists (split makes folders).
       const std::filesystem::path parent = std::filesystem::path(out_path).parent_path();
-      const std::string dir = parent.empty() ? std::string(".") : parent.string();
+      const std::string dir = nearest_existing_dir(parent.empty() ? "." : parent.string());
       spill_fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
       if (spill_fd_ < 0) {  // a file system without O_TMPFILE: a named one, unlinked at once
         std::string name = dir + "/.ckptkit-inflate-XXXXXX";

@@ -12,6 +12,7 @@ namespace ckptkit {
 Result<MetaReport> edit_metadata(const std::string& in_path, const std::string& out_path,
                                  const MetaEdit& edit, const RunOptions& run,
                                  const SafetensorsLimits& limits) {
+  CKPT_RETURN_IF_ERROR(check_output_path(out_path, run.force));
   CKPT_ASSIGN_OR_RETURN(InputFile in, InputFile::open(in_path));
   ReadLimits rl;
   rl.safetensors = limits;

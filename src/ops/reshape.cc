@@ -2,6 +2,7 @@
 // monolithic file and its parts. See ckptkit/ops.h.
 #include <fmt/format.h>
 
+#include <chrono>
 #include <filesystem>
 #include <set>
 #include <unordered_map>
@@ -227,32 +228,45 @@ Result<const FamilyLayout*> family_of(const Anatomy& a, const std::string& path,
   return detail::family_layout(a.family);
 }
 
-/// Runs the plans of all outputs; on an error removes the outputs already written.
-Status run_all(std::vector<std::pair<Plan, WrittenFile>>& outs, const RunOptions& run,
-               ReshapeReport& report) {
+/// Runs the plans of all outputs into temporaries under `root`, then links them into place
+/// together (OutputFolder): an error or a kill before that leaves nothing.
+Status run_all(std::vector<std::pair<Plan, WrittenFile>>& outs, const std::string& root,
+               const RunOptions& run, ReshapeReport& report) {
+  CKPT_ASSIGN_OR_RETURN(auto folder, OutputFolder::begin(root, OutputOptions{run.force, run.sync}));
+  // Every destination is checked (and its temporary made) before the first byte is written.
+  std::vector<OutputFile*> files;
+  for (auto& [plan, file] : outs) {
+    const std::string relative = fs::path(file.path).lexically_relative(root).string();
+    CKPT_ASSIGN_OR_RETURN(OutputFile * out, folder->add(relative, plan.inputs));
+    files.push_back(out);
+  }
   for (size_t i = 0; i < outs.size(); ++i) {
     auto& [plan, file] = outs[i];
     RunOptions o = run;
     if (o.label == RunOptions{}.label) o.label = file.part;
-    auto stats = execute_plan(plan, file.path, o);
-    if (!stats.is_ok()) {
-      for (size_t k = 0; k < i; ++k) {
-        std::error_code ec;
-        fs::remove(outs[k].second.path, ec);
-      }
-      return stats.status();
-    }
-    file.tensors = stats->tensors;
-    file.bytes = stats->bytes_written;
-    report.stats.tensors += stats->tensors;
-    report.stats.bytes_written += stats->bytes_written;
-    report.stats.bytes_read += stats->bytes_read;
-    report.stats.buffer_bytes = std::max(report.stats.buffer_bytes, stats->buffer_bytes);
-    report.stats.threads = std::max(report.stats.threads, stats->threads);
-    report.stats.seconds += stats->seconds;
-    report.outputs.push_back(file);
+    CKPT_ASSIGN_OR_RETURN(RunStats stats, write_plan(plan, *files[i], o));
+    file.tensors = stats.tensors;
+    file.bytes = stats.bytes_written;
+    report.stats.tensors += stats.tensors;
+    report.stats.bytes_written += stats.bytes_written;
+    report.stats.bytes_read += stats.bytes_read;
+    report.stats.buffer_bytes = std::max(report.stats.buffer_bytes, stats.buffer_bytes);
+    report.stats.threads = std::max(report.stats.threads, stats.threads);
+    report.stats.seconds += stats.seconds;
   }
+  const auto t0 = std::chrono::steady_clock::now();
+  CKPT_RETURN_IF_ERROR(folder->commit());
+  report.stats.seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& out : outs) report.outputs.push_back(out.second);
   return Status::ok();
+}
+
+/// run_all for an op with one output file.
+Status run_one(std::vector<std::pair<Plan, WrittenFile>>& outs, const RunOptions& run,
+               ReshapeReport& report) {
+  const std::string dir = fs::path(outs.front().second.path).parent_path().string();
+  return run_all(outs, dir.empty() ? "." : dir, run, report);
 }
 
 std::vector<size_t> model_config_tensors(const Anatomy& a) {
@@ -267,6 +281,7 @@ std::vector<size_t> model_config_tensors(const Anatomy& a) {
 Result<ReshapeReport> split_file(const std::string& in_path, const std::string& out_dir,
                                  const SplitOptions& options) {
   const ReshapeOptions& o = options.common;
+  CKPT_RETURN_IF_ERROR(check_output_folder(out_dir));
   const std::string probe = (fs::path(out_dir) / "x").string();
   CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, probe, o, "split", true));
   const Checkpoint& ck = in->checkpoint();
@@ -301,7 +316,6 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
   const std::string title = o.title.empty() ? title_of(ck, in_path) : o.title;
   const FamilyLayout* fam = detail::family_layout(a.family);
   std::vector<std::pair<Plan, WrittenFile>> outs;
-  std::set<std::string> dirs;
   for (const auto& [kind, comp] : parts) {
     CKPT_ASSIGN_OR_RETURN(LoadedPart part, load_part(*in, *comp, report));
     const bool denoiser = comp->role == Role::kDiffusionModel;
@@ -329,24 +343,13 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
     plan.metadata =
         metadata_for(ck, denoiser, spec, fam ? fam->implementation : "",
                      denoiser ? title : fmt::format("{} ({})", title, part_display_name(kind)));
-    if (!o.run.force && fs::exists(w.path))
-      return Status(ErrorCode::kInvalidArgument,
-                    "the output file exists (use --force to replace it)", w.path);
-    dirs.insert((fs::path(out_dir) / dir).string());
     outs.emplace_back(std::move(plan), std::move(w));
   }
   for (const Component& c : a.components)
     if (c.role == Role::kEma || c.role == Role::kTrainingExtra ||
         (c.role == Role::kUnknown && c.kind == PartKind::kNone))
       add_dropped(report, std::string(dropped_name(c.role)), ck, c.tensors);
-  for (const std::string& d : dirs) {
-    std::error_code ec;
-    fs::create_directories(d, ec);
-    if (ec)
-      return Status(ErrorCode::kIoError,
-                    fmt::format("cannot create the directory: {}", ec.message()), d);
-  }
-  CKPT_RETURN_IF_ERROR(run_all(outs, o.run, report));
+  CKPT_RETURN_IF_ERROR(run_all(outs, out_dir, o.run, report));
   return report;
 }
 
@@ -415,6 +418,7 @@ Result<ReshapeReport> assemble_files(const PartPaths& paths, const std::string& 
   const ReshapeOptions& o = options.common;
   if (paths.diffusion_model.empty())
     return Status(ErrorCode::kInvalidArgument, "--diffusion-model is required");
+  CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
   CKPT_ASSIGN_OR_RETURN(auto dm_in,
                         open_input(paths.diffusion_model, out_path, o, "assemble", true));
   const Checkpoint& ck = dm_in->checkpoint();
@@ -455,7 +459,7 @@ Result<ReshapeReport> assemble_files(const PartPaths& paths, const std::string& 
   outs.emplace_back(std::move(plan), WrittenFile{out_path, "model", 0, 0, paths.diffusion_model});
   RunOptions run = o.run;
   if (run.label == RunOptions{}.label) run.label = "assembling";
-  CKPT_RETURN_IF_ERROR(run_all(outs, run, report));
+  CKPT_RETURN_IF_ERROR(run_one(outs, run, report));
   for (const auto& in : inputs) report.input_bytes += in->checkpoint().file_size;
   return report;
 }
@@ -472,6 +476,7 @@ Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& pa
     return Status(ErrorCode::kInvalidArgument,
                   "nothing to swap: give at least one of --vae, --clip-l, --clip-g, --clip-h, "
                   "--t5xxl");
+  CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
   CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, out_path, o, "swap parts of", true));
   const Checkpoint& ck = in->checkpoint();
   const Anatomy a = analyze(ck, &in->file());
@@ -506,7 +511,7 @@ Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& pa
   outs.emplace_back(std::move(plan), WrittenFile{out_path, "model", 0, 0, in_path});
   RunOptions run = o.run;
   if (run.label == RunOptions{}.label) run.label = "swapping";
-  CKPT_RETURN_IF_ERROR(run_all(outs, run, report));
+  CKPT_RETURN_IF_ERROR(run_one(outs, run, report));
   for (const auto& p : inputs) report.input_bytes += p->checkpoint().file_size;
   return report;
 }
@@ -516,6 +521,7 @@ Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& pa
 Result<ReshapeReport> prune_file(const std::string& in_path, const std::string& out_path,
                                  const PruneOptions& options) {
   const ReshapeOptions& o = options.common;
+  CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
   CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, out_path, o, "prune", true));
   const Checkpoint& ck = in->checkpoint();
   const Anatomy a = analyze(ck, &in->file());
@@ -596,7 +602,7 @@ Result<ReshapeReport> prune_file(const std::string& in_path, const std::string& 
   outs.emplace_back(std::move(plan), WrittenFile{out_path, "model", 0, 0, in_path});
   RunOptions run = o.run;
   if (run.label == RunOptions{}.label) run.label = "pruning";
-  CKPT_RETURN_IF_ERROR(run_all(outs, run, report));
+  CKPT_RETURN_IF_ERROR(run_one(outs, run, report));
   return report;
 }
 

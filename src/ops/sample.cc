@@ -157,6 +157,7 @@ constexpr uint64_t kSparseValueBytes = 1024;
 Result<RunStats> write_sample(const std::string& layout, const std::string& out_path,
                               const SampleOptions& options) {
   CKPT_ASSIGN_OR_RETURN(std::vector<TensorLayout> tensors, load_layout(layout));
+  CKPT_RETURN_IF_ERROR(check_output_path(out_path, options.run.force));
   if (options.dtype && !is_computable(*options.dtype))
     return error(ErrorCode::kInvalidArgument, "cannot generate {} values",
                  dtype_name(*options.dtype));

@@ -78,8 +78,9 @@ class CastProducer final : public TensorProducer {
 
 /// Copies [src, src+len) of `in` to [dst, dst+len) of `out_fd` inside the kernel when it can,
 /// else through `buffer` (allocated here on first need).
-Status copy_data(const InputFile& in, uint64_t src, int out_fd, const std::string& out_path,
-                 uint64_t dst, uint64_t len, AlignedBuffer& buffer, bool& kernel_copy_ok) {
+Status copy_data(const InputFile& in, uint64_t src, const OutputFile& out, uint64_t dst,
+                 uint64_t len, AlignedBuffer& buffer, bool& kernel_copy_ok) {
+  const int out_fd = out.fd();
   while (len > 0 && kernel_copy_ok) {
     loff_t s = static_cast<loff_t>(src), d = static_cast<loff_t>(dst);
     ssize_t n = ::copy_file_range(in.fd(), &s, out_fd, &d, len, 0);
@@ -89,7 +90,7 @@ Status copy_data(const InputFile& in, uint64_t src, int out_fd, const std::strin
         kernel_copy_ok = false;
         break;
       }
-      return os_error("copy failed", out_path, errno, dst);
+      return out.write_error(errno, dst);
     }
     if (n == 0)
       return Status(
@@ -109,7 +110,7 @@ Status copy_data(const InputFile& in, uint64_t src, int out_fd, const std::strin
       ssize_t n = ::pwrite(out_fd, buffer.data() + done, k - done, static_cast<off_t>(dst + done));
       if (n < 0) {
         if (errno == EINTR) continue;
-        return os_error("write failed", out_path, errno, dst + done);
+        return out.write_error(errno, dst + done);
       }
       done += static_cast<uint64_t>(n);
     }
@@ -120,33 +121,70 @@ Status copy_data(const InputFile& in, uint64_t src, int out_fd, const std::strin
   return Status::ok();
 }
 
-/// copy_data, except that holes in the input stay holes: the output was sized with ftruncate,
-/// so what is not written reads as zeros, as the hole did. Real checkpoints have no holes and
-/// pay one lseek per chunk; sparse synthetic files (sample --sparse) then cost nothing to split
-/// or assemble.
-Status copy_range(const InputFile& in, uint64_t src, int out_fd, const std::string& out_path,
-                  uint64_t dst, uint64_t len, AlignedBuffer& buffer, bool& kernel_copy_ok) {
+/// Calls `fn(offset, length)` for each range of [src, src + len) of `in` that holds data, in
+/// order: holes are skipped. Real checkpoints have no holes and pay one lseek per call; sparse
+/// synthetic files (sample --sparse) cost nothing to split, assemble or reserve space for.
+template <typename Fn>
+Status for_each_data_range(const InputFile& in, uint64_t src, uint64_t len, Fn&& fn) {
   if (src > in.size() || len > in.size() - src)
     return Status(
         ErrorCode::kCorrupt,
         fmt::format("file ends at byte {} inside tensor data: the file is truncated", in.size()),
         in.path(), in.size());
-  while (len > 0) {
+  const uint64_t end = src + len;
+  while (src < end) {
     // The file position is shared between threads but nothing here reads through it.
     const off_t data = ::lseek(in.fd(), static_cast<off_t>(src), SEEK_DATA);
     if (data < 0) {
       if (errno == ENXIO) return Status::ok();  // only a hole up to the end
-      return copy_data(in, src, out_fd, out_path, dst, len, buffer, kernel_copy_ok);
+      return fn(src, end - src);                // no SEEK_DATA: all of it
     }
-    const uint64_t skip = static_cast<uint64_t>(data) - src;
-    if (skip >= len) return Status::ok();
-    src += skip, dst += skip, len -= skip;
+    if (static_cast<uint64_t>(data) >= end) return Status::ok();
+    src = static_cast<uint64_t>(data);
     const off_t hole = ::lseek(in.fd(), static_cast<off_t>(src), SEEK_HOLE);
-    const uint64_t n = hole < 0 ? len : std::min<uint64_t>(len, static_cast<uint64_t>(hole) - src);
-    CKPT_RETURN_IF_ERROR(copy_data(in, src, out_fd, out_path, dst, n, buffer, kernel_copy_ok));
-    src += n, dst += n, len -= n;
+    const uint64_t n =
+        hole < 0 ? end - src : std::min<uint64_t>(end - src, static_cast<uint64_t>(hole) - src);
+    CKPT_RETURN_IF_ERROR(fn(src, n));
+    src += n;
   }
   return Status::ok();
+}
+
+/// copy_data, except that holes in the input stay holes: the output was sized with ftruncate,
+/// so what is not written reads as zeros, as the hole did.
+Status copy_range(const InputFile& in, uint64_t src, const OutputFile& out, uint64_t dst,
+                  uint64_t len, AlignedBuffer& buffer, bool& kernel_copy_ok) {
+  return for_each_data_range(in, src, len, [&](uint64_t at, uint64_t n) {
+    return copy_data(in, at, out, dst + (at - src), n, buffer, kernel_copy_ok);
+  });
+}
+
+/// The byte ranges of the output that the chunks will write (holes left out), merged: the
+/// space to reserve before the work starts.
+Result<std::vector<ByteRange>> ranges_to_write(const Plan& plan, const std::vector<Chunk>& chunks,
+                                               uint64_t header_size) {
+  std::vector<ByteRange> ranges{{0, header_size}};
+  auto add = [&](uint64_t offset, uint64_t length) {
+    ByteRange& last = ranges.back();
+    if (last.offset + last.length == offset)
+      last.length += length;
+    else
+      ranges.push_back({offset, length});
+    return Status::ok();
+  };
+  for (const Chunk& c : chunks) {
+    const TensorProducer& p = *plan.tensors[c.tensor].producer;
+    if (auto src = p.copy_source()) {
+      const uint64_t bits = dtype_info(plan.tensors[c.tensor].dtype).bits;
+      const uint64_t from = src->offset + c.first * bits / 8;
+      CKPT_RETURN_IF_ERROR(for_each_data_range(
+          *src->file, from, c.out_bytes,
+          [&](uint64_t at, uint64_t n) { return add(c.out_offset + (at - from), n); }));
+    } else if (!p.is_hole(c.first, c.count)) {
+      CKPT_RETURN_IF_ERROR(add(c.out_offset, c.out_bytes));
+    }
+  }
+  return ranges;
 }
 
 }  // namespace
@@ -163,6 +201,17 @@ std::unique_ptr<TensorProducer> make_cast_producer(const InputFile* file, uint64
 }
 
 Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const RunOptions& options) {
+  CKPT_ASSIGN_OR_RETURN(auto out, OutputFile::create(out_path, plan.inputs,
+                                                     OutputOptions{options.force, options.sync}));
+  CKPT_ASSIGN_OR_RETURN(RunStats stats, write_plan(plan, *out, options));
+  const auto t0 = std::chrono::steady_clock::now();
+  CKPT_RETURN_IF_ERROR(out->commit());
+  stats.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return stats;
+}
+
+Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& options) {
+  OutputFile* out = &output;
   const auto t0 = std::chrono::steady_clock::now();
   // 1. Reference writer order, then the header.
   if (!plan.keep_order) {
@@ -220,11 +269,15 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
   }
   threads = static_cast<unsigned>(std::min<size_t>(threads, std::max<size_t>(1, chunks.size())));
 
-  // 4. Output: temporary beside the destination, sized up front (holes where not written).
-  CKPT_ASSIGN_OR_RETURN(auto out, OutputFile::create(out_path, plan.inputs,
-                                                     OutputOptions{options.force, options.sync}));
+  // 4. Output: sized up front (holes where not written), space reserved for what will be
+  //    written, so that a full disk fails now rather than at the end.
   CKPT_RETURN_IF_ERROR(out->truncate(header.file_size()));
+  {
+    CKPT_ASSIGN_OR_RETURN(auto ranges, ranges_to_write(plan, chunks, header.bytes.size()));
+    CKPT_RETURN_IF_ERROR(out->reserve(ranges));
+  }
   CKPT_RETURN_IF_ERROR(out->pwrite_all(header.bytes, 0));
+  detail::test_hold("created");
 
   RunStats stats;
   stats.tensors = plan.tensors.size();
@@ -255,14 +308,15 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
         if (failed.load(std::memory_order_relaxed)) return;
         const size_t idx = next.fetch_add(1, std::memory_order_relaxed);
         if (idx >= chunks.size()) return;
+        if (idx == chunks.size() / 2) detail::test_hold("half");
         const Chunk& c = chunks[idx];
         const PlannedTensor& t = plan.tensors[c.tensor];
         Status s;
         if (auto src = t.producer->copy_source()) {
           const uint64_t bits = dtype_info(t.dtype).bits;
           std::lock_guard<std::mutex> lock(write_mu);
-          s = copy_range(*src->file, src->offset + c.first * bits / 8, out->fd(), out->path(),
-                         c.out_offset, c.out_bytes, out_buf, kernel_copy_ok);
+          s = copy_range(*src->file, src->offset + c.first * bits / 8, *out, c.out_offset,
+                         c.out_bytes, out_buf, kernel_copy_ok);
           read_bytes.fetch_add(c.out_bytes, std::memory_order_relaxed);
         } else if (t.producer->is_hole(c.first, c.count)) {
           // Sparse in, sparse out: the output was sized with ftruncate, the range reads as 0.
@@ -304,7 +358,6 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
     stats.bytes_read = read_bytes.load();
     stats.buffer_bytes = need_buffers ? 2ull * buffer * threads : 0;
   }
-  CKPT_RETURN_IF_ERROR(out->commit());
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;
 }

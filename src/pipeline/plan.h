@@ -23,6 +23,7 @@
 #include "ckptkit/status.h"
 #include "ckptkit/tensor.h"
 #include "io/file.h"
+#include "io/output.h"
 
 namespace ckptkit {
 
@@ -71,6 +72,9 @@ struct Plan {
 
 /// Runs a plan into `out_path` atomically. See ckptkit/ops.h for the options and statistics.
 Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const RunOptions& options);
+
+/// Runs a plan into an output that the caller commits (the files of an OutputFolder).
+Result<RunStats> write_plan(Plan& plan, OutputFile& out, const RunOptions& options);
 
 /// Producer that copies an input range unchanged.
 std::unique_ptr<TensorProducer> make_copy_producer(const InputFile* file, uint64_t offset,

@@ -8,17 +8,6 @@
 
 namespace ckptkit {
 
-std::string human_bytes(uint64_t bytes) {
-  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1000 && u < 4) {
-    v /= 1000;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", v, units[u]);
-}
-
 Progress::Progress(ProgressMode mode, std::string label, uint64_t total)
     : enabled_(mode == ProgressMode::kAlways ||
                (mode == ProgressMode::kAuto && ::isatty(STDERR_FILENO) == 1)),

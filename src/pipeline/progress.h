@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "ckptkit/ops.h"
+#include "io/errors.h"  // human_bytes
 
 namespace ckptkit {
 
@@ -41,8 +42,5 @@ class Progress {
   bool finished_ = false;
   std::thread thread_;
 };
-
-/// "1.23 GB" in decimal units, as disks and model pages count.
-std::string human_bytes(uint64_t bytes);
 
 }  // namespace ckptkit

@@ -5,7 +5,6 @@ import os
 import signal
 import struct
 import subprocess
-import time
 import unittest
 
 from ckpt_testlib import BIN, TempDirTest, read_safetensors, run, write_safetensors
@@ -190,19 +189,18 @@ class Signals(TempDirTest):
             run("sample", "--layout", "lora-kohya-sdxl", "-o", src, "--dtype", "f32",
                 "--no-sync", "-q")
         out = self.path("out.safetensors")
+        # Held in the middle of the data (CKPTKIT_TEST_HOLD), so the signal always lands there.
         proc = subprocess.Popen([BIN, "convert", src, "-o", out, "--dtype", "bf16",
                                  "--threads", "1", "--max-memory", "4M", "--progress", "never"],
-                                stderr=subprocess.PIPE)
-        deadline = time.time() + 20
-        while time.time() < deadline:  # wait until the temporary exists
-            if any(f.startswith(".out.safetensors.ckptkit-tmp") for f in os.listdir(self.tmp)):
+                                stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, CKPTKIT_TEST_HOLD="half"))
+        for line in proc.stderr:
+            if "test hold at half" in line:
+                proc.send_signal(sig)
                 break
-            time.sleep(0.001)
-        proc.send_signal(sig)
         proc.wait(timeout=60)
+        proc.stderr.close()
         leftovers = [f for f in os.listdir(self.tmp) if f != "big.safetensors"]
-        if proc.returncode == 0:
-            self.skipTest("conversion finished before the signal arrived")
         self.assertEqual(proc.returncode, -sig)
         self.assertEqual(leftovers, [])
 
