@@ -9,6 +9,7 @@
 #include "ckptkit/anatomy.h"
 #include "ckptkit/cast.h"
 #include "model/families.h"
+#include "ops/input.h"
 #include "pipeline/plan.h"
 
 namespace ckptkit {
@@ -16,12 +17,47 @@ namespace {
 
 constexpr uint64_t kMaxPositions = 4096;
 
-/// The values of a position_ids tensor as doubles, or nullopt when they cannot be read in
-/// place (a deflated storage) or the tensor is not a small integer/float vector.
-std::optional<std::vector<double>> read_positions(const Checkpoint& ck, const InputFile& file,
-                                                  const TensorInfo& t) {
+void check_position_ids(const Checkpoint& ck, const InputFile* file, Anatomy& a) {
+  for (const Component& c : a.components) {
+    if (c.role != Role::kTextEncoder || c.naming != Naming::kHf) continue;
+    for (size_t i : c.tensors) {
+      const TensorInfo& t = ck.tensors[i];
+      if (!t.name.ends_with("text_model.embeddings.position_ids")) continue;
+      if (is_float(t.dtype))
+        a.defects.push_back(
+            {"position-ids-float",
+             "warning",
+             fmt::format("{} is {}, not an integer type: a merge or conversion cast it; "
+                         "loaders may index with rounded-down values",
+                         t.name, dtype_name(t.dtype)),
+             {t.name}});
+      if (!file) continue;
+      auto values = detail::read_small_values(ck, *file, t, kMaxPositions);
+      if (!values) continue;
+      for (size_t k = 0; k < values->size(); ++k) {
+        if ((*values)[k] == static_cast<double>(k)) continue;
+        a.defects.push_back(
+            {"position-ids-broken",
+             "warning",
+             fmt::format("{} should count 0..{} but entry {} is {}: tokens after it are read "
+                         "with the wrong position (a known result of some merges; the "
+                         "values should be rewritten as integers)",
+                         t.name, values->size() - 1, k, (*values)[k]),
+             {t.name}});
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+namespace detail {
+
+std::optional<std::vector<double>> read_small_values(const Checkpoint& ck, const InputFile& file,
+                                                     const TensorInfo& t, uint64_t max_elements) {
   const uint64_t n = t.numel();
-  if (n == 0 || n > kMaxPositions) return std::nullopt;
+  if (n == 0 || n > max_elements) return std::nullopt;
   if (t.storage >= 0 && ck.torch.storages[static_cast<size_t>(t.storage)].deflated)
     return std::nullopt;
   std::vector<double> out(n);
@@ -58,40 +94,7 @@ std::optional<std::vector<double>> read_positions(const Checkpoint& ck, const In
   return out;
 }
 
-void check_position_ids(const Checkpoint& ck, const InputFile* file, Anatomy& a) {
-  for (const Component& c : a.components) {
-    if (c.role != Role::kTextEncoder || c.naming != Naming::kHf) continue;
-    for (size_t i : c.tensors) {
-      const TensorInfo& t = ck.tensors[i];
-      if (!t.name.ends_with("text_model.embeddings.position_ids")) continue;
-      if (is_float(t.dtype))
-        a.defects.push_back(
-            {"position-ids-float",
-             "warning",
-             fmt::format("{} is {}, not an integer type: a merge or conversion cast it; "
-                         "loaders may index with rounded-down values",
-                         t.name, dtype_name(t.dtype)),
-             {t.name}});
-      if (!file) continue;
-      auto values = read_positions(ck, *file, t);
-      if (!values) continue;
-      for (size_t k = 0; k < values->size(); ++k) {
-        if ((*values)[k] == static_cast<double>(k)) continue;
-        a.defects.push_back(
-            {"position-ids-broken",
-             "warning",
-             fmt::format("{} should count 0..{} but entry {} is {}: tokens after it are read "
-                         "with the wrong position (a known result of some merges; the "
-                         "values should be rewritten as integers)",
-                         t.name, values->size() - 1, k, (*values)[k]),
-             {t.name}});
-        break;
-      }
-    }
-  }
-}
-
-}  // namespace
+}  // namespace detail
 
 Anatomy analyze(const Checkpoint& ck, const InputFile* file) {
   Anatomy a = detail::analyze_layout(ck);

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "ckptkit/reader.h"
 #include "ckptkit/scan.h"
@@ -68,6 +69,12 @@ class OpenedInput {
   std::map<int32_t, uint64_t> spill_base_;
   std::optional<InputFile> spill_file_;
 };
+
+/// The values of a small tensor (at most `max_elements`, integer or floating point) as doubles,
+/// read in place; nullopt when it cannot be (a deflated storage, a type that does not cast).
+/// For the few value checks made beside the tensor table: position_ids, noise schedules.
+std::optional<std::vector<double>> read_small_values(const Checkpoint& ck, const InputFile& file,
+                                                     const TensorInfo& t, uint64_t max_elements);
 
 /// The file name without its model extension (.safetensors, .ckpt, .pt, .pth, .bin, .sft):
 /// the default title and base name of outputs.

@@ -3,14 +3,20 @@
 // Values are a pure function of (seed, tensor name, element index) — a counter-based generator
 // — so a file is identical whatever the thread count or chunk size. Scales follow what trained
 // weights look like: matrices ~ N(0, 1/fan_in), biases ~ N(0, 0.02²), norm gains ~ 1 ± 0.02,
-// CLIP position_ids count 0..N-1, EMA decay 0.9999.
+// CLIP position_ids count 0..N-1, EMA decay 0.9999, CLIP logit_scale ln(100). Buffers that the
+// architecture fixes are written with their real values (model/schedule.h): SD1/SD2's DDPM
+// schedule and SD3's flow sigmas, so that loaders which read them (A1111, stable-diffusion.cpp)
+// see a sound model.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "ckptkit/cast.h"
 #include "ckptkit/ops.h"
 #include "io/errors.h"
 #include "model/layouts.h"
+#include "model/schedule.h"
 #include "pipeline/plan.h"
 
 namespace ckptkit {
@@ -38,15 +44,33 @@ bool contains(std::string_view s, std::string_view part) {
   return s.find(part) != std::string_view::npos;
 }
 
-enum class Fill : uint8_t { kNormal, kGain, kConstant, kArange, kCounter };
+enum class Fill : uint8_t { kNormal, kGain, kConstant, kArange, kCounter, kTable };
 
 struct FillRule {
   Fill fill;
-  float scale;  // standard deviation, or the constant
+  float scale;                                                // standard deviation, or the constant
+  std::shared_ptr<const std::vector<float>> table = nullptr;  // kTable: every value
 };
+
+/// The values of a buffer whose contents the architecture fixes, or null.
+std::shared_ptr<const std::vector<float>> fixed_values(const TensorLayout& t) {
+  if (t.shape.size() != 1 || t.shape[0] == 0 || t.shape[0] > 100000) return nullptr;
+  const size_t n = t.shape[0];
+  const auto& names = detail::ddpm_buffer_names();
+  if (std::find(names.begin(), names.end(), t.name) != names.end()) {
+    const auto all = detail::ddpm_buffers(detail::scaled_linear_betas(0.00085, 0.012, n));
+    const std::vector<double>& v = all.find(t.name)->second;
+    return std::make_shared<const std::vector<float>>(v.begin(), v.end());  // to_torch: F32
+  }
+  if (ends_with(t.name, "model_sampling.sigmas"))  // SD3 (ComfyUI), shift 3
+    return std::make_shared<const std::vector<float>>(detail::flow_sigmas(3.0f, n));
+  return nullptr;
+}
 
 FillRule rule_for(const TensorLayout& t) {
   const std::string_view n = t.name;
+  if (is_float(t.dtype))
+    if (auto table = fixed_values(t)) return {Fill::kTable, 0, std::move(table)};
   if (!is_float(t.dtype)) {
     if (ends_with(n, "position_ids")) return {Fill::kArange, 0};
     return {Fill::kCounter, 0};
@@ -96,6 +120,9 @@ class SampleProducer final : public TensorProducer {
       switch (rule_.fill) {
         case Fill::kConstant:
           f[i] = rule_.scale;
+          break;
+        case Fill::kTable:
+          f[i] = (*rule_.table)[idx];
           break;
         case Fill::kGain:
           f[i] = 1.0f + rule_.scale * normal_at(key_, idx);
@@ -174,11 +201,12 @@ Result<RunStats> write_sample(const std::string& layout, const std::string& out_
     plan.tensors.push_back(
         {t.name, out, t.shape,
          std::make_unique<SampleProducer>(t, out, hash_name(t.name, options.seed))});
-    // Sparse: tiny tensors (position ids, scalars) still get their values, so a sparse file
-    // describes a sound model; everything larger is a hole.
+    // Sparse: tiny tensors (position ids, scalars) and the fixed buffers (noise schedules)
+    // still get their values, so a sparse file describes a sound model; the rest is a hole.
     if (options.sparse)
       plan.tensors.back().leave_hole =
-          dtype_bytes(out, shape_numel(t.shape).value_or(0)).value_or(0) > kSparseValueBytes;
+          dtype_bytes(out, shape_numel(t.shape).value_or(0)).value_or(0) > kSparseValueBytes &&
+          !fixed_values(t);
   }
   RunOptions run = options.run;
   if (run.label == RunOptions{}.label) run.label = "generating";

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -17,6 +19,7 @@
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
 #include "io/file.h"
+#include "model/schedule.h"
 #include "ops/input.h"
 
 namespace ckptkit {
@@ -37,6 +40,100 @@ void accumulate(const uint8_t* p, uint64_t n, Stats& s) {
   s.inf += out[1];
   s.zero += out[2];
   s.max_abs_bits = static_cast<uint32_t>(out[3]);
+}
+
+/// What the loaders do with a broken noise schedule (docs/models.md, "Noise-schedule buffers").
+constexpr std::string_view kScheduleConsequence =
+    "A1111/Forge's original-code path samples with the file's schedule (images come out as "
+    "noise); stable-diffusion.cpp ignores an invalid alphas_cumprod with a warning and uses its "
+    "own; ComfyUI computes its own schedule and never reads these buffers";
+
+/// The unit roundoff of a floating-point type: how far a stored value may be from the exact one.
+double unit_roundoff(DType t) {
+  switch (t) {
+    case DType::F64: return std::ldexp(1.0, -53);
+    case DType::F32: return std::ldexp(1.0, -24);
+    case DType::F16: return std::ldexp(1.0, -11);
+    case DType::BF16: return std::ldexp(1.0, -8);
+    default: return std::ldexp(1.0, -3);  // FP8 and the like: only gross damage is visible
+  }
+}
+
+/// SD1/SD2's DDPM buffers, where a file has them (model/schedule.h): alphas_cumprod in (0, 1]
+/// and strictly decreasing, betas in (0, 1), and every buffer equal to what the training code
+/// derives from the file's own betas, within the stored type's rounding.
+void check_schedule(const Checkpoint& ck, const InputFile& file, VerifyReport& r) {
+  const auto& names = detail::ddpm_buffer_names();
+  std::map<std::string, std::vector<double>, std::less<>> values;
+  std::map<std::string, DType, std::less<>> types;
+  for (const TensorInfo& t : ck.tensors) {
+    if (std::find(names.begin(), names.end(), t.name) == names.end()) continue;
+    if (!is_float(t.dtype) || t.shape.size() != 1) continue;
+    auto v = detail::read_small_values(ck, file, t, 100000);
+    if (!v) continue;  // not readable in place: the value pass reports what it finds
+    values.emplace(t.name, std::move(*v));
+    types.emplace(t.name, t.dtype);
+  }
+  auto warn = [&](std::string_view name, std::string what) {
+    r.findings.push_back(
+        {"schedule-invalid", "warning",
+         fmt::format("noise schedule buffer '{}' {}. {}", name, what, kScheduleConsequence),
+         std::string(name), UINT64_MAX});
+  };
+  // Values outside the range a probability product can take, or out of order.
+  auto in_range = [&](std::string_view name, bool closed_top) {
+    auto it = values.find(name);
+    if (it == values.end()) return false;
+    const std::vector<double>& v = it->second;
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!(v[i] > 0 && (closed_top ? v[i] <= 1 : v[i] < 1)) && bad++ == 0) first = i;
+    if (bad > 0) {
+      warn(name, fmt::format("has {} of {} values outside {} (the first at index {}: {})", bad,
+                             v.size(), closed_top ? "(0, 1]" : "(0, 1)", first, v[first]));
+      return false;
+    }
+    return true;
+  };
+  if (in_range("alphas_cumprod", true)) {
+    const std::vector<double>& a = values.find("alphas_cumprod")->second;
+    // Strictly decreasing; in F16/BF16 neighbours near 1 can round to the same value (the
+    // smallest real step, about 0.00085, is below two roundoffs), so there equal is allowed.
+    const bool strict = 2 * unit_roundoff(types.find("alphas_cumprod")->second) < 0.0008;
+    for (size_t i = 1; i < a.size(); ++i)
+      if (strict ? !(a[i] < a[i - 1]) : !(a[i] <= a[i - 1])) {
+        warn("alphas_cumprod", fmt::format("is not {}decreasing: index {} holds {} after {}",
+                                           strict ? "strictly " : "", i, a[i], a[i - 1]));
+        break;
+      }
+  }
+  if (!in_range("betas", false)) return;
+  const std::vector<double>& betas = values.find("betas")->second;
+  double sum = 0;
+  for (double b : betas) sum += b;
+  const auto expected = detail::ddpm_buffers(betas);
+  for (std::string_view name : names) {
+    auto got = values.find(name);
+    if (got == values.end() || name == "betas") continue;
+    const std::vector<double>& e = expected.find(name)->second;
+    if (got->second.size() != e.size()) {
+      warn(name, fmt::format("has {} values but betas has {}", got->second.size(), e.size()));
+      continue;
+    }
+    // The file's values were rounded once from double; the betas they are checked against
+    // were rounded too, which moves the products by about Σβ roundoffs.
+    const double tol = 8 * unit_roundoff(types.find(name)->second) * (2 + sum);
+    double scale = 0;
+    for (double x : e) scale = std::max(scale, std::abs(x));
+    for (size_t i = 0; i < e.size(); ++i) {
+      const double x = got->second[i];
+      if (std::abs(x - e[i]) <= tol * (std::abs(e[i]) + 1e-3 * scale)) continue;
+      warn(name, fmt::format("does not follow from betas: index {} holds {}, the training "
+                             "code's formula gives {}",
+                             i, x, e[i]));
+      break;
+    }
+  }
 }
 
 float from_bits(uint32_t b) {
@@ -216,6 +313,7 @@ VerifyReport verify_file(const std::string& path, const VerifyOptions& options) 
   for (const Defect& d : a.defects)
     r.findings.push_back(
         {d.code, d.severity, d.message, d.tensors.empty() ? "" : d.tensors[0], UINT64_MAX});
+  check_schedule(ck, *file, r);
   // 3b. Hashes the metadata claims (kohya's sshs_*, ModelSpec's hash_sha256): one more read,
   // only for files that carry them.
   if (ck.metadata.count("sshs_model_hash") || ck.metadata.count("sshs_legacy_hash") ||
