@@ -11,21 +11,23 @@ namespace ckptkit {
 namespace {
 
 // writer_rank: the order of the reference writer's Dtype enum (safetensors, Rust), which sorts
-// tensors by it descending, then by name. It is by alignment, largest last.
+// tensors by it descending, then by name. It is by alignment, largest last. The last three
+// fields where given: elements and bytes per block, and ggml's type id (ggml.h, ggml-common.h)
+// for the types GGUF files hold.
 constexpr std::array<DTypeInfo, kDTypeCount> kInfos = {{
     {DType::BOOL, "BOOL", 8, DTypeKind::kBool, true, 0},
     {DType::U8, "U8", 8, DTypeKind::kUnsigned, true, 4},
-    {DType::I8, "I8", 8, DTypeKind::kSigned, true, 5},
+    {DType::I8, "I8", 8, DTypeKind::kSigned, true, 5, 1, 0, 24},
     {DType::U16, "U16", 16, DTypeKind::kUnsigned, true, 10},
-    {DType::I16, "I16", 16, DTypeKind::kSigned, true, 9},
+    {DType::I16, "I16", 16, DTypeKind::kSigned, true, 9, 1, 0, 25},
     {DType::U32, "U32", 32, DTypeKind::kUnsigned, true, 14},
-    {DType::I32, "I32", 32, DTypeKind::kSigned, true, 13},
+    {DType::I32, "I32", 32, DTypeKind::kSigned, true, 13, 1, 0, 26},
     {DType::U64, "U64", 64, DTypeKind::kUnsigned, true, 19},
-    {DType::I64, "I64", 64, DTypeKind::kSigned, true, 18},
-    {DType::F16, "F16", 16, DTypeKind::kFloat, true, 11},
-    {DType::BF16, "BF16", 16, DTypeKind::kFloat, true, 12},
-    {DType::F32, "F32", 32, DTypeKind::kFloat, true, 15},
-    {DType::F64, "F64", 64, DTypeKind::kFloat, true, 17},
+    {DType::I64, "I64", 64, DTypeKind::kSigned, true, 18, 1, 0, 27},
+    {DType::F16, "F16", 16, DTypeKind::kFloat, true, 11, 1, 0, 1},
+    {DType::BF16, "BF16", 16, DTypeKind::kFloat, true, 12, 1, 0, 30},
+    {DType::F32, "F32", 32, DTypeKind::kFloat, true, 15, 1, 0, 0},
+    {DType::F64, "F64", 64, DTypeKind::kFloat, true, 17, 1, 0, 28},
     {DType::F8_E4M3, "F8_E4M3", 8, DTypeKind::kFloat, true, 7},
     {DType::F8_E5M2, "F8_E5M2", 8, DTypeKind::kFloat, true, 6},
     {DType::F8_E8M0, "F8_E8M0", 8, DTypeKind::kFloat, false, 8},
@@ -33,7 +35,21 @@ constexpr std::array<DTypeInfo, kDTypeCount> kInfos = {{
     {DType::F6_E3M2, "F6_E3M2", 6, DTypeKind::kFloat, false, 3},
     {DType::F4, "F4", 4, DTypeKind::kFloat, false, 1},
     {DType::C64, "C64", 64, DTypeKind::kComplex, false, 16},
+    // ggml block types: elements per block, bytes per block, ggml type id (ggml-common.h).
+    {DType::Q4_0, "Q4_0", 0, DTypeKind::kQuantized, false, 0, 32, 18, 2},
+    {DType::Q4_1, "Q4_1", 0, DTypeKind::kQuantized, false, 0, 32, 20, 3},
+    {DType::Q5_0, "Q5_0", 0, DTypeKind::kQuantized, false, 0, 32, 22, 6},
+    {DType::Q5_1, "Q5_1", 0, DTypeKind::kQuantized, false, 0, 32, 24, 7},
+    {DType::Q8_0, "Q8_0", 0, DTypeKind::kQuantized, false, 0, 32, 34, 8},
+    {DType::Q2_K, "Q2_K", 0, DTypeKind::kQuantized, false, 0, 256, 84, 10},
+    {DType::Q3_K, "Q3_K", 0, DTypeKind::kQuantized, false, 0, 256, 110, 11},
+    {DType::Q4_K, "Q4_K", 0, DTypeKind::kQuantized, false, 0, 256, 144, 12},
+    {DType::Q5_K, "Q5_K", 0, DTypeKind::kQuantized, false, 0, 256, 176, 13},
+    {DType::Q6_K, "Q6_K", 0, DTypeKind::kQuantized, false, 0, 256, 210, 14},
+    {DType::IQ4_NL, "IQ4_NL", 0, DTypeKind::kQuantized, false, 0, 32, 18, 20},
+    {DType::IQ4_XS, "IQ4_XS", 0, DTypeKind::kQuantized, false, 0, 256, 136, 23},
 }};
+
 
 }  // namespace
 
@@ -43,12 +59,26 @@ std::span<const DTypeInfo> all_dtypes() { return kInfos; }
 
 std::optional<DType> parse_dtype(std::string_view name) {
   for (const DTypeInfo& info : kInfos)
-    if (info.name == name) return info.dtype;
+    if (info.name == name && info.kind != DTypeKind::kQuantized) return info.dtype;
+  return std::nullopt;
+}
+
+std::optional<DType> dtype_from_ggml(uint32_t id) {
+  for (const DTypeInfo& info : kInfos)
+    if (info.ggml_type >= 0 && static_cast<uint32_t>(info.ggml_type) == id) return info.dtype;
   return std::nullopt;
 }
 
 std::optional<uint64_t> dtype_bytes(DType t, uint64_t count) {
-  uint64_t bits = dtype_info(t).bits;
+  const DTypeInfo& info = dtype_info(t);
+  if (info.kind == DTypeKind::kQuantized) {
+    uint64_t total;
+    if (count % info.block != 0 || __builtin_mul_overflow(count / info.block, info.block_bytes,
+                                                         &total))
+      return std::nullopt;
+    return total;
+  }
+  uint64_t bits = info.bits;
   uint64_t total;
   if (__builtin_mul_overflow(count, bits, &total)) return std::nullopt;
   if (total % 8 != 0) return std::nullopt;
