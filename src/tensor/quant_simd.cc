@@ -1,0 +1,450 @@
+// SIMD kernels for the reference K-quant quantizers: the group steps of Q4_K/Q5_K and Q2_K
+// (ggml's make_qkx2_quants) and of Q6_K (make_qx_quants), one group per SIMD lane, and the
+// requantization shared by the K-quants. Each lane performs exactly the scalar sequence of IEEE
+// float operations of quant.cc (same association, no fused multiply-add: this file is compiled
+// with -ffp-contract=off and Highway's Mul/Add/Div/Sqrt are correctly rounded), and the scalar
+// branches become per-lane selects, so the result is bit-identical to the scalar code on every
+// target. The group steps run lanes across independent groups, never along one group's
+// elements, because vectorizing a sum would change its order of additions; the requantization
+// has no sums, so it runs along the elements.
+#include <cstring>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/tensor/quant_simd.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include "tensor/quant_simd.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace ckptkit {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
+
+// Copies `nb` groups of kGroup floats into lanes: element i of lane g at [i * N + g]; lanes past
+// nb get zeros (a degenerate group whose results are discarded).
+template <size_t kGroup>
+HWY_INLINE void transpose_in(const float* HWY_RESTRICT x, size_t nb, size_t N,
+                             float* HWY_RESTRICT xt) {
+  for (size_t g = 0; g < nb; ++g)
+    for (size_t i = 0; i < kGroup; ++i) xt[i * N + g] = x[g * kGroup + i];
+  for (size_t g = nb; g < N; ++g)
+    for (size_t i = 0; i < kGroup; ++i) xt[i * N + g] = 0.0f;
+}
+
+// make_qkx2_quants(kGroup, nmax, x, weights, L, &min, Laux, rmin, rdelta, nstep, use_mad) on
+// `ngroups` contiguous groups, with the weights of the caller: Q4_K/Q5_K (kQ2 false) use
+// av_x + |x| with av_x = sqrt(sum x^2 / 32) and squared errors; Q2_K (kQ2 true) uses |x| and
+// absolute errors.
+template <size_t kGroup, bool kQ2>
+void QkxGroups(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin, float rdelta,
+               int nstep, float* HWY_RESTRICT scales, float* HWY_RESTRICT mins,
+               uint8_t* HWY_RESTRICT L) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  using VF = hn::Vec<decltype(df)>;
+  using VI = hn::Vec<decltype(di)>;
+  const size_t N = hn::Lanes(df);
+
+  // Element i of lane g at [i * N + g].
+  alignas(64) float xt[kGroup * kMaxLanes];
+  alignas(64) float wt[kGroup * kMaxLanes];
+  alignas(64) float xmin[kGroup * kMaxLanes];  // x - min for the current min
+  // Levels as floats (small integers, exact): what the error sums use.
+  alignas(64) float lbest[kGroup * kMaxLanes];
+  alignas(64) float laux[kGroup * kMaxLanes];
+  alignas(64) float out_scale[kMaxLanes];
+  alignas(64) float out_min[kMaxLanes];
+
+  const VI vnmax = hn::Set(di, nmax);
+  const VI vzero_i = hn::Zero(di);
+  const VF vzero = hn::Zero(df);
+  const VF magic = hn::Set(df, 12582912.f);
+  const VI mant = hn::Set(di, 0x007fffff);
+  const VI half = hn::Set(di, 0x00400000);
+  // ggml's nearest_int, clamped to [0, nmax] as MAX(0, MIN(nmax, l)), as a float.
+  auto level = [&](VF v) {
+    const VI i = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
+    return hn::ConvertTo(df, hn::Max(hn::Min(i, vnmax), vzero_i));
+  };
+  auto update_xmin = [&](VF min) {
+    for (size_t i = 0; i < kGroup; ++i)
+      hn::Store(hn::Sub(hn::Load(df, xt + i * N), min), df, xmin + i * N);
+  };
+
+  for (size_t g0 = 0; g0 < ngroups; g0 += N) {
+    const size_t nb = ngroups - g0 < N ? ngroups - g0 : N;
+    transpose_in<kGroup>(x + g0 * kGroup, nb, N, xt);
+
+    if constexpr (kQ2) {
+      for (size_t i = 0; i < kGroup; ++i)
+        hn::Store(hn::Abs(hn::Load(df, xt + i * N)), df, wt + i * N);
+    } else {
+      VF sum_x2 = vzero;
+      for (size_t i = 0; i < kGroup; ++i) {
+        const VF xi = hn::Load(df, xt + i * N);
+        sum_x2 = hn::Add(sum_x2, hn::Mul(xi, xi));
+      }
+      const VF av_x = hn::Sqrt(hn::Div(sum_x2, hn::Set(df, 32.0f)));
+      for (size_t i = 0; i < kGroup; ++i)
+        hn::Store(hn::Add(av_x, hn::Abs(hn::Load(df, xt + i * N))), df, wt + i * N);
+    }
+    // The error of one element: |diff| (Q2_K) or diff^2.
+    auto err = [](VF diff) {
+      if constexpr (kQ2) {
+        return hn::Abs(diff);
+      } else {
+        return hn::Mul(diff, diff);
+      }
+    };
+
+    VF min = hn::Load(df, xt);
+    VF max = min;
+    VF sum_w = hn::Load(df, wt);
+    VF sum_x = hn::Mul(sum_w, min);
+    for (size_t i = 1; i < kGroup; ++i) {
+      const VF xi = hn::Load(df, xt + i * N);
+      min = hn::IfThenElse(hn::Lt(xi, min), xi, min);
+      max = hn::IfThenElse(hn::Gt(xi, max), xi, max);
+      const VF w = hn::Load(df, wt + i * N);
+      sum_w = hn::Add(sum_w, w);
+      sum_x = hn::Add(sum_x, hn::Mul(w, xi));
+    }
+    min = hn::IfThenElse(hn::Gt(min, vzero), vzero, min);
+    const auto active = hn::Not(hn::Eq(max, min));  // ggml returns early where max == min
+
+    const VF iscale0 = hn::Div(hn::Set(df, static_cast<float>(nmax)), hn::Sub(max, min));
+    VF scale = hn::Div(hn::Set(df, 1.0f), iscale0);
+    VF best_error = vzero;
+    update_xmin(min);
+    for (size_t i = 0; i < kGroup; ++i) {
+      const VF xi = hn::Load(df, xt + i * N);
+      const VF lf = level(hn::Mul(iscale0, hn::Load(df, xmin + i * N)));
+      hn::Store(lf, df, lbest + i * N);
+      VF diff = hn::Sub(hn::Add(hn::Mul(scale, lf), min), xi);
+      diff = err(diff);
+      best_error = hn::Add(best_error, hn::Mul(hn::Load(df, wt + i * N), diff));
+    }
+    for (int is = 0; is <= nstep; ++is) {
+      const float num = rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax);
+      // `min` is the best candidate's so far, as in ggml (which updates it inside the loop).
+      const VF iscale = hn::Div(hn::Set(df, num), hn::Sub(max, min));
+      VF sum_l = vzero, sum_l2 = vzero, sum_xl = vzero;
+      for (size_t i = 0; i < kGroup; ++i) {
+        const VF xi = hn::Load(df, xt + i * N);
+        const VF lf = level(hn::Mul(iscale, hn::Load(df, xmin + i * N)));
+        hn::Store(lf, df, laux + i * N);
+        const VF w = hn::Load(df, wt + i * N);
+        const VF wl = hn::Mul(w, lf);
+        sum_l = hn::Add(sum_l, wl);
+        sum_l2 = hn::Add(sum_l2, hn::Mul(wl, lf));
+        sum_xl = hn::Add(sum_xl, hn::Mul(wl, xi));
+      }
+      const VF D = hn::Sub(hn::Mul(sum_w, sum_l2), hn::Mul(sum_l, sum_l));
+      const auto d_pos = hn::Gt(D, vzero);
+      if (hn::AllFalse(df, hn::And(d_pos, active))) continue;
+      VF this_scale = hn::Div(hn::Sub(hn::Mul(sum_w, sum_xl), hn::Mul(sum_x, sum_l)), D);
+      VF this_min = hn::Div(hn::Sub(hn::Mul(sum_l2, sum_x), hn::Mul(sum_l, sum_xl)), D);
+      const auto min_pos = hn::Gt(this_min, vzero);
+      this_min = hn::IfThenElse(min_pos, vzero, this_min);
+      this_scale = hn::IfThenElse(min_pos, hn::Div(sum_xl, sum_l2), this_scale);
+      VF cur_error = vzero;
+      for (size_t i = 0; i < kGroup; ++i) {
+        const VF xi = hn::Load(df, xt + i * N);
+        const VF lf = hn::Load(df, laux + i * N);
+        VF diff = hn::Sub(hn::Add(hn::Mul(this_scale, lf), this_min), xi);
+        diff = err(diff);
+        cur_error = hn::Add(cur_error, hn::Mul(hn::Load(df, wt + i * N), diff));
+      }
+      const auto take = hn::And(hn::And(d_pos, active), hn::Lt(cur_error, best_error));
+      if (hn::AllFalse(df, take)) continue;
+      for (size_t i = 0; i < kGroup; ++i)
+        hn::Store(hn::IfThenElse(take, hn::Load(df, laux + i * N), hn::Load(df, lbest + i * N)), df,
+                  lbest + i * N);
+      best_error = hn::IfThenElse(take, cur_error, best_error);
+      scale = hn::IfThenElse(take, this_scale, scale);
+      min = hn::IfThenElse(take, this_min, min);
+      update_xmin(min);
+    }
+    hn::Store(hn::IfThenElseZero(active, scale), df, out_scale);
+    hn::Store(hn::Neg(min), df, out_min);
+    for (size_t i = 0; i < kGroup; ++i)
+      hn::Store(hn::IfThenElseZero(active, hn::Load(df, lbest + i * N)), df, lbest + i * N);
+
+    for (size_t g = 0; g < nb; ++g) {
+      scales[g0 + g] = out_scale[g];
+      mins[g0 + g] = out_min[g];
+      for (size_t i = 0; i < kGroup; ++i)
+        L[(g0 + g) * kGroup + i] = static_cast<uint8_t>(lbest[i * N + g]);
+    }
+  }
+}
+
+void Qkx2Groups32(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin, float rdelta,
+                  int nstep, float* HWY_RESTRICT scales, float* HWY_RESTRICT mins,
+                  uint8_t* HWY_RESTRICT L) {
+  QkxGroups<32, false>(x, ngroups, nmax, rmin, rdelta, nstep, scales, mins, L);
+}
+
+void Qkx2Groups16Q2(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin, float rdelta,
+                    int nstep, float* HWY_RESTRICT scales, float* HWY_RESTRICT mins,
+                    uint8_t* HWY_RESTRICT L) {
+  QkxGroups<16, true>(x, ngroups, nmax, rmin, rdelta, nstep, scales, mins, L);
+}
+
+// Q6_K reference: make_qx_quants(16, 32, x, L, rmse_type = 1, NULL) on `ngroups` contiguous
+// groups of 16 (weights x^2), writing scales[g] and the levels l + 32.
+void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRICT scales,
+                  uint8_t* HWY_RESTRICT L) {
+  constexpr size_t kGroup = 16;
+  constexpr int nmax = 32;
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  using VF = hn::Vec<decltype(df)>;
+  using VI = hn::Vec<decltype(di)>;
+  const size_t N = hn::Lanes(df);
+
+  alignas(64) float xt[kGroup * kMaxLanes];
+  alignas(64) float wt[kGroup * kMaxLanes];   // w = x * x
+  alignas(64) float wxt[kGroup * kMaxLanes];  // w * x
+  alignas(64) float lbest[kGroup * kMaxLanes];
+  alignas(64) float out_scale[kMaxLanes];
+
+  const VF vzero = hn::Zero(df);
+  const VF magic = hn::Set(df, 12582912.f);
+  const VI mant = hn::Set(di, 0x007fffff);
+  const VI half = hn::Set(di, 0x00400000);
+  const VI lo = hn::Set(di, -nmax);
+  const VI hi = hn::Set(di, nmax - 1);
+  // nearest_int clamped as MAX(-nmax, MIN(nmax-1, l)), as a float.
+  auto level = [&](VF v) {
+    const VI i = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
+    return hn::ConvertTo(df, hn::Max(hn::Min(i, hi), lo));
+  };
+
+  for (size_t g0 = 0; g0 < ngroups; g0 += N) {
+    const size_t nb = ngroups - g0 < N ? ngroups - g0 : N;
+    transpose_in<kGroup>(x + g0 * kGroup, nb, N, xt);
+
+    VF max = vzero;
+    VF amax = vzero;
+    for (size_t i = 0; i < kGroup; ++i) {
+      const VF xi = hn::Load(df, xt + i * N);
+      const VF ax = hn::Abs(xi);
+      const auto bigger = hn::Gt(ax, amax);
+      amax = hn::IfThenElse(bigger, ax, amax);
+      max = hn::IfThenElse(bigger, xi, max);
+      const VF w = hn::Mul(xi, xi);
+      hn::Store(w, df, wt + i * N);
+      hn::Store(hn::Mul(w, xi), df, wxt + i * N);
+    }
+    // ggml returns 0 with all levels 0 where amax < GROUP_MAX_EPS.
+    const auto active = hn::Not(hn::Lt(amax, hn::Set(df, 1e-15f)));
+
+    VF iscale = hn::Div(hn::Set(df, static_cast<float>(-nmax)), max);
+    VF sumlx = vzero, suml2 = vzero;
+    for (size_t i = 0; i < kGroup; ++i) {
+      const VF lf = level(hn::Mul(iscale, hn::Load(df, xt + i * N)));
+      hn::Store(lf, df, lbest + i * N);
+      sumlx = hn::Add(sumlx, hn::Mul(hn::Load(df, wxt + i * N), lf));
+      suml2 = hn::Add(suml2, hn::Mul(hn::Mul(hn::Load(df, wt + i * N), lf), lf));
+    }
+    // `suml2 ? sumlx/suml2 : 0`: NaN counts as true.
+    VF scale = hn::IfThenElse(hn::Eq(suml2, vzero), vzero, hn::Div(sumlx, suml2));
+    VF best = hn::Mul(scale, sumlx);
+    // The 18 tries' sums do not depend on one another (only the choice among them is
+    // sequential), so they are computed two at a time, which halves the dependency chains;
+    // the choices are then made in ggml's order.
+    constexpr int kTries[18] = {-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    for (int t = 0; t < 18; t += 2) {
+      VF isc[2], slx[2], sl2[2];
+      for (int k = 0; k < 2; ++k) {
+        const float num = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(kTries[t + k]));
+        isc[k] = hn::Div(hn::Set(df, num), max);
+        slx[k] = sl2[k] = vzero;
+      }
+      for (size_t i = 0; i < kGroup; ++i) {
+        const VF xi = hn::Load(df, xt + i * N);
+        const VF wx = hn::Load(df, wxt + i * N);
+        const VF w = hn::Load(df, wt + i * N);
+        const VF l0 = level(hn::Mul(isc[0], xi));
+        const VF l1 = level(hn::Mul(isc[1], xi));
+        slx[0] = hn::Add(slx[0], hn::Mul(wx, l0));
+        slx[1] = hn::Add(slx[1], hn::Mul(wx, l1));
+        sl2[0] = hn::Add(sl2[0], hn::Mul(hn::Mul(w, l0), l0));
+        sl2[1] = hn::Add(sl2[1], hn::Mul(hn::Mul(w, l1), l1));
+      }
+      for (int k = 0; k < 2; ++k) {
+        const auto take =
+            hn::And(hn::Gt(sl2[k], vzero), hn::Gt(hn::Mul(slx[k], slx[k]), hn::Mul(best, sl2[k])));
+        if (hn::AllFalse(df, take)) continue;
+        // Like ggml, recompute the levels of a new best (rarer than computing the sums).
+        for (size_t i = 0; i < kGroup; ++i) {
+          const VF lf = level(hn::Mul(isc[k], hn::Load(df, xt + i * N)));
+          hn::Store(hn::IfThenElse(take, lf, hn::Load(df, lbest + i * N)), df, lbest + i * N);
+        }
+        scale = hn::IfThenElse(take, hn::Div(slx[k], sl2[k]), scale);
+        best = hn::IfThenElse(take, hn::Mul(scale, slx[k]), best);
+      }
+    }
+    hn::Store(hn::IfThenElseZero(active, scale), df, out_scale);
+    const VF offset = hn::Set(df, static_cast<float>(nmax));
+    for (size_t i = 0; i < kGroup; ++i)
+      hn::Store(hn::IfThenElseZero(active, hn::Add(hn::Load(df, lbest + i * N), offset)), df,
+                lbest + i * N);
+    for (size_t g = 0; g < nb; ++g) {
+      scales[g0 + g] = out_scale[g];
+      for (size_t i = 0; i < kGroup; ++i)
+        L[(g0 + g) * kGroup + i] = static_cast<uint8_t>(lbest[i * N + g]);
+    }
+  }
+}
+
+// The requantization step shared by the K-quants: for each group j with d[j] != 0,
+// L = MAX(lo, MIN(hi, nearest_int((x + dm[j]) / d[j]))) + offset (x / d[j] when dm is null);
+// groups with d[j] == 0 keep their levels. Lanes run along a group's elements: every element is
+// independent here, so this is exact too.
+void RequantGroups(const float* HWY_RESTRICT x, size_t ngroups, size_t group,
+                   const float* HWY_RESTRICT d, const float* HWY_RESTRICT dm, int lo, int hi,
+                   int offset, uint8_t* HWY_RESTRICT L) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  using VI = hn::Vec<decltype(di)>;
+  const size_t N = hn::Lanes(df);
+  const auto magic = hn::Set(df, 12582912.f);
+  const VI mant = hn::Set(di, 0x007fffff);
+  const VI half = hn::Set(di, 0x00400000);
+  const VI vlo = hn::Set(di, lo);
+  const VI vhi = hn::Set(di, hi);
+  const VI voff = hn::Set(di, offset);
+  alignas(64) int32_t tmp[kMaxLanes];
+  for (size_t j = 0; j < ngroups; ++j) {
+    if (d[j] == 0.0f) continue;
+    const float* xg = x + j * group;
+    uint8_t* lg = L + j * group;
+    size_t i = 0;
+    if (group % N == 0) {
+      const auto vd = hn::Set(df, d[j]);
+      const auto vdm = hn::Set(df, dm ? dm[j] : 0.0f);
+      for (; i < group; i += N) {
+        auto v = hn::LoadU(df, xg + i);
+        if (dm) v = hn::Add(v, vdm);
+        v = hn::Div(v, vd);
+        const VI l = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
+        hn::Store(hn::Add(hn::Max(hn::Min(l, vhi), vlo), voff), di, tmp);
+        for (size_t k = 0; k < N; ++k) lg[i + k] = static_cast<uint8_t>(tmp[k]);
+      }
+    }
+    for (; i < group; ++i) {  // targets whose vectors do not divide the group
+      const float v = (dm ? xg[i] + dm[j] : xg[i]) / d[j];
+      const float m = v + 12582912.f;
+      int32_t b;
+      std::memcpy(&b, &m, 4);
+      int l = (b & 0x007fffff) - 0x00400000;
+      l = l < hi ? l : hi;
+      l = l > lo ? l : lo;
+      lg[i] = static_cast<uint8_t>(l + offset);
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace ckptkit
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "tensor/dispatch.h"
+
+namespace ckptkit::detail {
+namespace {
+
+using QkxFn = void (*)(const float*, size_t, int, float, float, int, float*, float*, uint8_t*);
+
+struct QuantKernels {
+  const char* name;
+  QkxFn qkx2_groups32;                                            // Q4_K/Q5_K
+  QkxFn qkx2_groups16_q2;                                         // Q2_K
+  void (*qx32_groups16)(const float*, size_t, float*, uint8_t*);  // Q6_K
+  void (*requant_groups)(const float*, size_t, size_t, const float*, const float*, int, int, int,
+                         uint8_t*);
+  bool (*supported)();
+};
+
+#define CKPT_QUANT_KERNELS(NS) \
+  &NS::Qkx2Groups32, &NS::Qkx2Groups16Q2, &NS::Qx32Groups16, &NS::RequantGroups
+
+// Best first; the same targets and CPU checks as the cast kernels (src/tensor/cast.cc).
+const QuantKernels kQuantKernels[] = {
+#if (HWY_TARGETS & HWY_AVX3) && HWY_STATIC_TARGET != HWY_AVX3
+    {"AVX3", CKPT_QUANT_KERNELS(N_AVX3),
+     [] {
+       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+     }},
+#endif
+#if (HWY_TARGETS & HWY_AVX2) && HWY_STATIC_TARGET != HWY_AVX2
+    {"AVX2", CKPT_QUANT_KERNELS(N_AVX2),
+     [] {
+       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+              __builtin_cpu_supports("bmi2");
+     }},
+#endif
+#if (HWY_TARGETS & HWY_SSE4) && HWY_STATIC_TARGET != HWY_SSE4
+    {"SSE4", CKPT_QUANT_KERNELS(N_SSE4),
+     [] {
+       return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul") &&
+              __builtin_cpu_supports("aes");
+     }},
+#endif
+#if (HWY_TARGETS & HWY_SSSE3) && HWY_STATIC_TARGET != HWY_SSSE3
+    {"SSSE3", CKPT_QUANT_KERNELS(N_SSSE3), [] { return __builtin_cpu_supports("ssse3") != 0; }},
+#endif
+    {"baseline", &HWY_STATIC_DISPATCH(Qkx2Groups32), &HWY_STATIC_DISPATCH(Qkx2Groups16Q2),
+     &HWY_STATIC_DISPATCH(Qx32Groups16), &HWY_STATIC_DISPATCH(RequantGroups), [] { return true; }},
+    // The plain scalar code of quant.cc, for tests and as the definition of the result.
+    {"scalar", nullptr, nullptr, nullptr, nullptr, [] { return true; }},
+};
+#undef CKPT_QUANT_KERNELS
+
+KernelChoice<QuantKernels> g_quant_choice{kQuantKernels};
+
+}  // namespace
+
+bool qkx2_groups32_simd(const float* x, size_t ngroups, int nmax, float rmin, float rdelta,
+                        int nstep, float* scales, float* mins, uint8_t* L) {
+  const QuantKernels& k = g_quant_choice.get();
+  if (k.qkx2_groups32 == nullptr) return false;
+  k.qkx2_groups32(x, ngroups, nmax, rmin, rdelta, nstep, scales, mins, L);
+  return true;
+}
+
+bool qkx2_groups16_q2_simd(const float* x, size_t ngroups, float* scales, float* mins, uint8_t* L) {
+  const QuantKernels& k = g_quant_choice.get();
+  if (k.qkx2_groups16_q2 == nullptr) return false;
+  k.qkx2_groups16_q2(x, ngroups, 3, -0.5f, 0.1f, 15, scales, mins, L);
+  return true;
+}
+
+bool qx32_groups16_simd(const float* x, size_t ngroups, float* scales, uint8_t* L) {
+  const QuantKernels& k = g_quant_choice.get();
+  if (k.qx32_groups16 == nullptr) return false;
+  k.qx32_groups16(x, ngroups, scales, L);
+  return true;
+}
+
+bool requantize_groups_simd(const float* x, size_t ngroups, size_t group, const float* d,
+                            const float* dm, int lo, int hi, int offset, uint8_t* L) {
+  const QuantKernels& k = g_quant_choice.get();
+  if (k.requant_groups == nullptr) return false;
+  k.requant_groups(x, ngroups, group, d, dm, lo, hi, offset, L);
+  return true;
+}
+
+std::vector<std::string> quant_simd_targets() { return g_quant_choice.names(); }
+
+bool select_quant_simd_target(std::string_view name) { return g_quant_choice.select(name); }
+
+}  // namespace ckptkit::detail
+#endif  // HWY_ONCE
