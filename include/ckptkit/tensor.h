@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ckptkit/dtype.h"
+#include "ckptkit/gguf_types.h"
 
 namespace ckptkit {
 
@@ -85,6 +86,7 @@ enum class FileFormat : uint8_t {
   kSafetensors,
   kTorchZip,     ///< torch.save since PyTorch 1.6: a zip holding data.pkl and data/<key>
   kTorchLegacy,  ///< torch.save before 1.6 (_use_new_zipfile_serialization=False)
+  kGguf,         ///< GGUF v2/v3 (ggml): typed key-value pairs, then tensor infos, then data
 };
 
 std::string_view format_name(FileFormat f);
@@ -96,11 +98,13 @@ struct Checkpoint {
   uint64_t file_size = 0;
   uint64_t header_size = 0;  ///< bytes of the header (the JSON, for safetensors)
   uint64_t data_offset = 0;  ///< absolute file offset of the data section
-  /// safetensors: in data order (ascending `begin`); PyTorch: in state-dict order.
+  /// safetensors: in data order (ascending `begin`); PyTorch: in state-dict order; GGUF: in
+  /// tensor-info order (the data order of files ggml writes).
   std::vector<TensorInfo> tensors;
   std::map<std::string, std::string> metadata;
   HeaderQuirks quirks;
   TorchDetails torch;  ///< PyTorch formats only
+  GgufDetails gguf;    ///< GGUF only
 
   uint64_t parameter_count() const;
   const TensorInfo* find(std::string_view name) const;

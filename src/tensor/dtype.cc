@@ -109,6 +109,8 @@ std::string_view format_name(FileFormat f) {
       return "torch-zip";
     case FileFormat::kTorchLegacy:
       return "torch-legacy";
+    case FileFormat::kGguf:
+      return "gguf";
   }
   return "unknown";
 }

@@ -21,6 +21,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "formats/gguf/reader.h"
 #include "formats/safetensors/internal.h"
 #include "formats/sniff.h"
 #include "io/errors.h"
@@ -813,6 +814,10 @@ Result<Checkpoint> read_checkpoint(const InputFile& file, const ReadLimits& limi
       return read_torch_zip(file, limits);
     case Sniffed::kPickle:
       return read_torch_legacy(file, limits);
+    case Sniffed::kGguf: {
+      FileSource source(file);
+      return read_gguf(source, limits.gguf);
+    }
     default:
       return read_safetensors(file, limits.safetensors);
   }

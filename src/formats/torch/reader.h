@@ -18,7 +18,7 @@ Result<Checkpoint> read_torch_zip(const InputFile& file, const zip::Archive& arc
 /// Reads a pre-1.6 torch.save stream (FileFormat::kTorchLegacy).
 Result<Checkpoint> read_torch_legacy(const InputFile& file, const ReadLimits& limits);
 
-/// Sniffs and dispatches (safetensors, torch-zip, torch-legacy).
+/// Sniffs and dispatches (safetensors, torch-zip, torch-legacy, gguf).
 Result<Checkpoint> read_checkpoint(const InputFile& file, const ReadLimits& limits);
 
 /// The `data.pkl` entry of a torch archive (`<root>/data.pkl`, root = one folder), or nullptr.
