@@ -44,6 +44,12 @@ struct RunStats {
 
 // --- convert -------------------------------------------------------------------------------
 
+/// `convert … -o OUT.gguf --quant TYPE [--target comfyui|sdcpp]` (docs/gguf.md).
+struct GgufConvertOptions {
+  std::string quant;               ///< f32, f16, bf16, q8_0, q6_k, q5_k_m, … q2_k
+  std::string target = "comfyui";  ///< comfyui or sdcpp
+};
+
 struct ConvertOptions {
   /// Target type for floating-point tensors; nullopt keeps every dtype. Integer and bool
   /// tensors (e.g. CLIP's position_ids) are never cast.
@@ -55,6 +61,8 @@ struct ConvertOptions {
   bool allow_dangerous = false;
   /// The scan verdict of the input when the caller has it already (it is not scanned again).
   std::optional<Verdict> verdict;
+  /// Set: write a GGUF file (`dtype` is then not used).
+  std::optional<GgufConvertOptions> gguf;
 };
 
 struct ConvertReport {
@@ -69,6 +77,12 @@ struct ConvertReport {
   uint64_t other_entries = 0;         ///< top-level entries besides the state dict (dropped)
   std::string state_dict_key;         ///< where the tensors were found
   std::optional<Verdict> verdict;     ///< the scan verdict
+  // GGUF outputs:
+  std::string gguf_architecture;                       ///< general.architecture written ("" none)
+  std::map<std::string, uint64_t> gguf_types;          ///< stored type name -> tensor count
+  uint64_t gguf_reshaped = 0;                          ///< tensors stored as rows of 256
+  std::map<std::string, uint64_t> gguf_not_quantized;  ///< reason -> tensor count
+  std::vector<std::string> notes;                      ///< what the user should know
 };
 
 Result<ConvertReport> convert_file(const std::string& in_path, const std::string& out_path,

@@ -13,16 +13,25 @@ namespace ckptkit::cli {
 
 Runner setup_convert(CLI::App& sub) {
   struct Opts {
-    std::string in, out, dtype = "keep";
+    std::string in, out, dtype = "keep", quant, target = "comfyui";
     uint64_t max_header = kDefaultMaxHeaderBytes;
     bool quiet = false;
     bool allow_dangerous = false;
     WriteFlags write;
   };
   auto o = std::make_shared<Opts>();
-  sub.add_option("IN", o->in, "input checkpoint (.safetensors, .ckpt, .pt, .pth, .bin)")
+  sub.add_option("IN", o->in, "input checkpoint (.safetensors, .ckpt, .pt, .pth, .bin, .gguf)")
       ->required();
-  sub.add_option("-o,--output", o->out, "output file (.safetensors)")->required();
+  sub.add_option("-o,--output", o->out, "output file (.safetensors, or .gguf with --quant)")
+      ->required();
+  sub.add_option("--quant", o->quant,
+                 "write GGUF with this type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_0, "
+                 "q5_1, q4_k_m, q4_k_s, q4_0, q4_1, q3_k_m, q3_k_s, q2_k (docs/gguf.md)");
+  sub.add_option("--target", o->target,
+                 "GGUF for which loader: comfyui (ComfyUI-GGUF; default) or sdcpp "
+                 "(stable-diffusion.cpp)")
+      ->check(CLI::IsMember({"comfyui", "sdcpp"}))
+      ->default_str("comfyui");
   sub.add_option("--dtype", o->dtype,
                  "precision of floating-point tensors: f16, bf16, f32, f8_e4m3, f8_e5m2 or keep")
       ->default_str("keep");
@@ -40,13 +49,30 @@ Runner setup_convert(CLI::App& sub) {
       "the state dict's tensors are written (views materialized in C order), everything else\n"
       "(optimizer states, callbacks, epoch counters) is dropped and counted. A file that `scan`\n"
       "calls dangerous is refused (exit 1) unless --allow-dangerous.\n\n"
+      "GGUF (--quant): each tensor gets the type the target loader's own tools give it, and\n"
+      "quantized blocks are bit-identical to ggml's (reference path for comfyui, the all-ones\n"
+      "importance path stable-diffusion.cpp uses for sdcpp). comfyui writes the diffusion model\n"
+      "alone, prefix stripped; sdcpp writes every tensor under its own name. A .gguf input is\n"
+      "dequantized (exactly, to F32 unless --dtype) with its original shapes. See docs/gguf.md.\n\n"
       "Examples:\n"
       "  ckptkit convert v1-5-pruned-emaonly.ckpt -o v1-5-pruned-emaonly.safetensors\n"
+      "  ckptkit convert flux1-dev.safetensors -o flux1-dev-Q8_0.gguf --quant q8_0\n"
+      "  ckptkit convert sd_xl_base_1.0.safetensors -o sdxl-q4_0.gguf --quant q4_0 --target sdcpp\n"
+      "  ckptkit convert flux1-dev-Q4_K_M.gguf -o flux1-dev-bf16.safetensors --dtype bf16\n"
       "  ckptkit convert model-fp32.safetensors -o model-fp16.safetensors --dtype f16\n"
       "  ckptkit convert flux1-dev.safetensors -o flux1-dev-fp8.safetensors --dtype f8_e4m3");
   return [o] {
     auto dtype = parse_dtype_flag(o->dtype);
     if (!dtype) return report_error(dtype.status());
+    const bool gguf_out = o->out.size() >= 5 && o->out.compare(o->out.size() - 5, 5, ".gguf") == 0;
+    if (gguf_out && o->quant.empty())
+      return report_error(Status(ErrorCode::kInvalidArgument,
+                                 "a .gguf output needs --quant TYPE (f16, bf16, q8_0, q4_k_m, …; "
+                                 "see --help)",
+                                 o->out));
+    if (!o->quant.empty() && !gguf_out)
+      return report_error(Status(ErrorCode::kInvalidArgument,
+                                 "--quant writes GGUF: name the output OUT.gguf", o->out));
     auto run = o->write.to_options();
     if (!run) return report_error(run.status());
     ConvertOptions options;
@@ -57,6 +83,7 @@ Runner setup_convert(CLI::App& sub) {
     if (auto rc = scan_gate(o->in, "convert", options.limits, o->allow_dangerous, options.verdict))
       return *rc;
     options.allow_dangerous = o->allow_dangerous;
+    if (gguf_out) options.gguf = GgufConvertOptions{o->quant, o->target};
     auto report = convert_file(o->in, o->out, options);
     if (!report) return report_error(report.status());
     if (!o->quiet) {
@@ -71,7 +98,24 @@ Runner setup_convert(CLI::App& sub) {
                    static_cast<unsigned long long>(report->tensors_copied),
                    kept.empty() ? "" : fmt::format("; not float, kept: {}", kept).c_str(),
                    s.seconds);
-      if (report->format != FileFormat::kSafetensors) {
+      if (options.gguf) {
+        std::string types;
+        for (const auto& [t, n] : report->gguf_types)
+          types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, t);
+        std::fprintf(
+            stderr, "  GGUF for %s, architecture %s: %s%s\n", o->target.c_str(),
+            report->gguf_architecture.empty() ? "(none)" : report->gguf_architecture.c_str(),
+            types.c_str(),
+            report->gguf_reshaped
+                ? fmt::format("; {} stored as rows of 256", report->gguf_reshaped).c_str()
+                : "");
+        for (const auto& [why, n] : report->gguf_not_quantized)
+          std::fprintf(stderr, "  not quantized: %llu (%s)\n", static_cast<unsigned long long>(n),
+                       why.c_str());
+        for (const std::string& note : report->notes)
+          std::fprintf(stderr, "  note: %s\n", note.c_str());
+      }
+      if (report->format != FileFormat::kSafetensors && report->format != FileFormat::kGguf) {
         std::fprintf(
             stderr,
             "  from %s (state dict: %s); dropped: %llu non-tensor values in it, "

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "ckptkit/anatomy.h"
+#include "ckptkit/gguf.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
@@ -33,7 +34,48 @@ std::string with_commas(uint64_t v) {
   return out;
 }
 
-bool is_torch(const Checkpoint& ck) { return ck.format != FileFormat::kSafetensors; }
+bool is_torch(const Checkpoint& ck) {
+  return ck.format == FileFormat::kTorchZip || ck.format == FileFormat::kTorchLegacy;
+}
+
+/// One GGUF value as JSON: a number, a bool, a string, or an array of them (whole).
+void write_gguf_value(JsonWriter& w, const GgufKV& kv, uint64_t i) {
+  if (kv.elem == GgufType::kString) {
+    const std::string* s = kv.string_at(i);
+    w.value(s ? std::string_view(*s) : std::string_view());
+  } else if (kv.elem == GgufType::kBool) {
+    w.value(kv.uint_at(i).value_or(0) != 0);
+  } else if (kv.elem == GgufType::kF32 || kv.elem == GgufType::kF64) {
+    w.value(kv.number_at(i).value_or(0));
+  } else if (auto u = kv.uint_at(i)) {
+    w.value(*u);
+  } else {
+    w.value(kv.number_at(i).value_or(0));  // a negative integer
+  }
+}
+
+void write_gguf_json(JsonWriter& w, const Checkpoint& ck) {
+  w.key("gguf").begin_object();
+  w.key("version").value(static_cast<uint64_t>(ck.gguf.version));
+  w.key("alignment").value(static_cast<uint64_t>(ck.gguf.alignment));
+  w.key("kv").begin_array();
+  for (const GgufKV& kv : ck.gguf.kv) {
+    w.begin_object();
+    w.key("key").value(kv.key);
+    w.key("type").value(gguf_type_name(kv.is_array() ? kv.elem : kv.type));
+    if (kv.is_array()) {
+      w.key("values").begin_inline_array();
+      for (uint64_t i = 0; i < kv.count(); ++i) write_gguf_value(w, kv, i);
+      w.end_array();
+    } else {
+      w.key("value");
+      write_gguf_value(w, kv, 0);
+    }
+    w.end_object();
+  }
+  w.end_array();
+  w.end_object();
+}
 
 int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
                const ScanReport* scan, const Anatomy& anatomy,
@@ -52,6 +94,9 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
     w.key("tensors").value(s.tensors);
     w.key("parameters").value(s.parameters);
     w.key("bytes").value(s.bytes);
+    if (ck.format == FileFormat::kGguf && s.parameters > 0)
+      w.key("bits_per_weight")
+          .value(static_cast<double>(s.bytes) * 8 / static_cast<double>(s.parameters));
     w.end_object();
   }
   w.end_object();
@@ -59,7 +104,9 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
   for (const auto& [k, v] : ck.metadata) w.key(k).value(v);
   w.end_object();
   write_anatomy_json(w, anatomy, ck, fingerprints);
-  if (!is_torch(ck)) {
+  if (ck.format == FileFormat::kGguf) {
+    write_gguf_json(w, ck);
+  } else if (!is_torch(ck)) {
     w.key("header").begin_object();
     w.key("leading_whitespace").value(ck.quirks.leading_whitespace);
     w.key("trailing_whitespace").value(ck.quirks.trailing_whitespace);
@@ -125,7 +172,11 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
   out += fmt::format("{:<12}{}\n", "format", format_name(ck.format));
   out += fmt::format("{:<12}{} ({} bytes)\n", "size", human_bytes(ck.file_size),
                      with_commas(ck.file_size));
-  if (!is_torch(ck)) {
+  if (ck.format == FileFormat::kGguf) {
+    out += fmt::format("{:<12}version {}, alignment {}, {} key-value pairs, {} header bytes\n",
+                       "gguf", ck.gguf.version, ck.gguf.alignment, ck.gguf.kv.size(),
+                       with_commas(ck.header_size));
+  } else if (!is_torch(ck)) {
     out += fmt::format("{:<12}{} bytes of JSON\n", "header", with_commas(ck.header_size));
   } else {
     out += fmt::format("{:<12}{} bytes, protocol {}{}\n", "pickle", with_commas(ck.header_size),
@@ -149,8 +200,12 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
                      short_count(ck.parameter_count()));
   bool first = true;
   for (const auto& [name, s] : by_dtype) {
-    out += fmt::format("{:<12}{:<8} {:>6} tensors  {:>14} params  {:>10}\n", first ? "dtypes" : "",
+    out += fmt::format("{:<12}{:<8} {:>6} tensors  {:>14} params  {:>10}", first ? "dtypes" : "",
                        name, s.tensors, with_commas(s.parameters), human_bytes(s.bytes));
+    if (ck.format == FileFormat::kGguf && s.parameters > 0)
+      out += fmt::format("  {:.4g} bits/weight",
+                         static_cast<double>(s.bytes) * 8 / static_cast<double>(s.parameters));
+    out += '\n';
     first = false;
   }
   out += anatomy_text(anatomy, ck, fingerprints);

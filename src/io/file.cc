@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -12,6 +13,13 @@
 #include "io/errors.h"
 
 namespace ckptkit {
+
+bool InputFile::is_hole(uint64_t offset, uint64_t len) const {
+  if (len == 0) return true;
+  const off_t data = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+  if (data < 0) return errno == ENXIO;  // no data after offset
+  return static_cast<uint64_t>(data) >= offset + len;
+}
 
 Result<InputFile> InputFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -63,8 +71,8 @@ Status InputFile::pread_exact(std::span<uint8_t> out, uint64_t offset,
                               std::string_view what) const {
   uint64_t done = 0;
   while (done < out.size()) {
-    ssize_t n = ::pread(fd_, out.data() + done, out.size() - done,
-                        static_cast<off_t>(offset + done));
+    ssize_t n =
+        ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return os_error("read failed", path_, errno, offset + done);

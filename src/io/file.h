@@ -33,6 +33,10 @@ class InputFile {
   /// status naming what was expected there (`what`), since for a model file it means truncation.
   Status pread_exact(std::span<uint8_t> out, uint64_t offset, std::string_view what) const;
 
+  /// True when [offset, offset + len) is all hole (sparse files: it reads as zeros, and
+  /// copies and casts of it can stay holes). One lseek(SEEK_DATA).
+  bool is_hole(uint64_t offset, uint64_t len) const;
+
   /// Tells the kernel the range will be read sequentially soon (readahead).
   void advise_sequential(uint64_t offset, uint64_t length) const;
 

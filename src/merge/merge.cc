@@ -188,14 +188,6 @@ struct Source {
   uint64_t esize = 0;               ///< bytes per element in the input
 };
 
-/// True when [offset, offset + len) of `f` is all hole.
-bool range_is_hole(const InputFile& f, uint64_t offset, uint64_t len) {
-  if (len == 0) return true;
-  const off_t data = ::lseek(f.fd(), static_cast<off_t>(offset), SEEK_DATA);
-  if (data < 0) return errno == ENXIO;  // no data after offset
-  return static_cast<uint64_t>(data) >= offset + len;
-}
-
 /// Reads elements [first, first + count) of every source as F32 into `scratch` and points
 /// x[i] at them. Layout: all F32 areas first (aligned), then each source's own scratch.
 Status read_sources(const std::vector<Source>& src, uint64_t first, uint64_t count,
@@ -242,8 +234,7 @@ class MergeProducer final : public TensorProducer {
   bool is_hole(uint64_t first, uint64_t count) const override {
     if (!zero_is_hole_) return false;
     for (const Source& s : src_)
-      if (!s.file || !range_is_hole(*s.file, s.begin + first * s.esize, count * s.esize))
-        return false;
+      if (!s.file || !s.file->is_hole(s.begin + first * s.esize, count * s.esize)) return false;
     return true;
   }
 

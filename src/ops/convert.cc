@@ -8,6 +8,7 @@
 #include "io/errors.h"
 #include "ops/input.h"
 #include "pipeline/plan.h"
+#include "tensor/quant.h"
 
 namespace ckptkit {
 
@@ -29,18 +30,31 @@ Result<ConvertReport> convert_file(const std::string& in_path, const std::string
     report.other_entries = ck.torch.other_entries.size();
     report.state_dict_key = ck.torch.state_dict_key;
   }
+  if (options.gguf) return detail::convert_to_gguf(*in, in_path, out_path, options, report);
   Plan plan;
   in->add_inputs(plan);
   plan.metadata = ck.metadata;
   // What loaders expect of a PyTorch-derived safetensors file (transformers checks it).
   if (ck.format != FileFormat::kSafetensors) plan.metadata.emplace("format", "pt");
+  // A GGUF's key-value pairs are not safetensors metadata: keep only ModelSpec's.
+  if (ck.format == FileFormat::kGguf)
+    std::erase_if(plan.metadata,
+                  [](const auto& kv) { return !kv.first.starts_with("modelspec."); });
   for (const TensorInfo& t : ck.tensors) {
     const uint64_t src = ck.data_offset + t.begin;
     DType to = t.dtype;
     if (options.dtype && is_float(t.dtype)) to = *options.dtype;
-    if (options.dtype && !is_float(t.dtype))
+    // Block-quantized (GGUF) tensors: dequantized, exactly in F32 unless --dtype says else.
+    if (is_quantized(t.dtype)) to = options.dtype.value_or(DType::F32);
+    if (options.dtype && !is_float(t.dtype) && !is_quantized(t.dtype))
       ++report.kept_not_float[std::string(dtype_name(t.dtype))];
-    if (to != t.dtype && !can_cast(t.dtype, to))
+    if (is_quantized(t.dtype) && !can_dequantize(t.dtype))
+      return Status(ErrorCode::kUnsupported,
+                    fmt::format("{} blocks cannot be dequantized yet (supported: F32, F16, BF16, "
+                                "Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q2_K…Q6_K, IQ4_NL, IQ4_XS)",
+                                dtype_name(t.dtype)),
+                    in_path, src, t.name);
+    if (to != t.dtype && !is_quantized(t.dtype) && !can_cast(t.dtype, to))
       return Status(ErrorCode::kUnsupported,
                     fmt::format("{} values cannot be converted to {} (the type is understood but "
                                 "not computed with; --dtype keep copies it unchanged)",

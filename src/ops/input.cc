@@ -38,7 +38,7 @@ Result<std::unique_ptr<OpenedInput>> OpenedInput::open(const std::string& path,
     }
   }
   const Checkpoint& ck = in->ck_;
-  if (ck.format != FileFormat::kSafetensors) {
+  if (ck.format == FileFormat::kTorchZip || ck.format == FileFormat::kTorchLegacy) {
     // Reading never runs anything, but a file built to attack torch.load is refused unless the
     // caller has seen the report and insists.
     if (in->verdict_ == Verdict::kDangerous && !options.allow_dangerous)
@@ -175,7 +175,7 @@ void OpenedInput::add_inputs(Plan& plan) const {
 
 std::string file_stem(const std::string& path) {
   std::string name = std::filesystem::path(path).filename().string();
-  for (std::string_view ext : {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"})
+  for (std::string_view ext : {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf"})
     if (name.size() > ext.size() && name.ends_with(ext))
       return name.substr(0, name.size() - ext.size());
   return name;

@@ -76,6 +76,11 @@ class OpenedInput {
 std::optional<std::vector<double>> read_small_values(const Checkpoint& ck, const InputFile& file,
                                                      const TensorInfo& t, uint64_t max_elements);
 
+/// convert_file's GGUF branch (ops/convert_gguf.cc): `report` has the input's facts filled in.
+Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_path,
+                                      const std::string& out_path, const ConvertOptions& options,
+                                      ConvertReport report);
+
 /// The file name without its model extension (.safetensors, .ckpt, .pt, .pth, .bin, .sft):
 /// the default title and base name of outputs.
 std::string file_stem(const std::string& path);

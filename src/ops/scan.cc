@@ -314,6 +314,16 @@ void scan_open(const InputFile& file, const zip::Archive* archive, const pickle:
     case Sniffed::kPickle:
       scan_pickle_stream(file, limits, r);
       break;
+    case Sniffed::kGguf: {
+      // Typed values and tensor blocks: nothing in a GGUF file can run when it is loaded.
+      auto ck = read_checkpoint(file, limits);
+      if (!ck) {
+        r.error = ck.status();
+        return;
+      }
+      r.format = "gguf";
+      break;
+    }
     default: {
       auto ck = read_safetensors(file, limits.safetensors);
       if (!ck) {
@@ -355,7 +365,7 @@ Result<CheckedCheckpoint> read_and_scan(const std::string& path, const ReadLimit
     return out;
   }
   CKPT_ASSIGN_OR_RETURN(out.checkpoint, read_checkpoint(file, limits));
-  if (out.checkpoint.format != FileFormat::kSafetensors) {
+  if (out.checkpoint.format == FileFormat::kTorchLegacy) {
     out.scan.emplace();
     out.scan->path = path;
     scan_open(file, nullptr, nullptr, limits, *out.scan);

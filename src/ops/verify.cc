@@ -21,6 +21,7 @@
 #include "io/file.h"
 #include "model/schedule.h"
 #include "ops/input.h"
+#include "tensor/quant.h"
 
 namespace ckptkit {
 namespace {
@@ -195,7 +196,10 @@ void value_pass(const detail::OpenedInput& in, const Anatomy& a, const VerifyOpt
   std::vector<size_t> todo;
   for (size_t i = 0; i < ck.tensors.size(); ++i) {
     const TensorInfo& t = ck.tensors[i];
-    if (is_float(t.dtype) && can_cast(t.dtype, DType::F32) && t.numel() > 0) todo.push_back(i);
+    const bool readable = is_quantized(t.dtype)
+                              ? can_dequantize(t.dtype)  // GGUF blocks
+                              : is_float(t.dtype) && can_cast(t.dtype, DType::F32);
+    if (readable && t.numel() > 0) todo.push_back(i);
   }
   std::vector<Stats> stats(ck.tensors.size());
   std::vector<Status> errors(ck.tensors.size());
@@ -211,7 +215,9 @@ void value_pass(const detail::OpenedInput& in, const Anatomy& a, const VerifyOpt
       const TensorInfo& t = ck.tensors[i];
       auto producer = in.producer(t, DType::F32);
       const uint64_t per_elem = std::max<uint64_t>(4, producer->scratch_bytes_per_element());
-      const uint64_t per_chunk = std::max<uint64_t>(8, buffer / per_elem / 8 * 8);
+      // Whole blocks of a quantized tensor (256 is a multiple of every block size).
+      const uint64_t g = is_quantized(t.dtype) ? 256 : 8;
+      const uint64_t per_chunk = std::max<uint64_t>(g, buffer / per_elem / g * g);
       const uint64_t numel = t.numel();
       for (uint64_t first = 0; first < numel; first += per_chunk) {
         const uint64_t n = std::min(per_chunk, numel - first);

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <numeric>
 #include <thread>
 
 #include "ckptkit/cast.h"
@@ -30,13 +31,18 @@ struct Chunk {
   uint64_t out_bytes;
 };
 
-/// Elements that make a whole number of bytes (2 for F4, 4 for F6, else 1).
+/// Elements that make a whole number of bytes (2 for F4, 4 for F6, a block for quantized
+/// types, else 1).
 uint64_t element_granule(DType t) {
+  if (is_quantized(t)) return dtype_info(t).block;
   const unsigned bits = dtype_info(t).bits;
   uint64_t g = 1;
   while ((g * bits) % 8 != 0) ++g;
   return g;
 }
+
+/// Bytes of `count` elements, `count` a multiple of element_granule(t).
+uint64_t bytes_of(DType t, uint64_t count) { return dtype_bytes(t, count).value_or(0); }
 
 class CopyProducer final : public TensorProducer {
  public:
@@ -46,9 +52,11 @@ class CopyProducer final : public TensorProducer {
   std::optional<CopySource> copy_source() const override { return CopySource{file_, offset_}; }
   Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
                  std::span<uint8_t>) const override {
-    const uint64_t bits = dtype_info(dtype_).bits;
-    return file_->pread_exact(out.first(count * bits / 8), offset_ + first * bits / 8,
+    return file_->pread_exact(out.first(bytes_of(dtype_, count)), offset_ + bytes_of(dtype_, first),
                               "tensor data");
+  }
+  bool is_hole(uint64_t first, uint64_t count) const override {
+    return file_->is_hole(offset_ + bytes_of(dtype_, first), bytes_of(dtype_, count));
   }
 
  private:
@@ -68,6 +76,12 @@ class CastProducer final : public TensorProducer {
     auto in = scratch.first(count * in_size);
     CKPT_RETURN_IF_ERROR(file_->pread_exact(in, offset_ + first * in_size, "tensor data"));
     return cast_elements(from_, to_, in.data(), out.data(), count);
+  }
+  // Zeros cast to zeros in every float type, so a hole stays a hole.
+  bool is_hole(uint64_t first, uint64_t count) const override {
+    const uint64_t in_size = dtype_info(from_).bits / 8;
+    return is_float(from_) && is_float(to_) &&
+           file_->is_hole(offset_ + first * in_size, count * in_size);
   }
 
  private:
@@ -175,8 +189,7 @@ Result<std::vector<ByteRange>> ranges_to_write(const Plan& plan, const std::vect
   for (const Chunk& c : chunks) {
     const TensorProducer& p = *plan.tensors[c.tensor].producer;
     if (auto src = p.copy_source()) {
-      const uint64_t bits = dtype_info(plan.tensors[c.tensor].dtype).bits;
-      const uint64_t from = src->offset + c.first * bits / 8;
+      const uint64_t from = src->offset + bytes_of(plan.tensors[c.tensor].dtype, c.first);
       CKPT_RETURN_IF_ERROR(for_each_data_range(
           *src->file, from, c.out_bytes,
           [&](uint64_t at, uint64_t n) { return add(c.out_offset + (at - from), n); }));
@@ -185,6 +198,31 @@ Result<std::vector<ByteRange>> ranges_to_write(const Plan& plan, const std::vect
     }
   }
   return ranges;
+}
+
+/// The serialized header of either format, with where each tensor's data goes.
+struct OutputHeader {
+  std::vector<uint8_t> bytes;
+  std::vector<uint64_t> data_begin;  ///< per plan tensor, offset in the data section
+  uint64_t data_size = 0;
+  uint64_t file_size() const { return bytes.size() + data_size; }
+};
+
+Result<OutputHeader> serialize_header(const Plan& plan) {
+  if (plan.format == OutputFormat::kGguf) {
+    std::vector<GgufTensorLayout> layouts;
+    layouts.reserve(plan.tensors.size());
+    for (const PlannedTensor& t : plan.tensors)
+      layouts.push_back({t.name, t.dtype, t.shape, t.gguf_ne});
+    CKPT_ASSIGN_OR_RETURN(GgufHeader h,
+                          build_gguf_header(layouts, plan.gguf_kv, plan.gguf_options));
+    return OutputHeader{std::move(h.bytes), std::move(h.data_begin), h.data_size};
+  }
+  std::vector<TensorLayout> layouts;
+  layouts.reserve(plan.tensors.size());
+  for (const PlannedTensor& t : plan.tensors) layouts.push_back({t.name, t.dtype, t.shape});
+  CKPT_ASSIGN_OR_RETURN(SafetensorsHeader h, build_safetensors_header(layouts, plan.metadata));
+  return OutputHeader{std::move(h.bytes), std::move(h.data_begin), h.data_size};
 }
 
 }  // namespace
@@ -213,8 +251,9 @@ Result<RunStats> execute_plan(Plan& plan, const std::string& out_path, const Run
 Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& options) {
   OutputFile* out = &output;
   const auto t0 = std::chrono::steady_clock::now();
-  // 1. Reference writer order, then the header.
-  if (!plan.keep_order) {
+  // 1. Reference writer order (safetensors), then the header. GGUF keeps the plan's order, as
+  //    the tools whose files it reproduces do.
+  if (!plan.keep_order && plan.format == OutputFormat::kSafetensors) {
     std::stable_sort(plan.tensors.begin(), plan.tensors.end(),
                      [](const PlannedTensor& a, const PlannedTensor& b) {
                        return precedes_in_writer_order(a.dtype, a.name, b.dtype, b.name);
@@ -224,10 +263,7 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
         return Status(ErrorCode::kInvalidArgument, "two output tensors have the same name", {},
                       kNoOffset, plan.tensors[i].name);
   }
-  std::vector<TensorLayout> layouts;
-  layouts.reserve(plan.tensors.size());
-  for (const PlannedTensor& t : plan.tensors) layouts.push_back({t.name, t.dtype, t.shape});
-  CKPT_ASSIGN_OR_RETURN(SafetensorsHeader header, build_safetensors_header(layouts, plan.metadata));
+  CKPT_ASSIGN_OR_RETURN(const OutputHeader header, serialize_header(plan));
   const uint64_t data_start = header.bytes.size();
 
   // 2. Threads and buffers within the memory budget.
@@ -247,23 +283,29 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
       const PlannedTensor& t = plan.tensors[i];
       const uint64_t numel = shape_numel(t.shape).value_or(0);
       if (numel == 0 || t.leave_hole) continue;
-      const uint64_t bits = dtype_info(t.dtype).bits;
       const uint64_t out_begin = data_start + header.data_begin[i];
       const bool is_copy = t.producer->copy_source().has_value();
+      // Bytes per element, rounded up (a quantized type's fraction of a byte counts as one).
+      const uint64_t elem_bytes =
+          (bytes_of(t.dtype, element_granule(t.dtype)) + element_granule(t.dtype) - 1) /
+          element_granule(t.dtype);
       uint64_t per_chunk;
       if (is_copy) {
-        per_chunk = std::max<uint64_t>(1, kCopyChunk * 8 / bits);
+        per_chunk = std::max<uint64_t>(1, kCopyChunk / std::max<uint64_t>(1, elem_bytes));
       } else {
         need_buffers = true;
         const uint64_t per_elem =
-            std::max<uint64_t>({(bits + 7) / 8, t.producer->scratch_bytes_per_element(), 1});
+            std::max<uint64_t>({elem_bytes, t.producer->scratch_bytes_per_element(), 1});
         per_chunk = std::max<uint64_t>(1, buffer / per_elem);
       }
-      const uint64_t g = element_granule(t.dtype);
+      // Chunks hold whole bytes of the output and whole units of what the producer reads (the
+      // blocks of a quantized input).
+      const uint64_t g = std::lcm(element_granule(t.dtype), t.producer->granule());
       per_chunk = std::max<uint64_t>(g, per_chunk / g * g);
       for (uint64_t first = 0; first < numel; first += per_chunk) {
         const uint64_t count = std::min(per_chunk, numel - first);
-        chunks.push_back({i, first, count, out_begin + first * bits / 8, count * bits / 8});
+        chunks.push_back(
+            {i, first, count, out_begin + bytes_of(t.dtype, first), bytes_of(t.dtype, count)});
       }
     }
   }
@@ -313,9 +355,8 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
         const PlannedTensor& t = plan.tensors[c.tensor];
         Status s;
         if (auto src = t.producer->copy_source()) {
-          const uint64_t bits = dtype_info(t.dtype).bits;
           std::lock_guard<std::mutex> lock(write_mu);
-          s = copy_range(*src->file, src->offset + c.first * bits / 8, *out, c.out_offset,
+          s = copy_range(*src->file, src->offset + bytes_of(t.dtype, c.first), *out, c.out_offset,
                          c.out_bytes, out_buf, kernel_copy_ok);
           read_bytes.fetch_add(c.out_bytes, std::memory_order_relaxed);
         } else if (t.producer->is_hole(c.first, c.count)) {

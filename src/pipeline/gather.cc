@@ -129,6 +129,8 @@ class GatherProducer final : public TensorProducer {
 
 std::unique_ptr<TensorProducer> make_tensor_producer(const InputFile* file, const TensorInfo& t,
                                                      uint64_t data_offset, DType to) {
+  if (is_quantized(t.dtype) && to != t.dtype)
+    return make_dequantize_producer(file, data_offset + t.begin, t.dtype, to);
   if (t.is_plain()) return make_cast_producer(file, data_offset + t.begin, t.dtype, to);
   return std::make_unique<GatherProducer>(file, t, to);
 }

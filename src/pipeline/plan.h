@@ -19,11 +19,13 @@
 #include <string>
 #include <vector>
 
+#include "ckptkit/gguf.h"
 #include "ckptkit/ops.h"
 #include "ckptkit/status.h"
 #include "ckptkit/tensor.h"
 #include "io/file.h"
 #include "io/output.h"
+#include "tensor/quant.h"
 
 namespace ckptkit {
 
@@ -50,6 +52,9 @@ class TensorProducer {
   /// True when elements [first, first + count) are all +0 because every input range they come
   /// from is a hole: the executor then leaves the output range a hole (it reads as zeros).
   virtual bool is_hole(uint64_t /*first*/, uint64_t /*count*/) const { return false; }
+  /// Chunks start and end at multiples of this many elements (the block of a quantized input
+  /// a dequantizing producer reads; the output type's own granule is added by the executor).
+  virtual uint64_t granule() const { return 1; }
 };
 
 struct PlannedTensor {
@@ -58,7 +63,12 @@ struct PlannedTensor {
   Shape shape;
   std::unique_ptr<TensorProducer> producer;
   bool leave_hole = false;  ///< do not write the data (a sparse synthetic file)
+  /// GGUF only: the stored dims in ggml order when they are not `shape` reversed (ComfyUI's
+  /// rows of 256; the torch shape goes into comfy.gguf.orig_shape.<name>).
+  std::vector<uint64_t> gguf_ne = {};
 };
+
+enum class OutputFormat : uint8_t { kSafetensors, kGguf };
 
 struct Plan {
   std::vector<PlannedTensor> tensors;
@@ -68,6 +78,10 @@ struct Plan {
   /// Write the tensors in the order given instead of the reference writer's order (meta keeps
   /// a file's data section byte for byte).
   bool keep_order = false;
+  /// GGUF: the tensors in the order given, `metadata` ignored, these key-value pairs instead.
+  OutputFormat format = OutputFormat::kSafetensors;
+  std::vector<GgufKV> gguf_kv;
+  GgufWriteOptions gguf_options;
 };
 
 /// Runs a plan into `out_path` atomically. See ckptkit/ops.h for the options and statistics.
@@ -85,6 +99,19 @@ std::unique_ptr<TensorProducer> make_copy_producer(const InputFile* file, uint64
 /// view in C order and byte-swaps big-endian data. `data_offset` is Checkpoint::data_offset.
 std::unique_ptr<TensorProducer> make_tensor_producer(const InputFile* file, const TensorInfo& t,
                                                      uint64_t data_offset, DType to);
+
+/// Producer that quantizes what `source` produces as F32 to the block type `type`, after
+/// rounding the values through `stage` (F16/BF16: a tool chain that writes that first; F32:
+/// none), bit-identical to ggml on the chosen path. `row`: elements per stored row (ne[0]),
+/// which the importance path's statistics span.
+std::unique_ptr<TensorProducer> make_quantize_producer(std::unique_ptr<TensorProducer> source,
+                                                       DType stage, DType type, QuantPath path,
+                                                       uint64_t row);
+
+/// Producer that dequantizes the blocks of a `from` tensor at absolute `offset` of `file` and
+/// casts the F32 values to `to`.
+std::unique_ptr<TensorProducer> make_dequantize_producer(const InputFile* file, uint64_t offset,
+                                                         DType from, DType to);
 
 /// Producer that reads an input range of `from` elements and casts them to `to`.
 std::unique_ptr<TensorProducer> make_cast_producer(const InputFile* file, uint64_t offset,

@@ -15,13 +15,27 @@ void append_json_string(std::string& out, std::string_view s) {
   for (char ch : s) {
     auto c = static_cast<unsigned char>(ch);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += fmt::format("\\u{:04x}", c);
@@ -40,9 +54,10 @@ bool precedes_in_writer_order(DType a_dtype, std::string_view a_name, DType b_dt
 }
 
 void sort_for_writer(std::vector<TensorLayout>& tensors) {
-  std::stable_sort(tensors.begin(), tensors.end(), [](const TensorLayout& a, const TensorLayout& b) {
-    return precedes_in_writer_order(a.dtype, a.name, b.dtype, b.name);
-  });
+  std::stable_sort(tensors.begin(), tensors.end(),
+                   [](const TensorLayout& a, const TensorLayout& b) {
+                     return precedes_in_writer_order(a.dtype, a.name, b.dtype, b.name);
+                   });
 }
 
 Result<SafetensorsHeader> build_safetensors_header(
@@ -66,6 +81,13 @@ Result<SafetensorsHeader> build_safetensors_header(
   uint64_t offset = 0;
   h.data_begin.reserve(tensors.size());
   for (const TensorLayout& t : tensors) {
+    if (is_quantized(t.dtype))
+      return Status(
+          ErrorCode::kUnsupported,
+          fmt::format("safetensors cannot hold {} blocks (a GGUF type): convert the file "
+                      "to safetensors first (`ckptkit convert IN.gguf -o OUT.safetensors`)",
+                      dtype_name(t.dtype)),
+          {}, kNoOffset, t.name);
     auto numel = shape_numel(t.shape);
     auto nbytes = numel ? dtype_bytes(t.dtype, *numel) : std::nullopt;
     uint64_t end;

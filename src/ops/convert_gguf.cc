@@ -1,0 +1,121 @@
+// convert to GGUF: a plan whose producers copy, cast or quantize each tensor as the target
+// loader's own tool chain would (model/gguf_policy.h), written through the one executor.
+#include <fmt/format.h>
+
+#include <map>
+
+#include "ckptkit/anatomy.h"
+#include "ckptkit/gguf.h"
+#include "ckptkit/ops.h"
+#include "io/errors.h"
+#include "model/gguf_policy.h"
+#include "ops/input.h"
+#include "pipeline/plan.h"
+
+namespace ckptkit::detail {
+
+namespace {
+
+/// The metadata a source file carries that a GGUF should keep: ModelSpec's keys.
+void copy_modelspec(const Checkpoint& ck, std::vector<GgufKV>& kv) {
+  for (const auto& [k, v] : ck.metadata)
+    if (k.starts_with("modelspec.")) kv.push_back(gguf_kv(k, v));
+}
+
+}  // namespace
+
+Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_path,
+                                      const std::string& out_path, const ConvertOptions& options,
+                                      ConvertReport report) {
+  const GgufConvertOptions& go = *options.gguf;
+  CKPT_ASSIGN_OR_RETURN(const QuantScheme* scheme, find_quant_scheme(go.quant));
+  GgufTarget target;
+  if (go.target == "comfyui")
+    target = GgufTarget::kComfyUi;
+  else if (go.target == "sdcpp")
+    target = GgufTarget::kSdcpp;
+  else
+    return error(ErrorCode::kInvalidArgument, "unknown --target '{}' (choose comfyui or sdcpp)",
+                 go.target);
+  const Checkpoint& ck = in.checkpoint();
+  const Anatomy a = analyze(ck, &in.file());
+  if (a.layout == "lora")
+    return Status(ErrorCode::kInvalidArgument,
+                  "this is a LoRA; GGUF files hold models (bake it into its base first)", in_path);
+  const std::string arch(comfy_architecture(a.family));
+  report.gguf_architecture = arch;
+
+  // Which tensors, under which names. ComfyUI-GGUF's UNet loader takes the diffusion model
+  // alone with its single-file prefix stripped; stable-diffusion.cpp takes the file as it is.
+  std::vector<std::pair<const TensorInfo*, std::string>> chosen;
+  const Component* dm = a.find(Role::kDiffusionModel);
+  if (target == GgufTarget::kComfyUi && dm != nullptr) {
+    for (size_t i : dm->tensors)
+      chosen.emplace_back(&ck.tensors[i], ck.tensors[i].name.substr(dm->prefix.size()));
+    if (dm->tensors.size() < ck.tensors.size())
+      report.notes.push_back(fmt::format(
+          "only the diffusion model is written ({} of {} tensors): ComfyUI loads text encoders "
+          "and the VAE from their own files (ckptkit split)",
+          dm->tensors.size(), ck.tensors.size()));
+  } else {
+    for (const TensorInfo& t : ck.tensors) chosen.emplace_back(&t, t.name);
+  }
+  if (arch.empty())
+    report.notes.push_back(
+        a.family.empty()
+            ? "architecture not recognized: the generic policy was used (no per-architecture "
+              "exclusions, no general.architecture)"
+            : fmt::format("{} has no GGUF architecture name: the generic policy was used",
+                          a.family));
+
+  GgufPolicy policy(target, *scheme, arch);
+  const QuantPath path =
+      target == GgufTarget::kComfyUi ? QuantPath::kReference : QuantPath::kUnitImportance;
+  Plan plan;
+  in.add_inputs(plan);
+  plan.format = OutputFormat::kGguf;
+  plan.gguf_options.name_limit = target == GgufTarget::kComfyUi ? 128 : 160;
+  if (!arch.empty()) plan.gguf_kv.push_back(gguf_kv("general.architecture", arch));
+  plan.gguf_kv.push_back(gguf_kv("general.quantization_version", uint32_t{2}));
+  plan.gguf_kv.push_back(gguf_kv("general.file_type", scheme->file_type));
+  std::vector<GgufKV> shapes;
+  for (const auto& [t, name] : chosen) {
+    const GgufTensorPlan p = policy.decide(name, t->shape, t->dtype);
+    PlannedTensor out{name, p.stored, t->shape, nullptr};
+    if (p.quantized) {
+      out.producer = make_quantize_producer(in.producer(*t, DType::F32), p.stage, p.stored, path,
+                                            p.stored_shape.empty() ? 1 : p.stored_shape.back());
+    } else if (!is_float(p.stored) && !is_quantized(p.stored)) {
+      out.producer = in.producer(*t, t->dtype);
+    } else {
+      out.producer = in.producer(*t, p.stored);
+    }
+    if (p.reshaped) {
+      out.gguf_ne.assign(p.stored_shape.rbegin(), p.stored_shape.rend());
+      CKPT_ASSIGN_OR_RETURN(GgufKV kv, gguf_orig_shape_kv(name, t->shape));
+      shapes.push_back(std::move(kv));
+      ++report.gguf_reshaped;
+    }
+    if (!p.quantized && !p.why.empty()) ++report.gguf_not_quantized[std::string(p.why)];
+    ++report.gguf_types[std::string(dtype_name(p.stored))];
+    if (p.stored == t->dtype)
+      ++report.tensors_copied;
+    else
+      ++report.tensors_cast;
+    plan.tensors.push_back(std::move(out));
+  }
+  for (GgufKV& kv : shapes) plan.gguf_kv.push_back(std::move(kv));
+  copy_modelspec(ck, plan.gguf_kv);
+  plan.gguf_kv.push_back(gguf_kv("ckptkit.source", std::string(file_stem(in_path))));
+  plan.gguf_kv.push_back(gguf_kv(
+      "ckptkit.quantization",
+      fmt::format("{} --target {} ({} path)", scheme->name, go.target,
+                  path == QuantPath::kReference ? "ggml reference"
+                                                : "ggml with an all-ones importance matrix")));
+  RunOptions run = options.run;
+  if (run.label == RunOptions{}.label) run.label = "quantizing";
+  CKPT_ASSIGN_OR_RETURN(report.stats, execute_plan(plan, out_path, run));
+  return report;
+}
+
+}  // namespace ckptkit::detail
