@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "model/families.h"
+#include "model/schedule.h"
 
 namespace ckptkit {
 namespace detail {
@@ -323,20 +324,9 @@ const std::vector<PrefixRule>& prefix_rules() {
   return rules;
 }
 
-/// Buffers LDM training code saves next to the weights; no loader needs them.
+/// Buffers LDM training code saves next to the weights (besides the DDPM schedule,
+/// model/schedule.h); no loader needs them.
 constexpr std::string_view kTrainingExtras[] = {
-    "betas",
-    "alphas_cumprod",
-    "alphas_cumprod_prev",
-    "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod",
-    "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance",
-    "posterior_log_variance_clipped",
-    "posterior_mean_coef1",
-    "posterior_mean_coef2",
     "logvar",
     "model_ema.decay",
     "model_ema.num_updates",
@@ -766,7 +756,7 @@ Anatomy analyze_layout(const Checkpoint& ck) {
   config.comp.role = Role::kModelConfig;
   for (size_t i = 0; i < ck.tensors.size(); ++i) {
     const TensorInfo& t = ck.tensors[i];
-    if (in_list(t.name, kTrainingExtras)) {
+    if (in_list(t.name, kTrainingExtras) || in_list(t.name, kDdpmBuffers)) {
       add_tensor(extras.comp, t, i);
       extras.stripped.push_back(t.name);
       continue;

@@ -7,24 +7,6 @@
 
 namespace ckptkit::detail {
 
-const std::vector<std::string_view>& ddpm_buffer_names() {
-  static const std::vector<std::string_view> names = {
-      "betas",
-      "alphas_cumprod",
-      "alphas_cumprod_prev",
-      "sqrt_alphas_cumprod",
-      "sqrt_one_minus_alphas_cumprod",
-      "log_one_minus_alphas_cumprod",
-      "sqrt_recip_alphas_cumprod",
-      "sqrt_recipm1_alphas_cumprod",
-      "posterior_variance",
-      "posterior_log_variance_clipped",
-      "posterior_mean_coef1",
-      "posterior_mean_coef2",
-  };
-  return names;
-}
-
 std::vector<double> scaled_linear_betas(double start, double end, size_t n) {
   std::vector<double> b(n);
   if (n == 0) return b;

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,7 +23,21 @@
 namespace ckptkit::detail {
 
 /// The names of the DDPM buffers, in the order register_schedule registers them.
-const std::vector<std::string_view>& ddpm_buffer_names();
+inline constexpr std::string_view kDdpmBuffers[] = {
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+};
+inline std::span<const std::string_view> ddpm_buffer_names() { return kDdpmBuffers; }
 
 /// SD1/SD2's betas: linspace(sqrt(start), sqrt(end), n) in double, as torch.linspace computes
 /// it (from the start for the first half, from the end for the second), then squared.
