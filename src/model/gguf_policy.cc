@@ -57,6 +57,7 @@ bool comfy_excluded(std::string_view arch, std::string_view name) {
   if (arch == "sd3")
     return any_match(name, {"final_layer.", "time_text_embed.", "context_embedder.", "t_embedder.",
                             "y_embedder.", "x_embedder.", "=proj_out.weight", "=pos_embed"});
+  if (arch == "t5encoder") return has(name, "attn_rel_b.weight");  // llama-quantize's own rule
   return false;
 }
 
@@ -67,6 +68,60 @@ uint64_t numel_of(const Shape& s) {
 }
 
 }  // namespace
+
+namespace {
+constexpr std::pair<std::string_view, std::string_view> kT5BlockParts[] = {
+    {"layer.0.SelfAttention.q.weight", "attn_q.weight"},
+    {"layer.0.SelfAttention.k.weight", "attn_k.weight"},
+    {"layer.0.SelfAttention.v.weight", "attn_v.weight"},
+    {"layer.0.SelfAttention.o.weight", "attn_o.weight"},
+    {"layer.0.SelfAttention.relative_attention_bias.weight", "attn_rel_b.weight"},
+    {"layer.0.layer_norm.weight", "attn_norm.weight"},
+    {"layer.1.DenseReluDense.wi_0.weight", "ffn_gate.weight"},
+    {"layer.1.DenseReluDense.wi_1.weight", "ffn_up.weight"},
+    {"layer.1.DenseReluDense.wo.weight", "ffn_down.weight"},
+    {"layer.1.layer_norm.weight", "ffn_norm.weight"},
+};
+
+/// "N" and the rest of "<prefix>N.<rest>", or nothing.
+std::optional<std::pair<std::string_view, std::string_view>> block_of(std::string_view n,
+                                                                      std::string_view prefix) {
+  if (!n.starts_with(prefix)) return std::nullopt;
+  n.remove_prefix(prefix.size());
+  const size_t dot = n.find('.');
+  if (dot == 0 || dot == n.npos) return std::nullopt;
+  const std::string_view index = n.substr(0, dot);
+  if (index.find_first_not_of("0123456789") != index.npos) return std::nullopt;
+  return std::pair{index, n.substr(dot + 1)};
+}
+}  // namespace
+
+std::optional<std::string> t5_gguf_name(std::string_view n) {
+  if (n == "shared.weight" || n == "encoder.embed_tokens.weight") return "token_embd.weight";
+  if (n == "encoder.final_layer_norm.weight") return "enc.output_norm.weight";
+  auto b = block_of(n, "encoder.block.");
+  if (!b) return std::nullopt;
+  for (const auto& [hf, gg] : kT5BlockParts)
+    if (b->second == hf) return fmt::format("enc.blk.{}.{}", b->first, gg);
+  return std::nullopt;
+}
+
+std::optional<std::string> t5_hf_name(std::string_view n) {
+  if (n == "token_embd.weight") return "shared.weight";
+  if (n == "enc.output_norm.weight") return "encoder.final_layer_norm.weight";
+  auto b = block_of(n, "enc.blk.");
+  if (!b) return std::nullopt;
+  for (const auto& [hf, gg] : kT5BlockParts)
+    if (b->second == gg) return fmt::format("encoder.block.{}.{}", b->first, hf);
+  return std::nullopt;
+}
+
+bool uses_llama_t5_names(const Checkpoint& ck) {
+  if (ck.format != FileFormat::kGguf) return false;
+  const GgufKV* arch = ck.gguf.find("general.architecture");
+  const std::string* s = arch ? arch->string_at(0) : nullptr;
+  return s != nullptr && (*s == "t5encoder" || *s == "t5");
+}
 
 Result<const QuantScheme*> find_quant_scheme(std::string_view name) {
   std::string lower(name);
@@ -145,7 +200,8 @@ GgufTensorPlan GgufPolicy::comfy(std::string_view name, const Shape& shape, DTyp
   }
   if (scheme_.base == DType::F32) {
     p.stage = DType::F32;
-  } else if (wide_source && (shape.size() <= 1 || n <= 1024)) {
+  } else if ((wide_source || arch_ == "t5encoder") && (shape.size() <= 1 || n <= 1024)) {
+    // (llama.cpp's T5 converter writes 1-D tensors as F32 whatever the source)
     p.stage = DType::F32;  // 1-D and tiny tensors: ComfyUI uses them unquantized, in F32
   } else if (source == DType::BF16 && scheme_.base != DType::F16) {
     p.stage = DType::BF16;

@@ -52,6 +52,20 @@ std::string quant_scheme_names();
 /// sd3, sdxl, sd1 (SD2 shares SD1's key names and is told apart by shapes).
 std::string_view comfy_architecture(std::string_view family);
 
+/// The name llama.cpp's T5 converter gives a Hugging Face T5 encoder tensor (`shared.weight` and
+/// `encoder.embed_tokens.weight` both → `token_embd.weight`; `encoder.block.N.layer.0.
+/// SelfAttention.q.weight` → `enc.blk.N.attn_q.weight`, …), which ComfyUI-GGUF's and
+/// stable-diffusion.cpp's T5 loaders map back; nullopt for a name it has no rule for.
+std::optional<std::string> t5_gguf_name(std::string_view hf_name);
+
+/// The inverse: a llama.cpp T5 name back to its Hugging Face name (`token_embd.weight` →
+/// `shared.weight`), nullopt for any other name.
+std::optional<std::string> t5_hf_name(std::string_view gguf_name);
+
+/// Whether a GGUF file's tensors use llama.cpp's T5 names (general.architecture t5 or
+/// t5encoder): ckptkit then reads them under their Hugging Face names.
+bool uses_llama_t5_names(const Checkpoint& ck);
+
 /// What one tensor becomes.
 struct GgufTensorPlan {
   DType stage = DType::F32;   ///< comfyui: the first step's type (what quantization starts from)

@@ -9,6 +9,7 @@
 #include "ckptkit/anatomy.h"
 #include "ckptkit/cast.h"
 #include "model/families.h"
+#include "model/gguf_policy.h"
 #include "ops/input.h"
 #include "pipeline/plan.h"
 
@@ -97,6 +98,15 @@ std::optional<std::vector<double>> read_small_values(const Checkpoint& ck, const
 }  // namespace detail
 
 Anatomy analyze(const Checkpoint& ck, const InputFile* file) {
+  // A T5 GGUF names its tensors as llama.cpp does: analyzed under the Hugging Face names.
+  if (detail::uses_llama_t5_names(ck)) {
+    Checkpoint hf = ck;
+    for (TensorInfo& t : hf.tensors)
+      if (auto n = detail::t5_hf_name(t.name)) t.name = *n;
+    Anatomy a = detail::analyze_layout(hf);
+    check_position_ids(hf, file, a);
+    return a;
+  }
   Anatomy a = detail::analyze_layout(ck);
   check_position_ids(ck, file, a);
   return a;

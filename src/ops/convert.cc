@@ -6,6 +6,7 @@
 #include "ckptkit/ops.h"
 #include "ckptkit/scan.h"
 #include "io/errors.h"
+#include "model/gguf_policy.h"
 #include "ops/input.h"
 #include "pipeline/plan.h"
 #include "tensor/quant.h"
@@ -40,6 +41,8 @@ Result<ConvertReport> convert_file(const std::string& in_path, const std::string
   if (ck.format == FileFormat::kGguf)
     std::erase_if(plan.metadata,
                   [](const auto& kv) { return !kv.first.starts_with("modelspec."); });
+  // A T5 GGUF (llama.cpp's names) comes back under the Hugging Face names.
+  const bool t5_names = detail::uses_llama_t5_names(ck);
   for (const TensorInfo& t : ck.tensors) {
     const uint64_t src = ck.data_offset + t.begin;
     DType to = t.dtype;
@@ -60,7 +63,10 @@ Result<ConvertReport> convert_file(const std::string& in_path, const std::string
                                 "not computed with; --dtype keep copies it unchanged)",
                                 dtype_name(t.dtype), dtype_name(to)),
                     in_path, src, t.name);
-    plan.tensors.push_back({t.name, to, t.shape, in->producer(t, to)});
+    std::string name = t.name;
+    if (t5_names)
+      if (auto hf = detail::t5_hf_name(t.name)) name = *hf;
+    plan.tensors.push_back({std::move(name), to, t.shape, in->producer(t, to)});
     if (to == t.dtype)
       ++report.tensors_copied;
     else

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <map>
+#include <optional>
 
 #include "ckptkit/anatomy.h"
 #include "ckptkit/gguf.h"
@@ -20,6 +21,30 @@ namespace {
 void copy_modelspec(const Checkpoint& ck, std::vector<GgufKV>& kv) {
   for (const auto& [k, v] : ck.metadata)
     if (k.starts_with("modelspec.")) kv.push_back(gguf_kv(k, v));
+}
+
+/// The T5 hyperparameters llama.cpp's converter records, read from the shapes (T5 v1.1 XXL:
+/// width 4096, 24 blocks, feed-forward 10240, 64 heads, 32 relative-position buckets).
+void add_t5_hparams(const std::vector<std::pair<const TensorInfo*, std::string>>& tensors,
+                    std::vector<GgufKV>& kv) {
+  uint32_t width = 0, blocks = 0, ff = 0, heads = 0, buckets = 0;
+  for (const auto& [t, name] : tensors) {
+    if (t->shape.size() != 2) continue;
+    if (name == "token_embd.weight") width = static_cast<uint32_t>(t->shape[1]);
+    if (name.ends_with(".ffn_up.weight")) ff = static_cast<uint32_t>(t->shape[0]);
+    if (name.ends_with(".attn_rel_b.weight")) {
+      buckets = static_cast<uint32_t>(t->shape[0]);
+      heads = static_cast<uint32_t>(t->shape[1]);
+    }
+    if (name.ends_with(".attn_q.weight")) ++blocks;
+  }
+  kv.push_back(gguf_kv("t5encoder.context_length", uint32_t{512}));
+  if (width) kv.push_back(gguf_kv("t5encoder.embedding_length", width));
+  if (ff) kv.push_back(gguf_kv("t5encoder.feed_forward_length", ff));
+  if (blocks) kv.push_back(gguf_kv("t5encoder.block_count", blocks));
+  if (heads) kv.push_back(gguf_kv("t5encoder.attention.head_count", heads));
+  if (buckets) kv.push_back(gguf_kv("t5encoder.attention.relative_buckets_count", buckets));
+  kv.push_back(gguf_kv("t5encoder.attention.layer_norm_epsilon", 1e-6f));
 }
 
 }  // namespace
@@ -42,14 +67,35 @@ Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_pat
   if (a.layout == "lora")
     return Status(ErrorCode::kInvalidArgument,
                   "this is a LoRA; GGUF files hold models (bake it into its base first)", in_path);
-  const std::string arch(comfy_architecture(a.family));
+  std::string arch(comfy_architecture(a.family));
+  const Component* dm = a.find(Role::kDiffusionModel);
+  const Component* t5 = dm == nullptr ? a.find(PartKind::kT5xxl) : nullptr;
+  if (t5 != nullptr) arch = "t5encoder";  // llama.cpp's name, which both loaders accept
   report.gguf_architecture = arch;
 
   // Which tensors, under which names. ComfyUI-GGUF's UNet loader takes the diffusion model
   // alone with its single-file prefix stripped; stable-diffusion.cpp takes the file as it is.
   std::vector<std::pair<const TensorInfo*, std::string>> chosen;
-  const Component* dm = a.find(Role::kDiffusionModel);
-  if (target == GgufTarget::kComfyUi && dm != nullptr) {
+  if (t5 != nullptr) {
+    // A T5-XXL encoder: the names llama.cpp's converter writes (token_embd, enc.blk.N.attn_q,
+    // …), which ComfyUI-GGUF's and stable-diffusion.cpp's T5 loaders both map back.
+    bool have_embedding = false;
+    for (size_t i : t5->tensors) {
+      const TensorInfo& t = ck.tensors[i];
+      const std::string bare = t.name.substr(t5->prefix.size());
+      std::optional<std::string> name = t5_gguf_name(bare);
+      if (name && *name == "token_embd.weight") {
+        if (have_embedding) {
+          report.notes.push_back(fmt::format(
+              "{} left out: a copy of the shared token embedding (llama.cpp keeps one)", bare));
+          continue;
+        }
+        have_embedding = true;
+      }
+      if (!name) report.notes.push_back(fmt::format("{} has no llama.cpp T5 name: kept", bare));
+      chosen.emplace_back(&t, name ? *name : bare);
+    }
+  } else if (target == GgufTarget::kComfyUi && dm != nullptr) {
     for (size_t i : dm->tensors)
       chosen.emplace_back(&ck.tensors[i], ck.tensors[i].name.substr(dm->prefix.size()));
     if (dm->tensors.size() < ck.tensors.size())
@@ -78,6 +124,7 @@ Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_pat
   if (!arch.empty()) plan.gguf_kv.push_back(gguf_kv("general.architecture", arch));
   plan.gguf_kv.push_back(gguf_kv("general.quantization_version", uint32_t{2}));
   plan.gguf_kv.push_back(gguf_kv("general.file_type", scheme->file_type));
+  if (t5 != nullptr) add_t5_hparams(chosen, plan.gguf_kv);
   std::vector<GgufKV> shapes;
   for (const auto& [t, name] : chosen) {
     const GgufTensorPlan p = policy.decide(name, t->shape, t->dtype);

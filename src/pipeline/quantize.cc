@@ -29,6 +29,20 @@ bool zeros_are_zero_bytes(DType type, QuantPath path) {
   return std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0; });
 }
 
+/// Whether a block of zero bytes dequantizes to +0.0 everywhere (Q8_0, Q4_1, the K types; not
+/// Q4_0 or Q5_0, whose zero nibble means -8·d, which is -0.0).
+bool zero_bytes_are_zeros(DType type) {
+  const DTypeInfo& d = dtype_info(type);
+  std::vector<uint8_t> bytes(d.block_bytes, 0);
+  std::vector<float> values(d.block, 1.0f);
+  if (!dequantize_blocks(type, bytes.data(), d.block, values.data()).is_ok()) return false;
+  return std::all_of(values.begin(), values.end(), [](float v) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    return bits == 0;
+  });
+}
+
 /// Start of the F32 staging area after `used` bytes of scratch, 64-byte aligned.
 constexpr uint64_t kAlign = 64;
 uint64_t aligned(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
@@ -89,6 +103,12 @@ class DequantizeProducer final : public TensorProducer {
   }
   uint64_t input_bytes_per_element() const override { return block_bytes_per_element(from_); }
   uint64_t granule() const override { return dtype_info(from_).block; }
+  // Sparse GGUF files (tests, sampled models) stay sparse where zero blocks mean +0.
+  bool is_hole(uint64_t first, uint64_t count) const override {
+    return zero_bytes_are_zeros(from_) &&
+           file_->is_hole(offset_ + dtype_bytes(from_, first).value_or(0),
+                          dtype_bytes(from_, count).value_or(0));
+  }
 
   Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
                  std::span<uint8_t> scratch) const override {

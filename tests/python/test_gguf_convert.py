@@ -251,6 +251,56 @@ class Sd1Policy(TempDirTest):
         self.assertFalse(any(k["key"].startswith("comfy.gguf.orig_shape") for k in doc["gguf"]["kv"]))
 
 
+# ComfyUI-GGUF's loader maps llama.cpp's T5 names back with these substring replacements,
+# applied in this order (its T5_SD_MAP; stable-diffusion.cpp's name conversion does the same).
+COMFY_T5_MAP = [("enc.", "encoder."), (".blk.", ".block."), ("token_embd", "shared"),
+                ("output_norm", "final_layer_norm"), ("attn_q", "layer.0.SelfAttention.q"),
+                ("attn_k", "layer.0.SelfAttention.k"), ("attn_v", "layer.0.SelfAttention.v"),
+                ("attn_o", "layer.0.SelfAttention.o"), ("attn_norm", "layer.0.layer_norm"),
+                ("attn_rel_b", "layer.0.SelfAttention.relative_attention_bias"),
+                ("ffn_up", "layer.1.DenseReluDense.wi_1"), ("ffn_down", "layer.1.DenseReluDense.wo"),
+                ("ffn_gate", "layer.1.DenseReluDense.wi_0"), ("ffn_norm", "layer.1.layer_norm")]
+
+
+class T5Names(TempDirTest):
+    def test_llama_cpp_names_both_loaders_map_back(self):
+        src = self.path("t5.safetensors")
+        run("sample", "--layout", "t5xxl-encoder", "--sparse", "-o", src, "-q", "--no-sync")
+        for target in ("comfyui", "sdcpp"):
+            with self.subTest(target=target):
+                out = self.path(f"t5-{target}.gguf")
+                run("convert", src, "-o", out, "--quant", "q8_0", "--target", target, "--no-sync",
+                    "-q")
+                doc = inspect(out)
+                kv = {k["key"]: k for k in doc["gguf"]["kv"]}
+                self.assertEqual(kv["general.architecture"]["value"], "t5encoder")
+                self.assertEqual(kv["t5encoder.block_count"]["value"], 24)
+                self.assertEqual(doc["components"][0]["kind"], "t5xxl")  # recognized
+                names = [s[0] for s in ggml_open(out)]
+                back = set()
+                for n in names:
+                    for a, b in COMFY_T5_MAP:
+                        n = n.replace(a, b)
+                    back.add(n)
+                with open(src, "rb") as f:
+                    (hl,) = struct.unpack("<Q", f.read(8))
+                    original = set(json.loads(f.read(hl))) - {"__metadata__"}
+                # One copy of the shared embedding is kept (llama.cpp drops the duplicate).
+                self.assertEqual(back, original - {"encoder.embed_tokens.weight"})
+                t = {x["name"]: x for x in doc["tensor_list"]}
+                # llama-quantize never quantizes the relative position bias; sd.cpp's rules do.
+                self.assertEqual(t["enc.blk.0.attn_rel_b.weight"]["dtype"],
+                                 "F16" if target == "comfyui" else "Q8_0")
+                self.assertEqual(t["enc.blk.3.ffn_gate.weight"]["dtype"], "Q8_0")
+                # convert back: the Hugging Face names.
+                back_st = self.path(f"t5-{target}.safetensors")
+                run("convert", out, "-o", back_st, "--dtype", "f16", "--no-sync", "-q")
+                with open(back_st, "rb") as f:
+                    (hl,) = struct.unpack("<Q", f.read(8))
+                    names_back = set(json.loads(f.read(hl))) - {"__metadata__"}
+                self.assertEqual(names_back, original - {"encoder.embed_tokens.weight"})
+
+
 class Refusals(TempDirTest):
     def test_bad_arguments(self):
         src = self.path("m.safetensors")
