@@ -319,7 +319,10 @@ void RequantGroups(const float* HWY_RESTRICT x, size_t ngroups, size_t group,
   const VI vlo = hn::Set(di, lo);
   const VI vhi = hn::Set(di, hi);
   const VI voff = hn::Set(di, offset);
-  alignas(64) int32_t tmp[kMaxLanes];
+  // Levels go straight to bytes with a (saturating, never saturated: 0..255 after the clamp)
+  // demotion. A store to an int32 array read back by a byte loop gave wrong bytes on the AVX3
+  // target in GCC 12's -O3 builds (found by the release benchmark's check against ggml).
+  const hn::Rebind<uint8_t, decltype(di)> du8;
   for (size_t j = 0; j < ngroups; ++j) {
     if (d[j] == 0.0f) continue;
     const float* xg = x + j * group;
@@ -333,8 +336,7 @@ void RequantGroups(const float* HWY_RESTRICT x, size_t ngroups, size_t group,
         if (dm) v = hn::Add(v, vdm);
         v = hn::Div(v, vd);
         const VI l = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
-        hn::Store(hn::Add(hn::Max(hn::Min(l, vhi), vlo), voff), di, tmp);
-        for (size_t k = 0; k < N; ++k) lg[i + k] = static_cast<uint8_t>(tmp[k]);
+        hn::StoreU(hn::DemoteTo(du8, hn::Add(hn::Max(hn::Min(l, vhi), vlo), voff)), du8, lg + i);
       }
     }
     for (; i < group; ++i) {  // targets whose vectors do not divide the group
