@@ -18,9 +18,9 @@ import unittest
 
 import numpy as np
 
+import ggml_oracle
 from ckpt_testlib import TempDirTest, read_safetensors, run, write_safetensors
 
-GGML_LIB = os.environ.get("CKPTKIT_GGML_LIB", "")
 GGML_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8,
               "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30}
 BLOCK = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24),
@@ -28,44 +28,11 @@ BLOCK = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24),
          "Q5_K": (256, 176), "Q6_K": (256, 210)}
 
 
-class GgufInitParams(ctypes.Structure):
-    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
-
-
-def ggml():
-    if not os.path.exists(GGML_LIB):
-        raise AssertionError(f"ggml oracle missing ({GGML_LIB!r}): run scripts/deps.sh")
-    lib = ctypes.CDLL(GGML_LIB)
-    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                        ctypes.c_void_p]
-    lib.gguf_init_from_file.restype = ctypes.c_void_p
-    lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, GgufInitParams]
-    lib.gguf_get_n_tensors.restype = ctypes.c_int64
-    lib.gguf_get_n_tensors.argtypes = [ctypes.c_void_p]
-    lib.gguf_get_tensor_name.restype = ctypes.c_char_p
-    lib.gguf_get_tensor_name.argtypes = [ctypes.c_void_p, ctypes.c_int64]
-    lib.gguf_get_tensor_type.restype = ctypes.c_int
-    lib.gguf_get_tensor_type.argtypes = [ctypes.c_void_p, ctypes.c_int64]
-    lib.gguf_get_tensor_offset.restype = ctypes.c_size_t
-    lib.gguf_get_tensor_offset.argtypes = [ctypes.c_void_p, ctypes.c_int64]
-    lib.gguf_get_tensor_size.restype = ctypes.c_size_t
-    lib.gguf_get_tensor_size.argtypes = [ctypes.c_void_p, ctypes.c_int64]
-    lib.gguf_get_data_offset.restype = ctypes.c_size_t
-    lib.gguf_get_data_offset.argtypes = [ctypes.c_void_p]
-    lib.gguf_free.argtypes = [ctypes.c_void_p]
-    return lib
-
-
-LIB = None
+GgufInitParams = ggml_oracle.GgufInitParams
 
 
 def lib():
-    global LIB
-    if LIB is None:
-        LIB = ggml()
-    return LIB
+    return ggml_oracle.lib()
 
 
 def ggml_quantize(type_name, values, imatrix_ones=False):
@@ -82,7 +49,6 @@ def ggml_quantize(type_name, values, imatrix_ones=False):
 
 def ggml_dequantize(type_name, raw, count):
     fn = getattr(lib(), f"dequantize_row_{type_name.lower().replace('_k', '_K')}")
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     out = np.empty(count, dtype="<f4")
     buf = ctypes.create_string_buffer(raw, len(raw))
     fn(buf, out.ctypes.data, count)

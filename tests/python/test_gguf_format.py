@@ -18,9 +18,9 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ggml_oracle
 from ckpt_testlib import TempDirTest  # noqa: E402
 
-GGML_LIB = os.environ.get("CKPTKIT_GGML_LIB", "")
 TOOLS = os.environ.get("CKPTKIT_TOOLS", "")
 
 # GGUF value types: name -> (id, struct format)
@@ -111,54 +111,11 @@ def write_gguf(path, kvs, tensors, alignment=32, version=3, magic=b"GGUF", raw_k
 
 # --- ggml through ctypes ----------------------------------------------------------------------
 
-class InitParams(ctypes.Structure):
-    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
-
-
-def load_ggml():
-    if not GGML_LIB or not os.path.isfile(GGML_LIB):
-        raise AssertionError(f"ggml oracle not found (CKPTKIT_GGML_LIB={GGML_LIB!r})")
-    lib = ctypes.CDLL(GGML_LIB)
-    sig = {
-        "gguf_init_from_file": (ctypes.c_void_p, [ctypes.c_char_p, InitParams]),
-        "gguf_free": (None, [ctypes.c_void_p]),
-        "gguf_get_version": (ctypes.c_uint32, [ctypes.c_void_p]),
-        "gguf_get_alignment": (ctypes.c_size_t, [ctypes.c_void_p]),
-        "gguf_get_data_offset": (ctypes.c_size_t, [ctypes.c_void_p]),
-        "gguf_get_n_kv": (ctypes.c_int64, [ctypes.c_void_p]),
-        "gguf_get_key": (ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_kv_type": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_arr_type": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_arr_n": (ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_arr_data": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_arr_str": (ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_size_t]),
-        "gguf_get_val_str": (ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_val_data": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_n_tensors": (ctypes.c_int64, [ctypes.c_void_p]),
-        "gguf_get_tensor_name": (ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_tensor_type": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_tensor_offset": (ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_int64]),
-        "gguf_get_tensor_size": (ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_int64]),
-        "ggml_get_tensor": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]),
-        "ggml_get_data": (ctypes.c_void_p, [ctypes.c_void_p]),
-        "ggml_nbytes": (ctypes.c_size_t, [ctypes.c_void_p]),
-        "ggml_free": (None, [ctypes.c_void_p]),
-    }
-    for name, (res, args) in sig.items():
-        fn = getattr(lib, name)
-        fn.restype = res
-        fn.argtypes = args
-    return lib
-
-
-GGML = None
+InitParams = ggml_oracle.GgufInitParams
 
 
 def ggml():
-    global GGML
-    if GGML is None:
-        GGML = load_ggml()
-    return GGML
+    return ggml_oracle.lib()
 
 
 def ggml_read(path):

@@ -6,7 +6,6 @@ all-ones importance row (stable-diffusion.cpp's convert), and dequantize_row_<ty
 side runs through the ckptkit_quant_tool test executable (CKPTKIT_TOOLS). A missing oracle is a
 failure, not a skip: these tests are the only proof of bit-exactness.
 """
-import ctypes
 import os
 import subprocess
 import tempfile
@@ -14,7 +13,8 @@ import unittest
 
 import numpy as np
 
-GGML_LIB = os.environ.get("CKPTKIT_GGML_LIB", "")
+import ggml_oracle
+
 TOOLS = os.environ.get("CKPTKIT_TOOLS", "")
 TMP = os.environ.get("CKPTKIT_TEST_TMP") or None
 
@@ -37,21 +37,7 @@ QUANTIZABLE = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K", "q4_K", "
 
 
 def load_ggml():
-    if not GGML_LIB or not os.path.isfile(GGML_LIB):
-        raise AssertionError(
-            f"ggml oracle library not found (CKPTKIT_GGML_LIB={GGML_LIB!r}); run scripts/deps.sh")
-    lib = ctypes.CDLL(GGML_LIB)
-    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                        ctypes.c_void_p]
-    lib.ggml_row_size.restype = ctypes.c_size_t
-    lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
-    for name in TYPES:
-        fn = getattr(lib, f"dequantize_row_{name}")
-        fn.restype = None
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-    return lib
+    return ggml_oracle.lib()
 
 
 def tool_path():
