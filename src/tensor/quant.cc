@@ -1422,6 +1422,17 @@ Status quantize_rows(DType type, QuantPath path, const float* src, uint64_t rows
       q6k_ref_blocks(src, blocks, dst);
       return Status::ok();
     }
+    if (type == DType::Q8_0) {
+      // SIMD up to each block with a NaN or an infinity, that block in scalar code, and on.
+      for (uint64_t b = 0; b < blocks;) {
+        b += detail::q8_0_blocks_simd(src + b * info.block, blocks - b, dst + b * info.block_bytes);
+        if (b < blocks) {
+          q8_0_ref(src + b * info.block, dst + b * info.block_bytes);
+          ++b;
+        }
+      }
+      return Status::ok();
+    }
     for (uint64_t b = 0; b < blocks; ++b) k->ref(src + b * info.block, dst + b * info.block_bytes);
     return Status::ok();
   }

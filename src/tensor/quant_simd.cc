@@ -14,6 +14,7 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include "tensor/quant.h"
 #include "tensor/quant_simd.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -352,6 +353,54 @@ void RequantGroups(const float* HWY_RESTRICT x, size_t ngroups, size_t group,
   }
 }
 
+// Q8_0 (both paths) on `blocks` blocks of 32: lanes run inside a block, which is exact here:
+// the block's max of |x| is the same in any order for finite values, and each element is
+// scaled and rounded on its own (round half away from zero, as roundf: trunc, then one step
+// away from zero when the dropped part, computed exactly, is at least 0.5). A block holding a
+// NaN or an infinity, where ggml's sequential MAX and the float-to-int8 conversion are
+// order- and platform-specific, is left to the scalar code, and so is a block whose scale is
+// so small that its inverse overflows: the function returns its index (or `blocks` when all are
+// done).
+size_t Q8_0Blocks(const float* HWY_RESTRICT x, size_t blocks, uint8_t* HWY_RESTRICT y) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(di)> d8;
+  const size_t N = hn::Lanes(df);
+  if (32 % N != 0) return 0;
+  const auto half = hn::Set(df, 0.5f);
+  const auto one = hn::Set(df, 1.0f);
+  for (size_t b = 0; b < blocks; ++b) {
+    const float* xb = x + b * 32;
+    uint8_t* yb = y + b * 34;
+    auto vmax = hn::Zero(df);
+    auto bad = hn::Zero(df);
+    for (size_t i = 0; i < 32; i += N) {
+      const auto v = hn::LoadU(df, xb + i);
+      vmax = hn::Max(vmax, hn::Abs(v));
+      bad = hn::Or(bad, hn::Sub(v, v));  // NaN where v is NaN or infinite, else 0
+    }
+    if (!hn::AllFalse(df, hn::IsNaN(bad))) return b;
+    const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    // A denormal amax makes 1/d infinite: x·id is then ±inf or NaN, which only the scalar
+    // code converts to bytes the way ggml's x86 build does.
+    if (!(id - id == 0.0f)) return b;
+    const uint16_t h = ckptkit::detail::ggml_fp32_to_fp16(d);
+    yb[0] = static_cast<uint8_t>(h & 0xFF);
+    yb[1] = static_cast<uint8_t>(h >> 8);
+    const auto vid = hn::Set(df, id);
+    for (size_t i = 0; i < 32; i += N) {
+      const auto q = hn::Mul(hn::LoadU(df, xb + i), vid);
+      const auto t = hn::Trunc(q);
+      const auto r =
+          hn::IfThenElse(hn::Ge(hn::Abs(hn::Sub(q, t)), half), hn::Add(t, hn::CopySign(one, q)), t);
+      hn::StoreU(hn::DemoteTo(d8, hn::ConvertTo(di, r)), d8, reinterpret_cast<int8_t*>(yb + 2 + i));
+    }
+  }
+  return blocks;
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace ckptkit
 HWY_AFTER_NAMESPACE();
@@ -371,11 +420,12 @@ struct QuantKernels {
   void (*qx32_groups16)(const float*, size_t, float*, uint8_t*);  // Q6_K
   void (*requant_groups)(const float*, size_t, size_t, const float*, const float*, int, int, int,
                          uint8_t*);
+  size_t (*q8_0_blocks)(const float*, size_t, uint8_t*);
   bool (*supported)();
 };
 
 #define CKPT_QUANT_KERNELS(NS) \
-  &NS::Qkx2Groups32, &NS::Qkx2Groups16Q2, &NS::Qx32Groups16, &NS::RequantGroups
+  &NS::Qkx2Groups32, &NS::Qkx2Groups16Q2, &NS::Qx32Groups16, &NS::RequantGroups, &NS::Q8_0Blocks
 
 // Best first; the same targets and CPU checks as the cast kernels (src/tensor/cast.cc).
 const QuantKernels kQuantKernels[] = {
@@ -404,9 +454,10 @@ const QuantKernels kQuantKernels[] = {
     {"SSSE3", CKPT_QUANT_KERNELS(N_SSSE3), [] { return __builtin_cpu_supports("ssse3") != 0; }},
 #endif
     {"baseline", &HWY_STATIC_DISPATCH(Qkx2Groups32), &HWY_STATIC_DISPATCH(Qkx2Groups16Q2),
-     &HWY_STATIC_DISPATCH(Qx32Groups16), &HWY_STATIC_DISPATCH(RequantGroups), [] { return true; }},
+     &HWY_STATIC_DISPATCH(Qx32Groups16), &HWY_STATIC_DISPATCH(RequantGroups),
+     &HWY_STATIC_DISPATCH(Q8_0Blocks), [] { return true; }},
     // The plain scalar code of quant.cc, for tests and as the definition of the result.
-    {"scalar", nullptr, nullptr, nullptr, nullptr, [] { return true; }},
+    {"scalar", nullptr, nullptr, nullptr, nullptr, nullptr, [] { return true; }},
 };
 #undef CKPT_QUANT_KERNELS
 
@@ -442,6 +493,11 @@ bool requantize_groups_simd(const float* x, size_t ngroups, size_t group, const 
   if (k.requant_groups == nullptr) return false;
   k.requant_groups(x, ngroups, group, d, dm, lo, hi, offset, L);
   return true;
+}
+
+size_t q8_0_blocks_simd(const float* x, size_t blocks, uint8_t* y) {
+  const QuantKernels& k = g_quant_choice.get();
+  return k.q8_0_blocks == nullptr ? 0 : k.q8_0_blocks(x, blocks, y);
 }
 
 std::vector<std::string> quant_simd_targets() { return g_quant_choice.names(); }

@@ -33,6 +33,11 @@ bool qx32_groups16_simd(const float* x, size_t ngroups, float* scales, uint8_t* 
 bool requantize_groups_simd(const float* x, size_t ngroups, size_t group, const float* d,
                             const float* dm, int lo, int hi, int offset, uint8_t* L);
 
+/// Q8_0 (both of ggml's paths give the same bytes) on `blocks` contiguous blocks of 32 floats,
+/// writing 34 bytes per block. Stops at the first block holding a NaN or an infinity (the
+/// scalar code does those) and returns how many blocks it wrote; 0 on the "scalar" target.
+size_t q8_0_blocks_simd(const float* x, size_t blocks, uint8_t* y);
+
 /// Targets this CPU can run, best first, ending with "baseline" and "scalar".
 std::vector<std::string> quant_simd_targets();
 /// Forces a target; false when unknown or unsupported here.
