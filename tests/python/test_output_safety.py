@@ -59,26 +59,32 @@ def random_model(path, seed, mib=6):
     return path
 
 
-def hold_and_kill(args, point, env_extra=None):
-    """Runs ckptkit with CKPTKIT_TEST_HOLD=point, waits until it reports the hold, kills it
-    with SIGKILL. Returns the stderr read so far; fails if the process ends on its own."""
+def start_held(args, point, env_extra=None):
+    """Starts ckptkit with CKPTKIT_TEST_HOLD=point and returns (process, stderr read so far)
+    once it reports the hold; the process then sleeps there until signalled. The stderr seen
+    ends without the hold line when the process ended on its own."""
     env = dict(os.environ, CKPTKIT_TEST_HOLD=point, **(env_extra or {}))
     proc = subprocess.Popen([BIN, *map(str, args)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True, env=env)
     seen = []
-    try:
-        for line in proc.stderr:
-            seen.append(line)
-            if f"test hold at {point}" in line:
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        proc.wait(timeout=120)
-        proc.stderr.close()
+    for line in proc.stderr:
+        seen.append(line)
+        if f"test hold at {point}" in line:
+            break
+    return proc, "".join(seen)
+
+
+def hold_and_kill(args, point, env_extra=None):
+    """Runs ckptkit held at `point` (start_held), kills it with SIGKILL there. Returns the
+    stderr read so far; fails if the process ends on its own."""
+    proc, seen = start_held(args, point, env_extra)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=120)
+    proc.stderr.close()
     if proc.returncode != -signal.SIGKILL:
         raise AssertionError(f"{args} did not reach hold point {point} (exit {proc.returncode}):"
-                             f" {''.join(seen)}")
-    return "".join(seen)
+                             f" {seen}")
+    return seen
 
 
 class Fixture(TempDirTest):
@@ -442,14 +448,9 @@ class NamedTemporaries(Fixture):
 
     def test_live_temporary_is_kept(self):
         src = random_model(self.input("a.safetensors"), 16)
-        env = dict(os.environ, CKPTKIT_TEST_HOLD="half", **self.ENV)
-        proc = subprocess.Popen([BIN, "convert", src, "-o", os.path.join(self.out, "a.safetensors"),
-                                 "--dtype", "f16", *SMALL, *QUIET], stderr=subprocess.PIPE,
-                                text=True, env=env)
+        proc, _ = start_held(["convert", src, "-o", os.path.join(self.out, "a.safetensors"),
+                              "--dtype", "f16", *SMALL, *QUIET], "half", self.ENV)
         try:
-            for line in proc.stderr:
-                if "test hold at half" in line:
-                    break
             live = self.temps()
             self.assertEqual(len(live), 1)
             run("convert", src, "-o", os.path.join(self.out, "b.safetensors"), *QUIET,
@@ -462,14 +463,9 @@ class NamedTemporaries(Fixture):
 
     def test_sigint_removes_the_named_temporary(self):
         src = random_model(self.input("a.safetensors"), 17)
-        env = dict(os.environ, CKPTKIT_TEST_HOLD="half", **self.ENV)
-        proc = subprocess.Popen([BIN, "convert", src, "-o", os.path.join(self.out, "a.safetensors"),
-                                 "--dtype", "f16", *SMALL, *QUIET], stderr=subprocess.PIPE,
-                                text=True, env=env)
-        for line in proc.stderr:
-            if "test hold at half" in line:
-                proc.send_signal(signal.SIGINT)
-                break
+        proc, _ = start_held(["convert", src, "-o", os.path.join(self.out, "a.safetensors"),
+                              "--dtype", "f16", *SMALL, *QUIET], "half", self.ENV)
+        proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         proc.stderr.close()
         self.assertEqual(proc.returncode, -signal.SIGINT)
