@@ -161,11 +161,15 @@ struct ReshapeReport {
   std::vector<std::string> notes;  ///< conversions made, what was kept and why
   RunStats stats;                  ///< summed over the outputs
   uint64_t input_bytes = 0;        ///< size of the input file(s)
+  uint64_t dequantized = 0;        ///< GGUF-quantized tensors written dequantized
 };
 
 struct SplitOptions {
   ReshapeOptions common;
   std::string name;  ///< base of the part file names; "" takes the input's file name
+  /// Set: the diffusion model and a T5-XXL are written as GGUF (NAME-TYPE.gguf), quantized as
+  /// `convert --quant` would; CLIP and the VAE stay safetensors.
+  std::optional<GgufConvertOptions> gguf;
 };
 
 /// Writes each part of `in_path` to `out_dir`/{diffusion_models,text_encoders,vae}/. EMA

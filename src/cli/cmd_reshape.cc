@@ -120,14 +120,22 @@ void add_part_flags(CLI::App& sub, PartPaths& p, bool with_denoiser) {
 
 Runner setup_split(CLI::App& sub) {
   struct Opts {
-    std::string in, dir, name;
+    std::string in, dir, name, quant, target = "comfyui";
     ReshapeFlags flags;
   };
   auto o = std::make_shared<Opts>();
-  sub.add_option("IN", o->in, "monolithic checkpoint (.safetensors, .ckpt, …)")->required();
+  sub.add_option("IN", o->in, "monolithic checkpoint (.safetensors, .ckpt, .gguf, …)")->required();
   sub.add_option("-o,--output", o->dir, "output folder (ComfyUI's models/ folder works)")
       ->required();
   sub.add_option("--name", o->name, "base of the part file names (default: IN's file name)");
+  sub.add_option("--quant", o->quant,
+                 "write the diffusion model and a T5-XXL as GGUF of this type (q8_0, q4_k_m, …, "
+                 "as convert --quant; docs/gguf.md); CLIP and the VAE stay safetensors");
+  sub.add_option("--target", o->target,
+                 "with --quant: GGUF for comfyui (ComfyUI-GGUF; default) or sdcpp "
+                 "(stable-diffusion.cpp)")
+      ->check(CLI::IsMember({"comfyui", "sdcpp"}))
+      ->default_str("comfyui");
   o->flags.add_to(sub);
   sub.footer(
       "Writes each part under its ComfyUI folder:\n"
@@ -142,9 +150,15 @@ Runner setup_split(CLI::App& sub) {
       "(ckptkit assemble makes one). Which loader takes which files: docs/models.md, \"Which\n"
       "loader takes which files\". Renamed tensors are copied byte for byte. EMA copies and\n"
       "training buffers belong to no part and are left out (reported).\n\n"
+      "With --quant TYPE the diffusion model becomes diffusion_models/NAME-TYPE.gguf and a\n"
+      "T5-XXL text_encoders/NAME-t5xxl-TYPE.gguf (llama.cpp's T5 names), each quantized exactly\n"
+      "as `convert --quant TYPE --target …` would; ComfyUI-GGUF's Unet/CLIP loaders and\n"
+      "stable-diffusion.cpp's --diffusion-model/--t5xxl read them. A quantized .gguf input is\n"
+      "dequantized exactly (to F32) wherever a safetensors part must hold it.\n\n"
       "Examples:\n"
       "  ckptkit split sd_xl_base_1.0.safetensors -o ComfyUI/models\n"
-      "  ckptkit split flux1-dev-fp8.safetensors -o parts --name flux1-dev");
+      "  ckptkit split flux1-dev-fp8.safetensors -o parts --name flux1-dev\n"
+      "  ckptkit split sd3_medium_incl_clips_t5xxlfp16.safetensors -o ComfyUI/models --quant q8_0");
   return [o] {
     auto common = o->flags.to_options();
     if (!common) return report_error(common.status());
@@ -154,6 +168,11 @@ Runner setup_split(CLI::App& sub) {
     SplitOptions options;
     options.common = *common;
     options.name = o->name;
+    if (!o->quant.empty())
+      options.gguf = GgufConvertOptions{o->quant, o->target};
+    else if (o->target != "comfyui")
+      return report_error(
+          Status(ErrorCode::kInvalidArgument, "--target chooses a GGUF loader: it needs --quant"));
     options.common.run.label = "splitting";
     auto report = split_file(o->in, o->dir, options);
     if (!report) return report_error(report.status());

@@ -282,6 +282,15 @@ size_t remove_stale_temporaries(const std::string& dir) {
   return removed;
 }
 
+Status check_safetensors_output_name(const std::string& path) {
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0)
+    return Status(ErrorCode::kInvalidArgument,
+                  "this command writes safetensors, not GGUF: name the output .safetensors, then "
+                  "`ckptkit convert OUT.safetensors -o OUT.gguf --quant TYPE`",
+                  path);
+  return Status::ok();
+}
+
 Status check_output_path(const std::string& path, bool force) {
   CKPT_RETURN_IF_ERROR(check_destination(path, {}, force));
   const std::string dir = parent_dir(path);

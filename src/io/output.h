@@ -57,6 +57,10 @@ struct ByteRange {
 /// in a folder that exists and can be written. Removes stale temporaries found in that folder.
 Status check_output_path(const std::string& path, bool force);
 
+/// Refuses a `.gguf` name for an output that is written as safetensors (the name would lie to
+/// every loader); `convert --quant` writes GGUF.
+Status check_safetensors_output_name(const std::string& path);
+
 /// The same for an output folder (`split -o DIR`): DIR is a folder or does not exist yet, and
 /// the nearest folder that exists can be written.
 Status check_output_folder(const std::string& dir);

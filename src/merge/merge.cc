@@ -554,7 +554,10 @@ Result<MergeBlocks> list_merge_blocks(const std::string& path, const Safetensors
 Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions& options) {
   MergeSpec spec = options.spec;
   CKPT_RETURN_IF_ERROR(validate_spec(spec));
-  if (!options.dry_run) CKPT_RETURN_IF_ERROR(check_output_path(out_path, options.run.force));
+  if (!options.dry_run) {
+    CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
+    CKPT_RETURN_IF_ERROR(check_output_path(out_path, options.run.force));
+  }
   const size_t n = spec.inputs.size();
 
   // 1. Open, scan and analyze every input.

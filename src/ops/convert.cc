@@ -15,6 +15,7 @@ namespace ckptkit {
 
 Result<ConvertReport> convert_file(const std::string& in_path, const std::string& out_path,
                                    const ConvertOptions& options) {
+  if (!options.gguf) CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
   CKPT_RETURN_IF_ERROR(check_output_path(out_path, options.run.force));
   detail::OpenOptions open;
   open.limits.safetensors = options.limits;

@@ -11,6 +11,7 @@
 #include "io/errors.h"
 #include "model/gguf_policy.h"
 #include "ops/input.h"
+#include "ops/parts.h"
 #include "pipeline/plan.h"
 
 namespace ckptkit::detail {
@@ -49,10 +50,9 @@ void add_t5_hparams(const std::vector<std::pair<const TensorInfo*, std::string>>
 
 }  // namespace
 
-Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_path,
-                                      const std::string& out_path, const ConvertOptions& options,
-                                      ConvertReport report) {
-  const GgufConvertOptions& go = *options.gguf;
+Result<Plan> gguf_plan(const OpenedInput& in, const Anatomy& a, const GgufSource& source,
+                       const GgufConvertOptions& go, const std::string& in_path,
+                       ConvertReport& report) {
   CKPT_ASSIGN_OR_RETURN(const QuantScheme* scheme, find_quant_scheme(go.quant));
   GgufTarget target;
   if (go.target == "comfyui")
@@ -63,26 +63,25 @@ Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_pat
     return error(ErrorCode::kInvalidArgument, "unknown --target '{}' (choose comfyui or sdcpp)",
                  go.target);
   const Checkpoint& ck = in.checkpoint();
-  const Anatomy a = analyze(ck, &in.file());
-  if (a.layout == "lora")
-    return Status(ErrorCode::kInvalidArgument,
-                  "this is a LoRA; GGUF files hold models (bake it into its base first)", in_path);
   std::string arch(comfy_architecture(a.family));
-  const Component* dm = a.find(Role::kDiffusionModel);
-  const Component* t5 = dm == nullptr ? a.find(PartKind::kT5xxl) : nullptr;
-  if (t5 != nullptr) arch = "t5encoder";  // llama.cpp's name, which both loaders accept
+  if (source.t5) arch = "t5encoder";  // llama.cpp's name, which both loaders accept
   report.gguf_architecture = arch;
 
-  // Which tensors, under which names. ComfyUI-GGUF's UNet loader takes the diffusion model
-  // alone with its single-file prefix stripped; stable-diffusion.cpp takes the file as it is.
+  // Which tensors, under which names.
   std::vector<std::pair<const TensorInfo*, std::string>> chosen;
-  if (t5 != nullptr) {
+  if (source.t5) {
     // A T5-XXL encoder: the names llama.cpp's converter writes (token_embd, enc.blk.N.attn_q,
     // …), which ComfyUI-GGUF's and stable-diffusion.cpp's T5 loaders both map back.
+    const Component& t5 = *source.component;
     bool have_embedding = false;
-    for (size_t i : t5->tensors) {
+    for (size_t i : t5.tensors) {
       const TensorInfo& t = ck.tensors[i];
-      const std::string bare = t.name.substr(t5->prefix.size());
+      const std::string bare = component_local_name(t5, t.name);
+      if (bare == "logit_scale") {
+        // A monolithic SD3 file's CLIP-style scalar beside the encoder: no T5 weight.
+        report.notes.push_back("logit_scale left out: not a T5 weight (no loader reads it)");
+        continue;
+      }
       std::optional<std::string> name = t5_gguf_name(bare);
       if (name && *name == "token_embd.weight") {
         if (have_embedding) {
@@ -95,14 +94,12 @@ Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_pat
       if (!name) report.notes.push_back(fmt::format("{} has no llama.cpp T5 name: kept", bare));
       chosen.emplace_back(&t, name ? *name : bare);
     }
-  } else if (target == GgufTarget::kComfyUi && dm != nullptr) {
-    for (size_t i : dm->tensors)
-      chosen.emplace_back(&ck.tensors[i], ck.tensors[i].name.substr(dm->prefix.size()));
-    if (dm->tensors.size() < ck.tensors.size())
-      report.notes.push_back(fmt::format(
-          "only the diffusion model is written ({} of {} tensors): ComfyUI loads text encoders "
-          "and the VAE from their own files (ckptkit split)",
-          dm->tensors.size(), ck.tensors.size()));
+  } else if (source.component != nullptr) {
+    // A diffusion model on its own: its single-file prefix stripped, the names ComfyUI's UNet
+    // loader detects and stable-diffusion.cpp's --diffusion-model prefixes again.
+    const Component& dm = *source.component;
+    for (size_t i : dm.tensors)
+      chosen.emplace_back(&ck.tensors[i], ck.tensors[i].name.substr(dm.prefix.size()));
   } else {
     for (const TensorInfo& t : ck.tensors) chosen.emplace_back(&t, t.name);
   }
@@ -124,7 +121,7 @@ Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_pat
   if (!arch.empty()) plan.gguf_kv.push_back(gguf_kv("general.architecture", arch));
   plan.gguf_kv.push_back(gguf_kv("general.quantization_version", uint32_t{2}));
   plan.gguf_kv.push_back(gguf_kv("general.file_type", scheme->file_type));
-  if (t5 != nullptr) add_t5_hparams(chosen, plan.gguf_kv);
+  if (source.t5) add_t5_hparams(chosen, plan.gguf_kv);
   std::vector<GgufKV> shapes;
   for (const auto& [t, name] : chosen) {
     const GgufTensorPlan p = policy.decide(name, t->shape, t->dtype);
@@ -159,6 +156,34 @@ Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_pat
       fmt::format("{} --target {} ({} path)", scheme->name, go.target,
                   path == QuantPath::kReference ? "ggml reference"
                                                 : "ggml with an all-ones importance matrix")));
+  return plan;
+}
+
+Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_path,
+                                      const std::string& out_path, const ConvertOptions& options,
+                                      ConvertReport report) {
+  const Checkpoint& ck = in.checkpoint();
+  const Anatomy a = analyze(ck, &in.file());
+  if (a.layout == "lora")
+    return Status(ErrorCode::kInvalidArgument,
+                  "this is a LoRA; GGUF files hold models (bake it into its base first)", in_path);
+  // ComfyUI-GGUF's UNet loader takes the diffusion model alone with its single-file prefix
+  // stripped; stable-diffusion.cpp takes the file as it is. A file with no diffusion model but
+  // a T5-XXL is that encoder.
+  GgufSource source;
+  const Component* dm = a.find(Role::kDiffusionModel);
+  if (dm == nullptr) {
+    source.component = a.find(PartKind::kT5xxl);
+    source.t5 = source.component != nullptr;
+  } else if (options.gguf->target == "comfyui") {
+    source.component = dm;
+    if (dm->tensors.size() < ck.tensors.size())
+      report.notes.push_back(fmt::format(
+          "only the diffusion model is written ({} of {} tensors): ComfyUI loads text encoders "
+          "and the VAE from their own files (ckptkit split --quant)",
+          dm->tensors.size(), ck.tensors.size()));
+  }
+  CKPT_ASSIGN_OR_RETURN(Plan plan, gguf_plan(in, a, source, *options.gguf, in_path, report));
   RunOptions run = options.run;
   if (run.label == RunOptions{}.label) run.label = "quantizing";
   CKPT_ASSIGN_OR_RETURN(report.stats, execute_plan(plan, out_path, run));

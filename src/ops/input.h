@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "ckptkit/anatomy.h"
+#include "ckptkit/ops.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/scan.h"
 #include "ckptkit/tensor.h"
@@ -75,6 +77,20 @@ class OpenedInput {
 /// For the few value checks made beside the tensor table: position_ids, noise schedules.
 std::optional<std::vector<double>> read_small_values(const Checkpoint& ck, const InputFile& file,
                                                      const TensorInfo& t, uint64_t max_elements);
+
+/// What a GGUF file is made of: a diffusion model or a T5-XXL encoder of the input (names
+/// without their single-file prefix; T5 under llama.cpp's names), or (component null) every
+/// tensor under its own name.
+struct GgufSource {
+  const Component* component = nullptr;
+  bool t5 = false;
+};
+
+/// The plan of a GGUF file (docs/gguf.md): each tensor copied, cast or quantized as the target
+/// loader's tool chain does. `report` gets the counts, types and notes.
+Result<Plan> gguf_plan(const OpenedInput& in, const Anatomy& a, const GgufSource& source,
+                       const GgufConvertOptions& go, const std::string& in_path,
+                       ConvertReport& report);
 
 /// convert_file's GGUF branch (ops/convert_gguf.cc): `report` has the input's facts filled in.
 Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_path,

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "io/errors.h"
+#include "model/gguf_policy.h"
 
 namespace ckptkit::detail {
 namespace {
@@ -95,16 +96,23 @@ PartTensor whole_tensor(const OpenedInput& in, const TensorInfo& t) {
   return {t.name, t.dtype, t.shape, {{file, info}}};
 }
 
-std::vector<PartTensor> component_tensors(const OpenedInput& in, const Component& c) {
-  std::vector<PartTensor> out;
-  out.reserve(c.tensors.size());
+std::string component_local_name(const Component& c, std::string_view name) {
   // SD3/FLUX text encoders sit under "<prefix>transformer." except their logit_scale.
   const std::string_view inner =
       c.prefix.starts_with("text_encoders.") ? std::string_view("transformer.") : "";
+  return strip_component_prefix(name, c.prefix, inner);
+}
+
+std::vector<PartTensor> component_tensors(const OpenedInput& in, const Component& c) {
+  std::vector<PartTensor> out;
+  out.reserve(c.tensors.size());
+  // A T5 GGUF's llama.cpp names are read as the Hugging Face names the anatomy saw.
+  const bool llama_t5 = uses_llama_t5_names(in.checkpoint());
   for (size_t i : c.tensors) {
     const TensorInfo& t = in.checkpoint().tensors[i];
     PartTensor p = whole_tensor(in, t);
-    p.name = strip_component_prefix(t.name, c.prefix, inner);
+    std::optional<std::string> hf = llama_t5 ? t5_hf_name(t.name) : std::nullopt;
+    p.name = component_local_name(c, hf ? *hf : t.name);
     out.push_back(std::move(p));
   }
   return out;
@@ -115,6 +123,12 @@ Result<std::vector<PartTensor>> openclip_to_hf(std::vector<PartTensor> in,
   std::vector<PartTensor> out;
   out.reserve(in.size() + in.size() / 6);
   for (PartTensor& t : in) {
+    if (is_quantized(t.dtype))
+      return not_convertible(path, t.name,
+                             fmt::format("it is stored as {} blocks, which cannot be cut into rows "
+                                         "or transposed in place; dequantize the file first "
+                                         "(ckptkit convert IN.gguf -o OUT.safetensors)",
+                                         dtype_name(t.dtype)));
     if (dtype_info(t.dtype).bits % 8 != 0)
       return not_convertible(path, t.name, "its dtype is smaller than a byte");
     bool done = false;
@@ -172,6 +186,12 @@ Result<std::vector<PartTensor>> hf_to_openclip(std::vector<PartTensor> in, const
   // q/k/v of each layer, gathered before they are fused.
   std::map<std::pair<unsigned, bool>, std::array<std::optional<PartTensor>, 3>> qkv;
   for (PartTensor& t : in) {
+    if (is_quantized(t.dtype))
+      return not_convertible(path, t.name,
+                             fmt::format("it is stored as {} blocks, which cannot be cut into rows "
+                                         "or transposed in place; dequantize the file first "
+                                         "(ckptkit convert IN.gguf -o OUT.safetensors)",
+                                         dtype_name(t.dtype)));
     if (dtype_info(t.dtype).bits % 8 != 0)
       return not_convertible(path, t.name, "its dtype is smaller than a byte");
     bool done = false;

@@ -26,6 +26,10 @@ struct PartTensor {
   std::vector<Piece> pieces;  ///< more than one: concatenated along the first dimension
 };
 
+/// A tensor's name inside its part: the component's prefix (and an SD3/FLUX text encoder's
+/// "transformer.") removed.
+std::string component_local_name(const Component& c, std::string_view name);
+
 /// The tensors of component `c` of `in` with the prefix removed, in the component's naming.
 std::vector<PartTensor> component_tensors(const OpenedInput& in, const Component& c);
 

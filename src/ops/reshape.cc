@@ -2,6 +2,7 @@
 // monolithic file and its parts. See ckptkit/ops.h.
 #include <fmt/format.h>
 
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <set>
@@ -102,10 +103,18 @@ std::map<std::string, std::string> metadata_for(const Checkpoint& src, bool whol
   return m;
 }
 
-void add_tensors(Plan& plan, const std::vector<PartTensor>& ts,
+/// Adds `ts` to a safetensors plan. GGUF blocks, which safetensors cannot hold, are dequantized
+/// exactly: to F32, or to `cast` when given.
+void add_tensors(Plan& plan, const std::vector<PartTensor>& ts, ReshapeReport& report,
                  std::optional<DType> cast = std::nullopt) {
   for (const PartTensor& t : ts) {
-    const DType to = cast && is_float(t.dtype) ? *cast : t.dtype;
+    DType to = t.dtype;
+    if (is_quantized(t.dtype)) {
+      to = cast.value_or(DType::F32);
+      ++report.dequantized;
+    } else if (cast && is_float(t.dtype)) {
+      to = *cast;
+    }
     plan.tensors.push_back({t.name, to, t.shape, detail::part_producer(t, to)});
   }
 }
@@ -254,6 +263,10 @@ Status run_all(std::vector<std::pair<Plan, WrittenFile>>& outs, const std::strin
     report.stats.threads = std::max(report.stats.threads, stats.threads);
     report.stats.seconds += stats.seconds;
   }
+  if (report.dequantized > 0)
+    report.notes.push_back(fmt::format(
+        "{} GGUF-quantized tensors were dequantized exactly (safetensors holds no GGUF blocks)",
+        report.dequantized));
   const auto t0 = std::chrono::steady_clock::now();
   CKPT_RETURN_IF_ERROR(folder->commit());
   report.stats.seconds +=
@@ -317,25 +330,48 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
   const FamilyLayout* fam = detail::family_layout(a.family);
   std::vector<std::pair<Plan, WrittenFile>> outs;
   for (const auto& [kind, comp] : parts) {
-    CKPT_ASSIGN_OR_RETURN(LoadedPart part, load_part(*in, *comp, report));
     const bool denoiser = comp->role == Role::kDiffusionModel;
     std::string dir = denoiser                 ? "diffusion_models"
                       : kind == PartKind::kVae ? "vae"
                                                : "text_encoders";
     std::string file = denoiser ? stem : fmt::format("{}-{}", stem, part_file_tag(kind));
     WrittenFile w;
-    w.path = (fs::path(out_dir) / dir / (file + ".safetensors")).string();
     w.part = std::string(part_file_tag(kind));
     w.source = in_path;
+    if (options.gguf && (denoiser || kind == PartKind::kT5xxl)) {
+      // The parts GGUF loaders take: ComfyUI-GGUF's Unet and CLIP loaders, stable-diffusion.cpp's
+      // --diffusion-model and --t5xxl. The file name carries the type, as published GGUFs do.
+      ConvertReport gr;
+      CKPT_ASSIGN_OR_RETURN(
+          Plan plan, detail::gguf_plan(*in, a, {comp, kind == PartKind::kT5xxl}, *options.gguf,
+                                       in_path, gr));
+      std::string type = options.gguf->quant;
+      for (char& ch : type) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      w.path = (fs::path(out_dir) / dir / fmt::format("{}-{}.gguf", file, type)).string();
+      std::string types;
+      for (const auto& [t, n] : gr.gguf_types)
+        types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, t);
+      report.notes.push_back(fmt::format("{} as GGUF: {}{}", part_display_name(kind), types,
+                                         gr.gguf_reshaped ? fmt::format(" ({} stored as rows of 256)",
+                                                                        gr.gguf_reshaped)
+                                                          : ""));
+      for (std::string& n : gr.notes)
+        report.notes.push_back(fmt::format("{}: {}", part_display_name(kind), n));
+      if (denoiser) add_dropped(report, "sampling_markers", ck, model_config_tensors(a));
+      outs.emplace_back(std::move(plan), std::move(w));
+      continue;
+    }
+    CKPT_ASSIGN_OR_RETURN(LoadedPart part, load_part(*in, *comp, report));
+    w.path = (fs::path(out_dir) / dir / (file + ".safetensors")).string();
     Plan plan;
     in->add_inputs(plan);
-    add_tensors(plan, part.tensors);
+    add_tensors(plan, part.tensors, report);
     if (denoiser) {
       // Sampling markers (v_pred, ztsnr, edm_*) belong to the denoiser; they travel with it.
       std::vector<PartTensor> markers;
       for (size_t i : model_config_tensors(a))
         markers.push_back(detail::whole_tensor(*in, ck.tensors[i]));
-      add_tensors(plan, markers);
+      add_tensors(plan, markers, report);
     }
     std::string spec;
     if (!a.modelspec.empty())
@@ -418,6 +454,7 @@ Result<ReshapeReport> assemble_files(const PartPaths& paths, const std::string& 
   const ReshapeOptions& o = options.common;
   if (paths.diffusion_model.empty())
     return Status(ErrorCode::kInvalidArgument, "--diffusion-model is required");
+  CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
   CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
   CKPT_ASSIGN_OR_RETURN(auto dm_in,
                         open_input(paths.diffusion_model, out_path, o, "assemble", true));
@@ -447,12 +484,12 @@ Result<ReshapeReport> assemble_files(const PartPaths& paths, const std::string& 
   CKPT_ASSIGN_OR_RETURN(LoadedPart dpart, load_part(*dm_in, *dm, report));
   CKPT_ASSIGN_OR_RETURN(auto dts,
                         to_slot(std::move(dpart), fam->slots[0], paths.diffusion_model, report));
-  add_tensors(plan, dts);
+  add_tensors(plan, dts, report);
   std::vector<PartTensor> markers;
   for (size_t i : model_config_tensors(a))
     markers.push_back(detail::whole_tensor(*dm_in, ck.tensors[i]));
-  add_tensors(plan, markers);
-  for (auto& [kind, ts] : parts) add_tensors(plan, ts);
+  add_tensors(plan, markers, report);
+  for (auto& [kind, ts] : parts) add_tensors(plan, ts, report);
   plan.metadata = metadata_for(ck, true, a.modelspec, fam->implementation,
                                o.title.empty() ? title_of(ck, paths.diffusion_model) : o.title);
   std::vector<std::pair<Plan, WrittenFile>> outs;
@@ -476,6 +513,7 @@ Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& pa
     return Status(ErrorCode::kInvalidArgument,
                   "nothing to swap: give at least one of --vae, --clip-l, --clip-g, --clip-h, "
                   "--t5xxl");
+  CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
   CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
   CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, out_path, o, "swap parts of", true));
   const Checkpoint& ck = in->checkpoint();
@@ -503,8 +541,8 @@ Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& pa
   std::vector<PartTensor> kept;
   for (size_t i = 0; i < ck.tensors.size(); ++i)
     if (!replaced[i]) kept.push_back(detail::whole_tensor(*in, ck.tensors[i]));
-  add_tensors(plan, kept);
-  for (auto& [kind, ts] : parts) add_tensors(plan, ts);
+  add_tensors(plan, kept, report);
+  for (auto& [kind, ts] : parts) add_tensors(plan, ts, report);
   plan.metadata = metadata_for(ck, true, a.modelspec, fam->implementation,
                                o.title.empty() ? title_of(ck, in_path) : o.title);
   std::vector<std::pair<Plan, WrittenFile>> outs;
@@ -521,6 +559,7 @@ Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& pa
 Result<ReshapeReport> prune_file(const std::string& in_path, const std::string& out_path,
                                  const PruneOptions& options) {
   const ReshapeOptions& o = options.common;
+  CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
   CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
   CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, out_path, o, "prune", true));
   const Checkpoint& ck = in->checkpoint();
@@ -594,7 +633,7 @@ Result<ReshapeReport> prune_file(const std::string& in_path, const std::string& 
   }
   Plan plan;
   in->add_inputs(plan);
-  add_tensors(plan, out, options.dtype);
+  add_tensors(plan, out, report, options.dtype);
   const FamilyLayout* fam = detail::family_layout(a.family);
   plan.metadata = metadata_for(ck, true, a.modelspec, fam ? fam->implementation : "",
                                o.title.empty() ? title_of(ck, in_path) : o.title);
