@@ -871,20 +871,29 @@ void q3k_impl(const float* x, uint8_t* y, const float* qw_block) {
 // =============================== Q4_K and Q5_K ================================================
 // Layout offsets: d 0, dmin 2, scales 4 (12 bytes); Q4_K qs 16; Q5_K qh 16, qs 48.
 
-// The reference path's group step for one block: weights av_x + |x| and make_qkx2_quants on
-// each of the 8 groups (quant_simd.cc runs the same on SIMD lanes).
-void qk45_ref_groups(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins,
-                     uint8_t* L) {
+// The reference path's group step on one group of 32: weights av_x + |x| and
+// make_qkx2_quants; returns the scale, `*min` the (positive) minimum.
+float qk45_ref_group(const float* x, int nmax, float rmin, int nstep, uint8_t* L,
+                     float* min = nullptr) {
   uint8_t Laux[32];
   float weights[32];
-  for (int j = 0; j < kQKK / 32; ++j) {
-    float sum_x2 = 0;
-    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
-    const float av_x = std::sqrt(sum_x2 / 32.0f);
-    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin,
-                                 0.1f, nstep, false);
-  }
+  float sum_x2 = 0;
+  for (int l = 0; l < 32; ++l) sum_x2 += x[l] * x[l];
+  const float av_x = std::sqrt(sum_x2 / 32.0f);
+  for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[l]);
+  float the_min = 0;
+  const float scale =
+      make_qkx2_quants(32, nmax, x, weights, L, &the_min, Laux, rmin, 0.1f, nstep, false);
+  if (min != nullptr) *min = the_min;
+  return scale;
+}
+
+// The group step for one block, on each of its 8 groups (quant_simd.cc runs the same on SIMD
+// lanes).
+void qk45_ref_groups(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins,
+                     uint8_t* L) {
+  for (int j = 0; j < kQKK / 32; ++j)
+    scales[j] = qk45_ref_group(x + 32 * j, nmax, rmin, nstep, L + 32 * j, &mins[j]);
 }
 
 // The reference path's 6-bit quantization of the 8 group scales and mins, and d/dmin.
@@ -1029,7 +1038,11 @@ void qk45_ref_blocks(const float* x, uint64_t blocks, bool q5, uint8_t* y) {
   for (uint64_t b0 = 0; b0 < blocks; b0 += kChunk) {
     const uint64_t nb = blocks - b0 < kChunk ? blocks - b0 : kChunk;
     const float* xc = x + b0 * kQKK;
-    if (!detail::qkx2_groups32_simd(xc, nb * 8, nmax, rmin, 0.1f, nstep, scales, mins, L)) {
+    // The SIMD group step leaves the levels out: requantization replaces them in every group
+    // whose scale does not round to zero, and the few others are redone below.
+    const bool simd = detail::qkx2_groups32_simd(xc, nb * 8, nmax, rmin, 0.1f, nstep, scales,
+                                                 mins, nullptr);
+    if (!simd) {
       for (uint64_t b = 0; b < nb; ++b)
         qk45_ref_groups(xc + b * kQKK, nmax, rmin, nstep, scales + 8 * b, mins + 8 * b,
                         L + kQKK * b);
@@ -1037,6 +1050,15 @@ void qk45_ref_blocks(const float* x, uint64_t blocks, bool q5, uint8_t* y) {
     for (uint64_t b = 0; b < nb; ++b) {
       uint8_t* yb = y + (b0 + b) * static_cast<uint64_t>(block_bytes);
       qk45_ref_scales(scales + 8 * b, mins + 8 * b, yb);
+      if (simd) {
+        const float d_all = get_f16(yb);
+        for (int j = 0; j < kQKK / 32; ++j) {
+          uint8_t sc, m;
+          get_scale_min_k4(j, yb + 4, &sc, &m);
+          if (d_all * f(sc) == 0.0f)
+            qk45_ref_group(xc + b * kQKK + 32 * j, nmax, rmin, nstep, L + kQKK * b + 32 * j);
+        }
+      }
       qk45_requantize(xc + b * kQKK, yb, nmax, L + kQKK * b);
       if (q5) {
         q5k_pack(L + kQKK * b, yb);

@@ -38,8 +38,9 @@ HWY_INLINE void transpose_in(const float* HWY_RESTRICT x, size_t nb, size_t N,
 // make_qkx2_quants(kGroup, nmax, x, weights, L, &min, Laux, rmin, rdelta, nstep, use_mad) on
 // `ngroups` contiguous groups, with the weights of the caller: Q4_K/Q5_K (kQ2 false) use
 // av_x + |x| with av_x = sqrt(sum x^2 / 32) and squared errors; Q2_K (kQ2 true) uses |x| and
-// absolute errors.
-template <size_t kGroup, bool kQ2>
+// absolute errors. kB vectors of groups are processed together: each lane's sums are serial
+// chains (ggml's order), so interleaving independent vectors hides the adds' latency.
+template <size_t kGroup, bool kQ2, size_t kB>
 void QkxGroups(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin, float rdelta,
                int nstep, float* HWY_RESTRICT scales, float* HWY_RESTRICT mins,
                uint8_t* HWY_RESTRICT L) {
@@ -47,17 +48,19 @@ void QkxGroups(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin
   const hn::RebindToSigned<decltype(df)> di;
   using VF = hn::Vec<decltype(df)>;
   using VI = hn::Vec<decltype(di)>;
+  using MF = hn::Mask<decltype(df)>;
   const size_t N = hn::Lanes(df);
+  const size_t W = kB * N;  // groups per pass
 
-  // Element i of lane g at [i * N + g].
-  alignas(64) float xt[kGroup * kMaxLanes];
-  alignas(64) float wt[kGroup * kMaxLanes];
-  alignas(64) float xmin[kGroup * kMaxLanes];  // x - min for the current min
+  // Element i of group g (of the pass) at [i * W + g]; vector b of a row is [i * W + b * N].
+  alignas(64) float xt[kGroup * kB * kMaxLanes];
+  alignas(64) float wt[kGroup * kB * kMaxLanes];
+  alignas(64) float xmin[kGroup * kB * kMaxLanes];  // x - min for the current min
   // Levels as floats (small integers, exact): what the error sums use.
-  alignas(64) float lbest[kGroup * kMaxLanes];
-  alignas(64) float laux[kGroup * kMaxLanes];
-  alignas(64) float out_scale[kMaxLanes];
-  alignas(64) float out_min[kMaxLanes];
+  alignas(64) float lbest[kGroup * kB * kMaxLanes];
+  alignas(64) float laux[kGroup * kB * kMaxLanes];
+  alignas(64) float out_scale[kB * kMaxLanes];
+  alignas(64) float out_min[kB * kMaxLanes];
 
   const VI vnmax = hn::Set(di, nmax);
   const VI vzero_i = hn::Zero(di);
@@ -70,129 +73,192 @@ void QkxGroups(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin
     const VI i = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
     return hn::ConvertTo(df, hn::Max(hn::Min(i, vnmax), vzero_i));
   };
-  auto update_xmin = [&](VF min) {
-    for (size_t i = 0; i < kGroup; ++i)
-      hn::Store(hn::Sub(hn::Load(df, xt + i * N), min), df, xmin + i * N);
+  // The same level by float arithmetic, exact where |v| < 2^21 (v + magic then has ulp 1, so
+  // subtracting magic gives nearest_int(v) as ggml's bit trick does); two operations fewer.
+  // Used only for steps whose every active lane is proven in range (see `fast` below).
+  const VF vnmax_f = hn::Set(df, static_cast<float>(nmax));
+  auto level_fast = [&](VF v) {
+    return hn::Min(hn::Max(hn::Sub(hn::Add(v, magic), magic), vzero), vnmax_f);
+  };
+  const VF kFastLimit = hn::Set(df, 2097152.0f);
+  auto at = [&](float* a, size_t i, size_t b) { return a + i * W + b * N; };
+  // The error of one element: |diff| (Q2_K) or diff^2.
+  auto err = [](VF diff) {
+    if constexpr (kQ2) {
+      return hn::Abs(diff);
+    } else {
+      return hn::Mul(diff, diff);
+    }
   };
 
-  for (size_t g0 = 0; g0 < ngroups; g0 += N) {
-    const size_t nb = ngroups - g0 < N ? ngroups - g0 : N;
-    transpose_in<kGroup>(x + g0 * kGroup, nb, N, xt);
+  VF min[kB], max[kB], sum_w[kB], sum_x[kB], scale[kB], best_error[kB];
+  VF gmin[kB];  // the group's smallest x (min before it is clamped to <= 0)
+  MF active[kB];
+  auto update_xmin = [&](size_t b) {
+    for (size_t i = 0; i < kGroup; ++i)
+      hn::Store(hn::Sub(hn::Load(df, at(xt, i, b)), min[b]), df, at(xmin, i, b));
+  };
 
-    if constexpr (kQ2) {
-      for (size_t i = 0; i < kGroup; ++i)
-        hn::Store(hn::Abs(hn::Load(df, xt + i * N)), df, wt + i * N);
-    } else {
-      VF sum_x2 = vzero;
-      for (size_t i = 0; i < kGroup; ++i) {
-        const VF xi = hn::Load(df, xt + i * N);
-        sum_x2 = hn::Add(sum_x2, hn::Mul(xi, xi));
-      }
-      const VF av_x = hn::Sqrt(hn::Div(sum_x2, hn::Set(df, 32.0f)));
-      for (size_t i = 0; i < kGroup; ++i)
-        hn::Store(hn::Add(av_x, hn::Abs(hn::Load(df, xt + i * N))), df, wt + i * N);
-    }
-    // The error of one element: |diff| (Q2_K) or diff^2.
-    auto err = [](VF diff) {
+  for (size_t g0 = 0; g0 < ngroups; g0 += W) {
+    const size_t nb = ngroups - g0 < W ? ngroups - g0 : W;
+    // Transpose in; groups past nb get zeros (degenerate, results discarded).
+    for (size_t g = 0; g < nb; ++g)
+      for (size_t i = 0; i < kGroup; ++i) xt[i * W + g] = x[(g0 + g) * kGroup + i];
+    for (size_t g = nb; g < W; ++g)
+      for (size_t i = 0; i < kGroup; ++i) xt[i * W + g] = 0.0f;
+
+    bool finite = true;  // every x of the pass finite: the condition of the fast levels
+    for (size_t b = 0; b < kB; ++b) {
       if constexpr (kQ2) {
-        return hn::Abs(diff);
+        for (size_t i = 0; i < kGroup; ++i)
+          hn::Store(hn::Abs(hn::Load(df, at(xt, i, b))), df, at(wt, i, b));
       } else {
-        return hn::Mul(diff, diff);
+        VF sum_x2 = vzero;
+        for (size_t i = 0; i < kGroup; ++i) {
+          const VF xi = hn::Load(df, at(xt, i, b));
+          sum_x2 = hn::Add(sum_x2, hn::Mul(xi, xi));
+        }
+        const VF av_x = hn::Sqrt(hn::Div(sum_x2, hn::Set(df, 32.0f)));
+        for (size_t i = 0; i < kGroup; ++i)
+          hn::Store(hn::Add(av_x, hn::Abs(hn::Load(df, at(xt, i, b)))), df, at(wt, i, b));
       }
-    };
+      min[b] = hn::Load(df, at(xt, 0, b));
+      max[b] = min[b];
+      sum_w[b] = hn::Load(df, at(wt, 0, b));
+      sum_x[b] = hn::Mul(sum_w[b], min[b]);
+      auto fin = hn::IsFinite(min[b]);
+      for (size_t i = 1; i < kGroup; ++i) {
+        const VF xi = hn::Load(df, at(xt, i, b));
+        min[b] = hn::IfThenElse(hn::Lt(xi, min[b]), xi, min[b]);
+        max[b] = hn::IfThenElse(hn::Gt(xi, max[b]), xi, max[b]);
+        fin = hn::And(fin, hn::IsFinite(xi));
+        const VF w = hn::Load(df, at(wt, i, b));
+        sum_w[b] = hn::Add(sum_w[b], w);
+        sum_x[b] = hn::Add(sum_x[b], hn::Mul(w, xi));
+      }
+      finite = finite && hn::AllTrue(df, fin);
+      gmin[b] = min[b];
+      min[b] = hn::IfThenElse(hn::Gt(min[b], vzero), vzero, min[b]);
+      active[b] = hn::Not(hn::Eq(max[b], min[b]));  // ggml returns early where max == min
 
-    VF min = hn::Load(df, xt);
-    VF max = min;
-    VF sum_w = hn::Load(df, wt);
-    VF sum_x = hn::Mul(sum_w, min);
-    for (size_t i = 1; i < kGroup; ++i) {
-      const VF xi = hn::Load(df, xt + i * N);
-      min = hn::IfThenElse(hn::Lt(xi, min), xi, min);
-      max = hn::IfThenElse(hn::Gt(xi, max), xi, max);
-      const VF w = hn::Load(df, wt + i * N);
-      sum_w = hn::Add(sum_w, w);
-      sum_x = hn::Add(sum_x, hn::Mul(w, xi));
-    }
-    min = hn::IfThenElse(hn::Gt(min, vzero), vzero, min);
-    const auto active = hn::Not(hn::Eq(max, min));  // ggml returns early where max == min
-
-    const VF iscale0 = hn::Div(hn::Set(df, static_cast<float>(nmax)), hn::Sub(max, min));
-    VF scale = hn::Div(hn::Set(df, 1.0f), iscale0);
-    VF best_error = vzero;
-    update_xmin(min);
-    for (size_t i = 0; i < kGroup; ++i) {
-      const VF xi = hn::Load(df, xt + i * N);
-      const VF lf = level(hn::Mul(iscale0, hn::Load(df, xmin + i * N)));
-      hn::Store(lf, df, lbest + i * N);
-      VF diff = hn::Sub(hn::Add(hn::Mul(scale, lf), min), xi);
-      diff = err(diff);
-      best_error = hn::Add(best_error, hn::Mul(hn::Load(df, wt + i * N), diff));
+      const VF iscale0 =
+          hn::Div(hn::Set(df, static_cast<float>(nmax)), hn::Sub(max[b], min[b]));
+      scale[b] = hn::Div(hn::Set(df, 1.0f), iscale0);
+      best_error[b] = vzero;
+      update_xmin(b);
+      for (size_t i = 0; i < kGroup; ++i) {
+        const VF xi = hn::Load(df, at(xt, i, b));
+        const VF lf = level(hn::Mul(iscale0, hn::Load(df, at(xmin, i, b))));
+        hn::Store(lf, df, at(lbest, i, b));
+        VF diff = hn::Sub(hn::Add(hn::Mul(scale[b], lf), min[b]), xi);
+        diff = err(diff);
+        best_error[b] = hn::Add(best_error[b], hn::Mul(hn::Load(df, at(wt, i, b)), diff));
+      }
     }
     for (int is = 0; is <= nstep; ++is) {
-      const float num = rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax);
+      const VF num = hn::Set(df, rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax));
       // `min` is the best candidate's so far, as in ggml (which updates it inside the loop).
-      const VF iscale = hn::Div(hn::Set(df, num), hn::Sub(max, min));
-      VF sum_l = vzero, sum_l2 = vzero, sum_xl = vzero;
-      for (size_t i = 0; i < kGroup; ++i) {
-        const VF xi = hn::Load(df, xt + i * N);
-        const VF lf = level(hn::Mul(iscale, hn::Load(df, xmin + i * N)));
-        hn::Store(lf, df, laux + i * N);
-        const VF w = hn::Load(df, wt + i * N);
-        const VF wl = hn::Mul(w, lf);
-        sum_l = hn::Add(sum_l, wl);
-        sum_l2 = hn::Add(sum_l2, hn::Mul(wl, lf));
-        sum_xl = hn::Add(sum_xl, hn::Mul(wl, xi));
+      VF iscale[kB], sum_l[kB], sum_l2[kB], sum_xl[kB];
+      // The fast levels are exact when every active lane's iscale * (x - min) is within
+      // 2^21: float rounding is monotonic, so the group's extremes bound every element.
+      bool fast = finite;
+      for (size_t b = 0; b < kB; ++b) {
+        iscale[b] = hn::Div(num, hn::Sub(max[b], min[b]));
+        sum_l[b] = sum_l2[b] = sum_xl[b] = vzero;
+        if (fast) {
+          const VF lo = hn::Abs(hn::Mul(iscale[b], hn::Sub(gmin[b], min[b])));
+          const VF hi = hn::Abs(hn::Mul(iscale[b], hn::Sub(max[b], min[b])));
+          const auto in_range = hn::Lt(hn::Max(lo, hi), kFastLimit);  // false for NaN
+          fast = hn::AllTrue(df, hn::Or(in_range, hn::Not(active[b])));
+        }
       }
-      const VF D = hn::Sub(hn::Mul(sum_w, sum_l2), hn::Mul(sum_l, sum_l));
-      const auto d_pos = hn::Gt(D, vzero);
-      if (hn::AllFalse(df, hn::And(d_pos, active))) continue;
-      VF this_scale = hn::Div(hn::Sub(hn::Mul(sum_w, sum_xl), hn::Mul(sum_x, sum_l)), D);
-      VF this_min = hn::Div(hn::Sub(hn::Mul(sum_l2, sum_x), hn::Mul(sum_l, sum_xl)), D);
-      const auto min_pos = hn::Gt(this_min, vzero);
-      this_min = hn::IfThenElse(min_pos, vzero, this_min);
-      this_scale = hn::IfThenElse(min_pos, hn::Div(sum_xl, sum_l2), this_scale);
-      VF cur_error = vzero;
-      for (size_t i = 0; i < kGroup; ++i) {
-        const VF xi = hn::Load(df, xt + i * N);
-        const VF lf = hn::Load(df, laux + i * N);
-        VF diff = hn::Sub(hn::Add(hn::Mul(this_scale, lf), this_min), xi);
-        diff = err(diff);
-        cur_error = hn::Add(cur_error, hn::Mul(hn::Load(df, wt + i * N), diff));
+      auto sums = [&](auto level_of) {
+        for (size_t i = 0; i < kGroup; ++i) {
+          for (size_t b = 0; b < kB; ++b) {
+            const VF xi = hn::Load(df, at(xt, i, b));
+            const VF lf = level_of(hn::Mul(iscale[b], hn::Load(df, at(xmin, i, b))));
+            hn::Store(lf, df, at(laux, i, b));
+            const VF w = hn::Load(df, at(wt, i, b));
+            const VF wl = hn::Mul(w, lf);
+            sum_l[b] = hn::Add(sum_l[b], wl);
+            sum_l2[b] = hn::Add(sum_l2[b], hn::Mul(wl, lf));
+            sum_xl[b] = hn::Add(sum_xl[b], hn::Mul(wl, xi));
+          }
+        }
+      };
+      if (fast) {
+        sums(level_fast);
+      } else {
+        sums(level);
       }
-      const auto take = hn::And(hn::And(d_pos, active), hn::Lt(cur_error, best_error));
-      if (hn::AllFalse(df, take)) continue;
-      for (size_t i = 0; i < kGroup; ++i)
-        hn::Store(hn::IfThenElse(take, hn::Load(df, laux + i * N), hn::Load(df, lbest + i * N)), df,
-                  lbest + i * N);
-      best_error = hn::IfThenElse(take, cur_error, best_error);
-      scale = hn::IfThenElse(take, this_scale, scale);
-      min = hn::IfThenElse(take, this_min, min);
-      update_xmin(min);
+      VF this_scale[kB], this_min[kB];
+      MF try_it[kB];
+      bool any = false;
+      for (size_t b = 0; b < kB; ++b) {
+        const VF D = hn::Sub(hn::Mul(sum_w[b], sum_l2[b]), hn::Mul(sum_l[b], sum_l[b]));
+        try_it[b] = hn::And(hn::Gt(D, vzero), active[b]);
+        any = any || !hn::AllFalse(df, try_it[b]);
+        this_scale[b] = hn::Div(
+            hn::Sub(hn::Mul(sum_w[b], sum_xl[b]), hn::Mul(sum_x[b], sum_l[b])), D);
+        this_min[b] = hn::Div(
+            hn::Sub(hn::Mul(sum_l2[b], sum_x[b]), hn::Mul(sum_l[b], sum_xl[b])), D);
+        const auto min_pos = hn::Gt(this_min[b], vzero);
+        this_min[b] = hn::IfThenElse(min_pos, vzero, this_min[b]);
+        this_scale[b] = hn::IfThenElse(min_pos, hn::Div(sum_xl[b], sum_l2[b]), this_scale[b]);
+      }
+      if (!any) continue;
+      VF cur_error[kB];
+      for (size_t b = 0; b < kB; ++b) cur_error[b] = vzero;
+      for (size_t i = 0; i < kGroup; ++i) {
+        for (size_t b = 0; b < kB; ++b) {
+          const VF xi = hn::Load(df, at(xt, i, b));
+          const VF lf = hn::Load(df, at(laux, i, b));
+          VF diff = hn::Sub(hn::Add(hn::Mul(this_scale[b], lf), this_min[b]), xi);
+          diff = err(diff);
+          cur_error[b] = hn::Add(cur_error[b], hn::Mul(hn::Load(df, at(wt, i, b)), diff));
+        }
+      }
+      for (size_t b = 0; b < kB; ++b) {
+        const auto take = hn::And(try_it[b], hn::Lt(cur_error[b], best_error[b]));
+        if (hn::AllFalse(df, take)) continue;
+        for (size_t i = 0; i < kGroup; ++i)
+          hn::Store(hn::IfThenElse(take, hn::Load(df, at(laux, i, b)),
+                                   hn::Load(df, at(lbest, i, b))),
+                    df, at(lbest, i, b));
+        best_error[b] = hn::IfThenElse(take, cur_error[b], best_error[b]);
+        scale[b] = hn::IfThenElse(take, this_scale[b], scale[b]);
+        min[b] = hn::IfThenElse(take, this_min[b], min[b]);
+        update_xmin(b);
+      }
     }
-    hn::Store(hn::IfThenElseZero(active, scale), df, out_scale);
-    hn::Store(hn::Neg(min), df, out_min);
-    for (size_t i = 0; i < kGroup; ++i)
-      hn::Store(hn::IfThenElseZero(active, hn::Load(df, lbest + i * N)), df, lbest + i * N);
-
+    for (size_t b = 0; b < kB; ++b) {
+      hn::Store(hn::IfThenElseZero(active[b], scale[b]), df, out_scale + b * N);
+      hn::Store(hn::Neg(min[b]), df, out_min + b * N);
+      for (size_t i = 0; i < kGroup; ++i)
+        hn::Store(hn::IfThenElseZero(active[b], hn::Load(df, at(lbest, i, b))), df,
+                  at(lbest, i, b));
+    }
     for (size_t g = 0; g < nb; ++g) {
       scales[g0 + g] = out_scale[g];
       mins[g0 + g] = out_min[g];
-      for (size_t i = 0; i < kGroup; ++i)
-        L[(g0 + g) * kGroup + i] = static_cast<uint8_t>(lbest[i * N + g]);
     }
+    if (L != nullptr)
+      for (size_t g = 0; g < nb; ++g)
+        for (size_t i = 0; i < kGroup; ++i)
+          L[(g0 + g) * kGroup + i] = static_cast<uint8_t>(lbest[i * W + g]);
   }
 }
 
 void Qkx2Groups32(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin, float rdelta,
                   int nstep, float* HWY_RESTRICT scales, float* HWY_RESTRICT mins,
                   uint8_t* HWY_RESTRICT L) {
-  QkxGroups<32, false>(x, ngroups, nmax, rmin, rdelta, nstep, scales, mins, L);
+  QkxGroups<32, false, 2>(x, ngroups, nmax, rmin, rdelta, nstep, scales, mins, L);
 }
 
 void Qkx2Groups16Q2(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin, float rdelta,
                     int nstep, float* HWY_RESTRICT scales, float* HWY_RESTRICT mins,
                     uint8_t* HWY_RESTRICT L) {
-  QkxGroups<16, true>(x, ngroups, nmax, rmin, rdelta, nstep, scales, mins, L);
+  QkxGroups<16, true, 2>(x, ngroups, nmax, rmin, rdelta, nstep, scales, mins, L);
 }
 
 // Q6_K reference: make_qx_quants(16, 32, x, L, rmse_type = 1, NULL) on `ngroups` contiguous

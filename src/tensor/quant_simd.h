@@ -16,7 +16,9 @@ namespace ckptkit::detail {
 /// For `ngroups` contiguous groups of 32 floats at `x`: the reference Q4_K/Q5_K group step —
 /// weights av_x + |x| and ggml's make_qkx2_quants(32, nmax, …, rmin, rdelta, nstep, false) —
 /// writing scales[g], mins[g] (the positive minimum, ggml's *the_min) and 32 levels per group to
-/// L. Returns false, writing nothing, when the "scalar" target is selected.
+/// L (L null: the levels are not written; the reference requantizes every group whose scale
+/// does not round to zero, so callers need the levels of those groups alone). Returns false,
+/// writing nothing, when the "scalar" target is selected.
 bool qkx2_groups32_simd(const float* x, size_t ngroups, int nmax, float rmin, float rdelta,
                         int nstep, float* scales, float* mins, uint8_t* L);
 
