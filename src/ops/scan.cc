@@ -133,6 +133,20 @@ class Scanner {
                         p.status.message()));
   }
 
+  /// Bytes after a zip entry's pickle's STOP: torch.load (and pickle.load) stop reading there,
+  /// a loader that reads on would see more.
+  void after_stop(const pickle::Program& p, const zip::Entry& e) {
+    if (!p.status.is_ok()) return;
+    const uint64_t base = e.method == zip::kMethodStored ? e.data_offset : 0;
+    const uint64_t used = p.end - base;
+    if (used >= e.uncompressed_size) return;
+    finding("data_after_stop", p.end, e.name,
+            fmt::format("entry '{}' has {} bytes after its pickle's STOP opcode; torch.load "
+                        "stops at STOP, but these bytes could hold another pickle for a "
+                        "loader that reads on",
+                        e.name, e.uncompressed_size - used));
+  }
+
   void finding(std::string kind, uint64_t offset, std::string entry, std::string message) {
     r_.findings.push_back({std::move(kind), offset, std::move(entry), std::move(message)});
   }
@@ -164,6 +178,7 @@ void scan_zip(const InputFile& file, const zip::Archive* archive, const pickle::
     if (is_main && main) {
       sc.take(*main, e.name, false, e.method != zip::kMethodStored, 0);
       if (!main->status.is_ok()) sc.malformed(*main, e.name);
+      sc.after_stop(*main, e);
       continue;
     }
     // Storage entries are tensor bytes: only their start is sniffed; a pickle hidden there is
@@ -215,6 +230,7 @@ void scan_zip(const InputFile& file, const zip::Archive* archive, const pickle::
                              e.name));
     sc.take(p, e.name, false, compressed, 0);
     if (!p.status.is_ok()) sc.malformed(p, e.name);
+    if (!storage) sc.after_stop(p, e);
   }
 }
 
