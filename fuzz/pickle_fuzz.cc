@@ -6,7 +6,7 @@
 //     nodes.size(); every kGlobal's global_index is below globals.size(); a walk of the graph
 //     from the root with a visited set ends (graphs may be cyclic);
 //   * every node and Global offset lies in [kBase, kBase + size) and globals appear in file
-//     order; each Global's class is what classify_global says for its names;
+//     order; each Global's class is what classify_global says for its names and `called`;
 //   * ok status ⇔ root != kNoNode, and then `end` is one past a STOP byte; an error is
 //     Corrupt, LimitExceeded or Unsupported with an offset in [kBase, kBase + size] and a
 //     one-line message; `end` never passes the input;
@@ -97,7 +97,9 @@ void check_program(const pk::Program& p, const uint8_t* data, size_t size) {
     if (g.offset < kBase || g.offset >= kBase + size) fail("global offset outside the input");
     if (g.offset < last) fail("globals out of file order");
     last = g.offset;
-    const pk::GlobalClass k = pk::classify_global(g.module, g.name);
+    // EXT globals are classified by their pseudo-module whether called or not.
+    const pk::GlobalClass k = pk::classify_global(
+        g.module, g.name, g.called && g.opcode != pk::GlobalOpcode::kExt);
     if (k.category != g.klass.category || k.meaning != g.klass.meaning ||
         k.reason != g.klass.reason)
       fail("recorded class differs from classify_global");

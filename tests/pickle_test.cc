@@ -1295,6 +1295,89 @@ TEST(PickleClassify, Table) {
             std::string_view::npos);
 }
 
+// Rule 5: an unlisted PyTorch or standard-library global is dangerous only when called; benign
+// constructors and third-party classes are not.
+TEST(PickleClassify, CalledGlobals) {
+  constexpr auto U = GlobalCategory::kUnknown;
+  constexpr auto D = GlobalCategory::kDangerous;
+  struct Case {
+    const char* module;
+    const char* name;
+    GlobalCategory referenced, called;
+    GlobalOrigin origin;
+  };
+  const Case cases[] = {
+      {"torch.utils.hooks", "RemovableHandle", U, D, GlobalOrigin::kTorch},
+      {"torch", "manual_seed", U, D, GlobalOrigin::kTorch},
+      {"shlex", "split", U, D, GlobalOrigin::kStdlib},
+      {"threading", "Thread", U, D, GlobalOrigin::kStdlib},
+      {"builtins", "print", U, D, GlobalOrigin::kStdlib},
+      {"__builtin__", "map", U, D, GlobalOrigin::kStdlib},
+      {"builtins", "dict", U, U, GlobalOrigin::kStdlib},
+      {"argparse", "Namespace", U, U, GlobalOrigin::kStdlib},
+      {"pathlib", "PosixPath", U, U, GlobalOrigin::kStdlib},
+      {"datetime", "datetime", U, U, GlobalOrigin::kStdlib},
+      {"decimal", "Decimal", U, U, GlobalOrigin::kStdlib},
+      {"collections", "defaultdict", U, U, GlobalOrigin::kStdlib},
+      {"enum", "FlagBoundary", U, U, GlobalOrigin::kStdlib},
+      {"torch.torch_version", "TorchVersion", U, U, GlobalOrigin::kTorch},
+      {"torch.nn.modules.linear", "Linear", U, U, GlobalOrigin::kTorch},
+      {"functools", "partial", U, U, GlobalOrigin::kStdlib},
+      {"pytorch_lightning.callbacks", "ModelCheckpoint", U, U, GlobalOrigin::kThirdParty},
+      {"omegaconf.dictconfig", "DictConfig", U, U, GlobalOrigin::kThirdParty},
+      {"__main__", "Config", U, U, GlobalOrigin::kThirdParty},
+      {"torchvision.models", "resnet18", U, U, GlobalOrigin::kThirdParty},
+      // Listed gadgets are dangerous whether called or not, with their advisory.
+      {"torch.utils.collect_env", "run", D, D, GlobalOrigin::kTorch},
+      {"torch._inductor.codecache", "compile_file", D, D, GlobalOrigin::kTorch},
+      {"torch._dynamo.utils", "anything", D, D, GlobalOrigin::kTorch},
+      {"lib2to3.pgen2.pgen", "ParserGenerator", D, D, GlobalOrigin::kStdlib},
+      {"ensurepip", "_run_pip", D, D, GlobalOrigin::kStdlib},
+      {"scipy.io", "loadmat", D, D, GlobalOrigin::kThirdParty},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(classify_global(c.module, c.name).category, c.referenced) << c.module << "." << c.name;
+    const GlobalClass k = classify_global(c.module, c.name, true);
+    EXPECT_EQ(k.category, c.called) << c.module << "." << c.name << " called";
+    EXPECT_FALSE(k.reason.empty());
+    EXPECT_EQ(global_origin(c.module), c.origin) << c.module;
+  }
+  EXPECT_NE(classify_global("torch.utils.collect_env", "run").reason.find("GHSA-f745-w6jp-hpxx"),
+            std::string_view::npos);
+  EXPECT_NE(classify_global("ensurepip", "_run_pip").reason.find("GHSA-xp4f-hrf8-rxw7"),
+            std::string_view::npos);
+  EXPECT_NE(classify_global("shlex", "split", true).reason.find("standard-library"),
+            std::string_view::npos);
+  EXPECT_NE(classify_global("torch", "manual_seed", true).reason.find("PyTorch"),
+            std::string_view::npos);
+}
+
+// The machine records which globals the pickle calls: REDUCE, NEWOBJ, INST, OBJ and the
+// callable handed to functools.partial; a global only passed as data is not called.
+TEST(PickleClassify, RunMarksCalls) {
+  const std::string text =
+      "\x80\x02"
+      "cshlex\nsplit\n)R0"                           // called by REDUCE
+      "ctorch.utils.hooks\nRemovableHandle\n\x85"     // only in a tuple
+      "0cfunctools\npartial\ncthreading\nThread\n\x85R)R0"  // called through partial
+      "(ipathlib\nPosixPath\n0"                     // INST
+      "N.";
+  const std::vector<uint8_t> bytes(text.begin(), text.end());
+  const Program p = run(bytes);
+  ASSERT_TRUE(p.status.is_ok()) << p.status.to_string();
+  ASSERT_EQ(p.globals.size(), 5u);
+  EXPECT_TRUE(p.globals[0].called);
+  EXPECT_EQ(p.globals[0].klass.category, GlobalCategory::kDangerous);
+  EXPECT_FALSE(p.globals[1].called);
+  EXPECT_EQ(p.globals[1].klass.category, GlobalCategory::kUnknown);
+  EXPECT_TRUE(p.globals[2].called);  // functools.partial: stays unknown
+  EXPECT_EQ(p.globals[2].klass.category, GlobalCategory::kUnknown);
+  EXPECT_TRUE(p.globals[3].called);
+  EXPECT_EQ(p.globals[3].klass.category, GlobalCategory::kDangerous);
+  EXPECT_TRUE(p.globals[4].called);
+  EXPECT_EQ(p.globals[4].klass.category, GlobalCategory::kUnknown);  // a benign constructor
+}
+
 TEST(PickleClassify, OpcodeNames) {
   EXPECT_EQ(opcode_name('X'), "BINUNICODE");
   EXPECT_EQ(opcode_name(0x95), "FRAME");

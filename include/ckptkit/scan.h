@@ -35,6 +35,8 @@ struct ScanGlobal {
   std::string opcode;       ///< GLOBAL, STACK_GLOBAL, INST, OBJ, EXT
   std::string category;     ///< allowed, unknown, dangerous
   std::string reason;       ///< plain words
+  std::string origin;       ///< torch, stdlib or third_party: where the module comes from
+  bool called = false;      ///< the pickle calls it (REDUCE, NEWOBJ, INST, OBJ, …), not only names it
   bool nested = false;      ///< inside a pickle nested in a byte string (offset: that string's)
   bool compressed = false;  ///< the entry is deflated: offset is within the inflated entry
 };

@@ -38,6 +38,8 @@ void write_scan_json(JsonWriter& w, const ScanReport& r) {
     w.key("opcode").value(g.opcode);
     w.key("category").value(g.category);
     w.key("reason").value(g.reason);
+    w.key("origin").value(g.origin);
+    w.key("called").value(g.called);
     if (g.nested) w.key("nested").value(true);
     if (g.compressed) w.key("offset_in_inflated_entry").value(true);
     w.end_object();

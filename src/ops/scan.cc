@@ -34,6 +34,18 @@ std::string_view category_name(GlobalCategory c) {
   return "unknown";
 }
 
+std::string_view origin_name(pickle::GlobalOrigin o) {
+  switch (o) {
+    case pickle::GlobalOrigin::kTorch:
+      return "torch";
+    case pickle::GlobalOrigin::kStdlib:
+      return "stdlib";
+    case pickle::GlobalOrigin::kThirdParty:
+      return "third_party";
+  }
+  return "third_party";
+}
+
 std::string_view opcode_label(pickle::GlobalOpcode op) {
   switch (op) {
     case pickle::GlobalOpcode::kGlobal:
@@ -90,6 +102,8 @@ class Scanner {
       s.opcode = opcode_label(g.opcode);
       s.category = category_name(g.klass.category);
       s.reason = g.klass.reason;
+      s.origin = origin_name(pickle::global_origin(g.module));
+      s.called = g.called;
       s.nested = nested;
       s.compressed = compressed;
       r_.globals.push_back(std::move(s));
@@ -119,6 +133,20 @@ class Scanner {
                         p.status.message()));
   }
 
+  /// Bytes after a zip entry's pickle's STOP: torch.load (and pickle.load) stop reading there,
+  /// a loader that reads on would see more.
+  void after_stop(const pickle::Program& p, const zip::Entry& e) {
+    if (!p.status.is_ok()) return;
+    const uint64_t base = e.method == zip::kMethodStored ? e.data_offset : 0;
+    const uint64_t used = p.end - base;
+    if (used >= e.uncompressed_size) return;
+    finding("data_after_stop", p.end, e.name,
+            fmt::format("entry '{}' has {} bytes after its pickle's STOP opcode; torch.load "
+                        "stops at STOP, but these bytes could hold another pickle for a "
+                        "loader that reads on",
+                        e.name, e.uncompressed_size - used));
+  }
+
   void finding(std::string kind, uint64_t offset, std::string entry, std::string message) {
     r_.findings.push_back({std::move(kind), offset, std::move(entry), std::move(message)});
   }
@@ -142,6 +170,7 @@ void scan_zip(const InputFile& file, const zip::Archive* archive, const pickle::
                "a zip archive without '<folder>/data.pkl': not a PyTorch checkpoint");
   zip::Limits zl;
   zl.max_inflated_entry = limits.max_pickle_bytes;
+  zl.check_crc = false;  // torch.load does not check CRCs: read what it reads, report below
   for (const zip::Entry& e : archive->entries) {
     const bool is_main = &e == pkl;
     const bool named_pkl = e.name.size() >= 4 && e.name.compare(e.name.size() - 4, 4, ".pkl") == 0;
@@ -149,6 +178,7 @@ void scan_zip(const InputFile& file, const zip::Archive* archive, const pickle::
     if (is_main && main) {
       sc.take(*main, e.name, false, e.method != zip::kMethodStored, 0);
       if (!main->status.is_ok()) sc.malformed(*main, e.name);
+      sc.after_stop(*main, e);
       continue;
     }
     // Storage entries are tensor bytes: only their start is sniffed; a pickle hidden there is
@@ -182,6 +212,12 @@ void scan_zip(const InputFile& file, const zip::Archive* archive, const pickle::
         continue;
       }
       bytes = std::move(*all);
+      if (!zip::crc_matches(e, bytes))
+        sc.finding("crc_mismatch", e.data_offset, e.name,
+                   fmt::format("entry '{}' does not match the CRC-32 its central directory record "
+                               "states; torch.load does not check CRCs and reads it anyway, so it "
+                               "was scanned as it is",
+                               e.name));
     }
     const bool compressed = e.method != zip::kMethodStored;
     const uint64_t base = compressed ? 0 : e.data_offset;
@@ -194,6 +230,7 @@ void scan_zip(const InputFile& file, const zip::Archive* archive, const pickle::
                              e.name));
     sc.take(p, e.name, false, compressed, 0);
     if (!p.status.is_ok()) sc.malformed(p, e.name);
+    if (!storage) sc.after_stop(p, e);
   }
 }
 
@@ -218,10 +255,12 @@ void scan_pickle_stream(const InputFile& file, const ReadLimits& limits, ScanRep
   }
 }
 
-std::string join_names(const std::vector<ScanGlobal>& gs, std::string_view category, size_t max) {
+std::string join_names(const std::vector<ScanGlobal>& gs, std::string_view category, size_t max,
+                       std::string_view origin = {}) {
   std::set<std::string> names;
   for (const ScanGlobal& g : gs)
-    if (g.category == category) names.insert(g.module + "." + g.name);
+    if (g.category == category && (origin.empty() || g.origin == origin))
+      names.insert(g.module + "." + g.name);
   std::string out;
   size_t n = 0;
   for (const std::string& s : names) {
@@ -250,13 +289,33 @@ void judge(ScanReport& r) {
   } else if (unknown || !r.findings.empty()) {
     r.verdict = Verdict::kSuspicious;
     std::string why;
-    if (unknown)
+    if (unknown) {
+      // Named by origin: a third-party class is what training checkpoints normally carry; the
+      // PyTorch and standard-library names left here are benign constructors or names the
+      // pickle only refers to (anything of theirs it calls is dangerous).
+      std::vector<std::string> parts;
+      const std::pair<std::string_view, std::string_view> origins[] = {
+          {"third_party", "from third-party packages"},
+          {"torch", "from inside PyTorch, outside torch.load's allowlist"},
+          {"stdlib", "from the standard library"}};
+      for (const auto& [origin, words] : origins) {
+        std::string names = join_names(r.globals, "unknown", 4, origin);
+        if (!names.empty()) parts.push_back(fmt::format("{} ({})", words, names));
+      }
+      std::string list;
+      for (size_t i = 0; i < parts.size(); ++i)
+        list += (i == 0 ? "" : i + 1 == parts.size() ? " and " : ", ") + parts[i];
+      const bool third_party = std::any_of(r.globals.begin(), r.globals.end(), [](const auto& g) {
+        return g.category == "unknown" && g.origin == "third_party";
+      });
       why = fmt::format(
-          "loading it with torch.load would import code from outside PyTorch "
-          "({}). That is normal for training checkpoints (Lightning callbacks, "
-          "config objects) and nothing known to be harmful was found, but such "
-          "code could do anything when imported.",
-          join_names(r.globals, "unknown", 4));
+          "loading it with torch.load would import code {}. {}nothing known to be harmful "
+          "was found, but imported code could do anything.",
+          list,
+          third_party ? "That is normal for training checkpoints (Lightning callbacks, config "
+                        "objects) and "
+                      : "Those are data classes or names the pickle does not call, and ");
+    }
     if (!r.findings.empty())
       why += fmt::format(
           "{}the file has {} structural oddit{} (listed) that loaders may read "

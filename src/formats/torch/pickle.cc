@@ -1271,9 +1271,53 @@ class Machine {
 
 std::string_view opcode_name(uint8_t op) { return kNameOf[op]; }
 
+namespace {
+
+/// Globals that call the first item of their argument tuple (or, for _reconstructor, the first
+/// two: the class and the base whose __init__ runs): the pickle calls that item through them.
+size_t calls_through(const Global& g) {
+  if (g.module == "functools" && (g.name == "partial" || g.name == "reduce")) return 1;
+  if ((g.module == "copyreg" || g.module == "copy_reg") &&
+      (g.name == "__newobj__" || g.name == "__newobj_ex__"))
+    return 1;
+  if ((g.module == "copyreg" || g.module == "copy_reg") && g.name == "_reconstructor") return 2;
+  return 0;
+}
+
+/// Marks every global the pickle calls (Global::called) and classifies those again: a call is a
+/// node whose callable is the global's node (memo copies share the node), or an item that
+/// functools.partial or copyreg's constructors call in turn. Runs after the machine so that
+/// calls after an error are not invented; globals only named stay as run() classified them.
+void mark_calls(Program& p) {
+  auto global_of = [&](NodeId id) -> Global* {
+    if (id == kNoNode || id >= p.nodes.size()) return nullptr;
+    const Node& n = p.nodes[id];
+    if (n.kind != Kind::kGlobal || n.global_index >= p.globals.size()) return nullptr;
+    return &p.globals[n.global_index];
+  };
+  for (const Node& n : p.nodes) {
+    if (n.kind != Kind::kCall) continue;
+    Global* g = global_of(n.callable);
+    if (!g) continue;
+    g->called = true;
+    const size_t through = calls_through(*g);
+    if (through == 0 || n.args == kNoNode || n.args >= p.nodes.size()) continue;
+    const Node& args = p.nodes[n.args];
+    if (args.kind != Kind::kTuple) continue;
+    for (size_t i = 0; i < through && i < args.items.size(); ++i)
+      if (Global* inner = global_of(args.items[i])) inner->called = true;
+  }
+  for (Global& g : p.globals)
+    if (g.called && g.opcode != GlobalOpcode::kExt)
+      g.klass = classify_global(g.module, g.name, true);
+}
+
+}  // namespace
+
 Program run(std::span<const uint8_t> bytes, uint64_t base, const Limits& limits) {
   Program p;
   Machine(bytes, base, limits, p).run();
+  mark_calls(p);
   return p;
 }
 

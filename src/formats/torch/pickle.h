@@ -71,8 +71,21 @@ struct GlobalClass {
   std::string_view reason;     ///< plain words for scan: "runs shell commands", "imports modules", …
 };
 
-/// Classifies a global by its module and name. Pure function of the two strings.
-GlobalClass classify_global(std::string_view module, std::string_view name);
+/// Where a global's module comes from: what the scan summary tells the user it would import.
+enum class GlobalOrigin : uint8_t {
+  kTorch,       ///< "torch" and its submodules
+  kStdlib,      ///< a module of Python's standard library (Python 2 names included)
+  kThirdParty,  ///< anything else: numpy, Lightning, omegaconf, a user's __main__, …
+};
+
+GlobalOrigin global_origin(std::string_view module);
+
+/// Classifies a global by its module and name. Pure function of its arguments. `called` says
+/// that the pickle calls the global (REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ, or as the callable
+/// handed to functools.partial / copyreg's constructors) rather than only naming it: a global
+/// from PyTorch or the standard library that no table knows is dangerous when called, unless it
+/// is one of the benign constructors real checkpoints carry (see pickle_globals.cc).
+GlobalClass classify_global(std::string_view module, std::string_view name, bool called = false);
 
 enum class GlobalOpcode : uint8_t { kGlobal, kStackGlobal, kInst, kObj, kExt };
 
@@ -82,6 +95,7 @@ struct Global {
   std::string name;     ///< "system"; for EXT: the code in decimal
   uint64_t offset = 0;  ///< absolute byte offset of the opcode
   GlobalOpcode opcode = GlobalOpcode::kGlobal;
+  bool called = false;  ///< the pickle calls it (see classify_global); `klass` accounts for it
   GlobalClass klass;    ///< EXT codes are kDangerous: the registry is process state, unknowable
 };
 

@@ -1073,6 +1073,7 @@ Result<std::vector<uint8_t>> read_entry_impl(const ByteSource& src, const Entry&
                                   entry_label(e), e.uncompressed_size, limits.max_inflated_entry));
     CKPT_ASSIGN_OR_RETURN(data, inflate_entry(src, e, e.uncompressed_size, true));
   }
+  if (!limits.check_crc) return data;
   // crc32_z takes a size_t length; one call covers any entry.
   const uint32_t crc = static_cast<uint32_t>(crc32_z(0, data.data(), data.size()));
   if (crc != e.crc32)
@@ -1082,6 +1083,14 @@ Result<std::vector<uint8_t>> read_entry_impl(const ByteSource& src, const Entry&
                       entry_label(e), crc, e.central_offset, e.crc32);
   return data;
 }
+
+}  // namespace
+
+bool crc_matches(const Entry& e, std::span<const uint8_t> data) {
+  return static_cast<uint32_t>(crc32_z(0, data.data(), data.size())) == e.crc32;
+}
+
+namespace {
 
 Result<std::vector<uint8_t>> read_entry_prefix_impl(const ByteSource& src, const Entry& e,
                                                     uint64_t max_bytes) {

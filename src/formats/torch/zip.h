@@ -25,6 +25,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,6 +71,9 @@ enum class FindingKind : uint8_t {
 /// The stable identifier used in JSON ("data_before_archive", ...).
 std::string_view finding_id(FindingKind kind);
 
+/// Whether `data` (an entry's whole uncompressed data) has the CRC-32 its central record states.
+bool crc_matches(const Entry& e, std::span<const uint8_t> data);
+
 struct Finding {
   FindingKind kind;
   uint64_t offset = 0;  ///< absolute offset where it was seen
@@ -81,6 +85,10 @@ struct Limits {
   uint64_t max_entries = 1u << 20;                ///< central directory records
   uint64_t max_inflated_entry = 256ull << 20;     ///< read_entry() of a deflated entry
   uint64_t max_central_directory = 256ull << 20;  ///< bytes; it is read into memory at once
+  /// read_entry() refuses data whose CRC-32 differs from the central record. torch.load does
+  /// not check CRCs (PyTorch builds miniz with MINIZ_DISABLE_ZIP_READER_CRC32_CHECKS), so scan
+  /// turns this off, reads what torch would read and reports the mismatch (crc_matches).
+  bool check_crc = true;
 };
 
 struct Archive {
