@@ -168,6 +168,20 @@ void scan_zip(const InputFile& file, const zip::Archive* archive, const pickle::
   if (!pkl)
     sc.finding("no_data_pkl", archive->central_directory_offset, "",
                "a zip archive without '<folder>/data.pkl': not a PyTorch checkpoint");
+  // torch.load hands an archive with a constants.pkl record to torch.jit.load, which runs its
+  // TorchScript code; before PyTorch 2.6 even with weights_only=True (CVE-2025-32434).
+  for (const zip::Entry& e : archive->entries) {
+    const size_t slash = e.name.find('/');
+    const std::string_view record =
+        slash == std::string::npos ? std::string_view(e.name)
+                                   : std::string_view(e.name).substr(slash + 1);
+    if (record != "constants.pkl") continue;
+    sc.finding("torchscript_archive", e.local_header_offset, e.name,
+               "a TorchScript archive (it has constants.pkl): torch.load passes it to "
+               "torch.jit.load, which runs the TorchScript code in it, even with "
+               "weights_only=True before PyTorch 2.6 (CVE-2025-32434)");
+    break;
+  }
   zip::Limits zl;
   zl.max_inflated_entry = limits.max_pickle_bytes;
   zl.check_crc = false;  // torch.load does not check CRCs: read what it reads, report below
@@ -274,12 +288,21 @@ std::string join_names(const std::vector<ScanGlobal>& gs, std::string_view categ
 }
 
 void judge(ScanReport& r) {
-  bool dangerous = false, unknown = false;
+  bool dangerous = false, unknown = false, torchscript = false;
   for (const ScanGlobal& g : r.globals) {
     dangerous |= g.category == "dangerous";
     unknown |= g.category == "unknown";
   }
-  if (dangerous) {
+  for (const ScanFinding& f : r.findings) torchscript |= f.kind == "torchscript_archive";
+  if (torchscript) {
+    r.verdict = Verdict::kDangerous;
+    r.summary =
+        "Loading this file with torch.load would run code: it is a TorchScript archive, which "
+        "torch.load hands to torch.jit.load (even with weights_only=True before PyTorch 2.6, "
+        "CVE-2025-32434). Do not open it in Python.";
+    if (dangerous)
+      r.summary += fmt::format(" Its pickles also call {}.", join_names(r.globals, "dangerous", 4));
+  } else if (dangerous) {
     r.verdict = Verdict::kDangerous;
     r.summary = fmt::format(
         "Loading this file with torch.load (as ComfyUI, A1111/Forge and diffusers do for .ckpt "

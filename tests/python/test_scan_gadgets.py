@@ -447,6 +447,34 @@ class BenignLightning(GadgetTest):
         self.assertIn("normal for training checkpoints", f["summary"])
 
 
+class TorchScriptArchive(GadgetTest):
+    """CVE-2025-32434's class: torch.load dispatches an archive with constants.pkl to
+    torch.jit.load, whatever weights_only says (before PyTorch 2.6)."""
+
+    def test_torchscript_archive_is_dangerous(self):
+        path = os.path.join(self.dir, "scripted.pt")
+        code = textwrap.dedent("""
+            import sys, warnings, torch
+            class M(torch.nn.Module):
+                def forward(self, x):
+                    return x * 2
+            torch.jit.save(torch.jit.trace(M(), torch.tensor(1)), sys.argv[1])
+            with warnings.catch_warnings(record=True):
+                warnings.simplefilter("always")
+                m = torch.load(sys.argv[1], weights_only=True)
+            print(type(m).__name__, int(m(torch.tensor(3))))
+            """)
+        p = subprocess.run([PY, "-c", code, path], capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # The oracle: torch.load(weights_only=True) returned a TorchScript module and ran it.
+        self.assertEqual(p.stdout.split(), ["RecursiveScriptModule", "6"])
+        rc, f = self.scan(path)
+        self.assertEqual((rc, f["verdict"]), (1, "dangerous"), f)
+        self.assertIn("torchscript_archive", [x["kind"] for x in f["findings"]])
+        self.assertIn("CVE-2025-32434", f["summary"])
+        self.assert_ckptkit_ran_nothing()
+
+
 class ParserDifferentials(GadgetTest):
     """Whatever torch.load accepts, scan reads (dangerous) or refuses (exit 2); never safe."""
 
