@@ -7,6 +7,7 @@
 
 #include "ckptkit/anatomy.h"
 #include "ckptkit/gguf.h"
+#include "ckptkit/lora.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
@@ -77,9 +78,137 @@ void write_gguf_json(JsonWriter& w, const Checkpoint& ck) {
   w.end_object();
 }
 
+/// "a 3, b 2" from a count map, in the map's order.
+template <typename Map, typename Name>
+std::string counts_text(const Map& m, Name name) {
+  std::string s;
+  for (const auto& [k, n] : m) s += fmt::format("{}{} ({})", s.empty() ? "" : ", ", name(k), n);
+  return s;
+}
+
+std::string lora_text(const LoraFile& l) {
+  std::string out;
+  out += fmt::format("{:<12}{} keys, {} modules: {}\n", "lora", l.format, l.modules.size(),
+                     counts_text(l.targets, [](LoraTarget t) { return lora_target_name(t); }));
+  out += fmt::format("{:<12}{}{}{}\n", "", counts_text(l.kinds, [](LoraKind k) {
+                       return lora_kind_name(k);
+                     }),
+                     l.conv_modules ? fmt::format("; {} on convolutions", l.conv_modules) : "",
+                     l.dora_modules ? fmt::format("; {} with DoRA", l.dora_modules) : "");
+  if (!l.ranks.empty())
+    out += fmt::format("{:<12}rank {}\n", "",
+                       counts_text(l.ranks, [](uint64_t r) { return std::to_string(r); }));
+  if (!l.alphas.empty())
+    out += fmt::format("{:<12}alpha {}\n", "",
+                       counts_text(l.alphas, [](const std::string& a) { return a; }));
+  if (l.missing_alpha > 0)
+    out += fmt::format("{:<12}{} modules have no alpha: loaders apply them at scale 1 (alpha = "
+                       "rank)\n",
+                       "warning", l.missing_alpha);
+  for (size_t i = 0; i < l.errors.size() && i < 10; ++i)
+    out += fmt::format("{:<12}{}: {}\n", i == 0 ? "error" : "", l.errors[i].key,
+                       l.errors[i].message);
+  if (l.errors.size() > 10) out += fmt::format("{:<12}… and {} more\n", "", l.errors.size() - 10);
+  for (size_t i = 0; i < l.unknown_keys.size() && i < 5; ++i)
+    out += fmt::format("{:<12}{}\n", i == 0 ? "not lora" : "", l.unknown_keys[i]);
+  if (l.unknown_keys.size() > 5)
+    out += fmt::format("{:<12}… and {} more (--json lists all)\n", "", l.unknown_keys.size() - 5);
+  const LoraTraining& t = l.training;
+  std::vector<std::string> facts;
+  auto add = [&](std::string_view what, const std::string& v) {
+    if (!v.empty()) facts.push_back(fmt::format("{}: {}", what, v));
+  };
+  add("base model", t.base_model);
+  add("network", t.network);
+  add("dim", t.network_dim);
+  add("alpha", t.network_alpha);
+  add("resolution", t.resolution);
+  add("epochs", t.epochs);
+  add("steps", t.steps);
+  add("trigger", t.trigger);
+  if (!t.top_tags.empty())
+    add("top tags", counts_text(t.top_tags, [](const std::string& s) { return s; }));
+  for (size_t i = 0; i < facts.size(); ++i)
+    out += fmt::format("{:<12}{}\n", i == 0 ? "training" : "", facts[i]);
+  return out;
+}
+
+void write_lora_json(JsonWriter& w, const LoraFile& l) {
+  w.key("lora_modules").begin_object();
+  w.key("format").value(l.format);
+  w.key("modules").value(static_cast<uint64_t>(l.modules.size()));
+  w.key("targets").begin_object();
+  for (const auto& [t, n] : l.targets) w.key(std::string(lora_target_name(t))).value(n);
+  w.end_object();
+  w.key("kinds").begin_object();
+  for (const auto& [k, n] : l.kinds) w.key(std::string(lora_kind_name(k))).value(n);
+  w.end_object();
+  w.key("ranks").begin_object();
+  for (const auto& [r, n] : l.ranks) w.key(std::to_string(r)).value(n);
+  w.end_object();
+  w.key("alphas").begin_object();
+  for (const auto& [a, n] : l.alphas) w.key(a).value(n);
+  w.end_object();
+  w.key("conv_modules").value(l.conv_modules);
+  w.key("dora_modules").value(l.dora_modules);
+  w.key("missing_alpha").value(l.missing_alpha);
+  w.key("errors").begin_array();
+  for (const LoraProblem& e : l.errors) {
+    w.begin_object();
+    w.key("key").value(e.key);
+    w.key("message").value(e.message);
+    w.end_object();
+  }
+  w.end_array();
+  w.key("unknown_keys").begin_array();
+  for (const std::string& k : l.unknown_keys) w.value(k);
+  w.end_array();
+  const LoraTraining& t = l.training;
+  w.key("training").begin_object();
+  w.key("base_model").value(t.base_model);
+  w.key("network").value(t.network);
+  w.key("network_dim").value(t.network_dim);
+  w.key("network_alpha").value(t.network_alpha);
+  w.key("resolution").value(t.resolution);
+  w.key("epochs").value(t.epochs);
+  w.key("steps").value(t.steps);
+  w.key("trigger").value(t.trigger);
+  w.key("output_name").value(t.output_name);
+  w.key("top_tags").begin_array();
+  for (const auto& [tag, n] : t.top_tags) {
+    w.begin_object();
+    w.key("tag").value(tag);
+    w.key("count").value(n);
+    w.end_object();
+  }
+  w.end_array();
+  w.end_object();
+  w.key("module_list").begin_array();
+  for (const LoraModule& m : l.modules) {
+    w.begin_object();
+    w.key("name").value(m.name);
+    w.key("kind").value(lora_kind_name(m.kind));
+    w.key("target").value(lora_target_name(m.target));
+    w.key("rank").value(m.rank);
+    w.key("alpha");
+    if (m.alpha)
+      w.value(*m.alpha);
+    else
+      w.null();
+    w.key("conv").value(m.conv);
+    w.key("dora").value(m.dora);
+    w.key("delta_shape").begin_array();
+    for (uint64_t d : m.delta_shape) w.value(d);
+    w.end_array();
+    w.end_object();
+  }
+  w.end_array();
+  w.end_object();
+}
+
 int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
                const ScanReport* scan, const Anatomy& anatomy,
-               const std::vector<std::string>& fingerprints) {
+               const std::vector<std::string>& fingerprints, const LoraFile* lora) {
   JsonWriter w;
   w.begin_object();
   w.key("path").value(ck.path);
@@ -104,6 +233,7 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
   for (const auto& [k, v] : ck.metadata) w.key(k).value(v);
   w.end_object();
   write_anatomy_json(w, anatomy, ck, fingerprints);
+  if (lora != nullptr) write_lora_json(w, *lora);
   if (ck.format == FileFormat::kGguf) {
     write_gguf_json(w, ck);
   } else if (!is_torch(ck)) {
@@ -166,7 +296,7 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
 
 int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
                const ScanReport* scan, const Anatomy& anatomy,
-               const std::vector<std::string>& fingerprints) {
+               const std::vector<std::string>& fingerprints, const LoraFile* lora) {
   std::string out;
   out += fmt::format("{:<12}{}\n", "file", ck.path);
   out += fmt::format("{:<12}{}\n", "format", format_name(ck.format));
@@ -209,6 +339,7 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
     first = false;
   }
   out += anatomy_text(anatomy, ck, fingerprints);
+  if (lora != nullptr) out += lora_text(*lora);
   if (ck.metadata.empty()) {
     out += fmt::format("{:<12}(none)\n", "metadata");
   } else {
@@ -316,8 +447,11 @@ Runner setup_inspect(CLI::App& sub) {
       if (!f) return report_error(f.status());
       fingerprints = std::move(*f);
     }
-    return o->json ? print_json(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints)
-                   : print_text(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints);
+    std::optional<LoraFile> lora;
+    if (anatomy.layout == "lora") lora = read_lora(*ck, file ? &*file : nullptr);
+    const LoraFile* lp = lora ? &*lora : nullptr;
+    return o->json ? print_json(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints, lp)
+                   : print_text(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints, lp);
   };
 }
 

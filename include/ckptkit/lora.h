@@ -1,0 +1,97 @@
+// ckptkit/lora.h — a LoRA file as modules: which tensors form each adapter module, its
+// algorithm, rank, alpha and target, and the training facts its metadata records.
+//
+// Every flavour in the wild keys a module as `<module>.<factor>`: kohya and LyCORIS
+// (`lora_down`/`lora_up`/`lora_mid`/`alpha`, `hada_*`, `lokr_*`, `diff`, `dora_scale`), PEFT
+// (`lora_A`/`lora_B`), diffusers (`lora.down`/`lora.up`, `lora_linear_layer.down`/`up`) and
+// XLabs (`…_lora1.down`/`up`). read_lora() groups the keys by module and checks that the factors
+// of each module agree in shape (docs/lora.md has the conventions and their sources).
+//
+// Thread safety: reentrant.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckptkit/status.h"
+#include "ckptkit/tensor.h"
+
+namespace ckptkit {
+
+class InputFile;
+
+/// The algorithm of a module.
+enum class LoraKind : uint8_t {
+  kLora,    ///< ΔW = up · down (Linear, or Conv with a 1×1 up: LoCon)
+  kTucker,  ///< LoCon with a Tucker core: up · mid · down (lora_mid)
+  kLoha,    ///< Hadamard product of two low-rank products (hada_*)
+  kLokr,    ///< Kronecker product of two factors (lokr_*)
+  kFull,    ///< the whole ΔW stored (diff / diff_b)
+};
+std::string_view lora_kind_name(LoraKind k);
+
+/// Which network of the base model a module changes, from its key prefix.
+enum class LoraTarget : uint8_t {
+  kDiffusionModel,  ///< UNet or DiT (lora_unet_, unet., transformer., diffusion_model., …)
+  kTextEncoder1,    ///< lora_te_/lora_te1_, text_encoder., text_encoders.clip_l.
+  kTextEncoder2,    ///< lora_te2_, text_encoder_2., text_encoders.clip_g.
+  kTextEncoder3,    ///< lora_te3_, text_encoder_3., text_encoders.t5xxl.
+  kUnknown,
+};
+std::string_view lora_target_name(LoraTarget t);
+
+struct LoraModule {
+  std::string name;  ///< the key without its factor suffix
+  LoraKind kind = LoraKind::kLora;
+  LoraTarget target = LoraTarget::kUnknown;
+  uint64_t rank = 0;            ///< 0 for full ΔW and for LoKr without low-rank factors
+  std::optional<double> alpha;  ///< the stored alpha; none: scale 1 (alpha = rank)
+  bool conv = false;            ///< the base tensor is a convolution (4-D factors)
+  bool dora = false;            ///< has dora_scale (weight-decomposed)
+  Shape delta_shape;            ///< the shape of ΔW the factors imply ({} when undetermined)
+  std::vector<size_t> tensors;  ///< indices into Checkpoint::tensors
+};
+
+struct LoraTraining {
+  std::string base_model;     ///< ss_sd_model_name or ss_base_model_version
+  std::string network;        ///< ss_network_module (networks.lora, lycoris.kohya, …)
+  std::string network_dim;    ///< ss_network_dim
+  std::string network_alpha;  ///< ss_network_alpha
+  std::string resolution;     ///< ss_resolution
+  std::string epochs;         ///< ss_epoch of ss_num_epochs
+  std::string steps;          ///< ss_steps
+  std::string trigger;        ///< modelspec.trigger_phrase
+  std::string output_name;    ///< ss_output_name
+  /// The most frequent tags of ss_tag_frequency (summed over its datasets), most first.
+  std::vector<std::pair<std::string, uint64_t>> top_tags;
+};
+
+struct LoraProblem {
+  std::string key;      ///< the tensor (or module) it concerns
+  std::string message;  ///< plain words
+};
+
+struct LoraFile {
+  std::string format;  ///< kohya, lycoris, diffusers, peft, xlabs, comfyui, mixed
+  std::vector<LoraModule> modules;
+  std::map<LoraKind, uint64_t> kinds;
+  std::map<LoraTarget, uint64_t> targets;
+  std::map<uint64_t, uint64_t> ranks;     ///< rank -> modules
+  std::map<std::string, uint64_t> alphas;  ///< alpha as written ("16", "none") -> modules
+  uint64_t conv_modules = 0;
+  uint64_t dora_modules = 0;
+  uint64_t missing_alpha = 0;  ///< low-rank modules without alpha: applied at scale 1
+  std::vector<std::string> unknown_keys;  ///< keys that are no known factor of any module
+  std::vector<LoraProblem> errors;        ///< factors that disagree, NaN alpha, …
+  LoraTraining training;
+};
+
+/// Groups `ck`'s tensors into modules. `file` (may be null) is read for the alpha scalars;
+/// without it alphas are unknown. Inconsistent modules are listed in `errors`, not refused:
+/// inspect shows them, the ops that apply a LoRA refuse a file with errors.
+LoraFile read_lora(const Checkpoint& ck, const InputFile* file);
+
+}  // namespace ckptkit

@@ -1,0 +1,210 @@
+"""`inspect` of LoRA files: modules, algorithms, ranks, alphas, targets and training facts.
+
+The published LoRA layouts (data/layouts/lora-*.tsv) are grouped into modules here, by the
+key conventions written down in docs/lora.md, independently of ckptkit's tables; the LyCORIS
+flavours are built with torch 1.13, whose computation of each documented ΔW formula gives the
+shape ckptkit must report."""
+import json
+import math
+import os
+import struct
+import subprocess
+import unittest
+from collections import Counter
+
+from ckpt_testlib import TempDirTest, layout_table, run, write_safetensors
+
+PY = "/usr/bin/python3"
+
+FACTORS = [".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight",
+           ".lora_down.weight", ".lora_up.weight", ".lora.down.weight", ".lora.up.weight",
+           ".lora_A.weight", ".lora_B.weight", ".alpha"]
+PREFIXES = [("lora_unet_", "diffusion_model"), ("lora_te1_", "text_encoder_1"),
+            ("lora_te2_", "text_encoder_2"), ("lora_te_", "text_encoder_1"),
+            ("unet.", "diffusion_model"), ("text_encoder.", "text_encoder_1")]
+
+
+def inspect(path):
+    return json.loads(run("inspect", path, "--json").stdout)
+
+
+def expected_from_layout(layout):
+    modules = {}
+    for name, dtype, shape in layout_table(layout):
+        suffix = max((f for f in FACTORS if name.endswith(f)), key=len)
+        mod = name[:-len(suffix)]
+        modules.setdefault(mod, {})[suffix] = shape
+    ranks, conv, targets = Counter(), 0, Counter()
+    for mod, parts in modules.items():
+        down = next(v for k, v in parts.items() if "down" in k or "lora_A" in k)
+        ranks[str(down[0])] += 1
+        conv += len(down) == 4
+        targets[next(t for p, t in PREFIXES if mod.startswith(p))] += 1
+    return len(modules), dict(ranks), conv, dict(targets)
+
+
+class PublishedLayouts(TempDirTest):
+    def test_layouts(self):
+        for layout, fmt, has_alpha in [("lora-kohya-sd15", "kohya", True),
+                                       ("lora-kohya-sdxl", "kohya", True),
+                                       ("lora-kohya-sdxl-conv", "kohya", True),
+                                       ("lora-peft-sd15", "peft", False),
+                                       ("lora-diffusers-sd15", "diffusers", False)]:
+            with self.subTest(layout=layout):
+                path = self.path(layout + ".safetensors")
+                run("sample", "--layout", layout, "-o", path, "-q", "--no-sync")
+                m = inspect(path)["lora_modules"]
+                n, ranks, conv, targets = expected_from_layout(layout)
+                self.assertEqual(m["format"], fmt)
+                self.assertEqual(m["modules"], n)
+                self.assertEqual(m["ranks"], ranks)
+                self.assertEqual(m["conv_modules"], conv)
+                self.assertEqual(m["targets"], targets)
+                self.assertEqual(m["kinds"], {"lora": n})
+                self.assertEqual(m["errors"], [])
+                self.assertEqual(m["unknown_keys"], [])
+                self.assertEqual(m["missing_alpha"], 0 if has_alpha else n)
+
+
+# Each LyCORIS flavour as torch computes its ΔW (the formulas of docs/lora.md): the script
+# writes the factors, and the shape of the ΔW torch computed from them.
+LYCORIS_SCRIPT = r"""
+import json, sys, torch
+torch.manual_seed(0)
+r = 4
+f = {}
+def t(name, *shape):
+    f[name] = torch.randn(*shape)
+    return f[name]
+shapes = {}
+# LoHa: (w1_a @ w1_b) * (w2_a @ w2_b)
+m = "lora_unet_input_blocks_1_1_proj_in"
+dw = (t(m + ".hada_w1_a", 320, r) @ t(m + ".hada_w1_b", r, 640)) * \
+     (t(m + ".hada_w2_a", 320, r) @ t(m + ".hada_w2_b", r, 640))
+f[m + ".alpha"] = torch.tensor(2.0)
+shapes[m] = list(dw.shape)
+# LoKr: kron(w1, w2_a @ w2_b)
+m = "lora_unet_middle_block_1_proj_out"
+dw = torch.kron(t(m + ".lokr_w1", 8, 16), t(m + ".lokr_w2_a", 40, r) @ t(m + ".lokr_w2_b", r, 80))
+f[m + ".alpha"] = torch.tensor(4.0)
+shapes[m] = list(dw.shape)
+# LoCon with a Tucker core: up (out,r,1,1), mid (r,r,3,3), down (r,in,1,1)
+m = "lora_unet_input_blocks_1_0_in_layers_2"
+up, mid, down = t(m + ".lora_up.weight", 320, r, 1, 1), t(m + ".lora_mid.weight", r, r, 3, 3), \
+    t(m + ".lora_down.weight", r, 640, 1, 1)
+dw = torch.einsum("i j k l, j r, p i -> p r k l", mid, down.flatten(1), up.flatten(1))
+f[m + ".alpha"] = torch.tensor(1.0)
+shapes[m] = list(dw.shape)
+# Full diff
+m = "lora_unet_out_2"
+shapes[m] = list(t(m + ".diff", 4, 320, 3, 3).shape)
+# DoRA on a plain LoRA (up @ down), no alpha
+m = "lora_te1_text_model_encoder_layers_0_mlp_fc1"
+dw = t(m + ".lora_up.weight", 3072, 8) @ t(m + ".lora_down.weight", 8, 768)
+t(m + ".dora_scale", 3072, 1)
+shapes[m] = list(dw.shape)
+from safetensors_writer import write
+write(sys.argv[1], {k: v.contiguous() for k, v in f.items()})
+print(json.dumps(shapes))
+"""
+
+
+class Lycoris(TempDirTest):
+    def test_flavours_kinds_ranks_and_delta_shapes(self):
+        # torch computes ΔW; the factors go into a safetensors file through our test writer.
+        helper = self.path("safetensors_writer.py")
+        with open(helper, "w") as fh:
+            fh.write(
+                "import json, struct\n"
+                "def write(path, tensors):\n"
+                "    header, off, blobs = {}, 0, []\n"
+                "    for k, v in tensors.items():\n"
+                "        raw = v.to(dtype=__import__('torch').float32).numpy().tobytes()\n"
+                "        header[k] = {'dtype': 'F32', 'shape': list(v.shape),\n"
+                "                     'data_offsets': [off, off + len(raw)]}\n"
+                "        off += len(raw); blobs.append(raw)\n"
+                "    h = json.dumps(header).encode(); h += b' ' * ((8 - len(h) % 8) % 8)\n"
+                "    with open(path, 'wb') as f:\n"
+                "        f.write(struct.pack('<Q', len(h))); f.write(h)\n"
+                "        for b in blobs: f.write(b)\n")
+        path = self.path("lycoris.safetensors")
+        p = subprocess.run([PY, "-c", LYCORIS_SCRIPT, path], capture_output=True, text=True,
+                           cwd=self.tmp, env=dict(os.environ, PYTHONPATH=self.tmp))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        shapes = json.loads(p.stdout)
+        m = inspect(path)["lora_modules"]
+        mods = {x["name"]: x for x in m["module_list"]}
+        self.assertEqual(set(mods), set(shapes))
+        for name, shape in shapes.items():
+            self.assertEqual(mods[name]["delta_shape"], shape, name)
+        self.assertEqual(mods["lora_unet_input_blocks_1_1_proj_in"]["kind"], "loha")
+        self.assertEqual(mods["lora_unet_input_blocks_1_1_proj_in"]["rank"], 4)
+        self.assertEqual(mods["lora_unet_input_blocks_1_1_proj_in"]["alpha"], 2.0)
+        self.assertEqual(mods["lora_unet_middle_block_1_proj_out"]["kind"], "lokr")
+        self.assertEqual(mods["lora_unet_input_blocks_1_0_in_layers_2"]["kind"], "locon-tucker")
+        self.assertTrue(mods["lora_unet_input_blocks_1_0_in_layers_2"]["conv"])
+        self.assertEqual(mods["lora_unet_out_2"]["kind"], "full")
+        dora = mods["lora_te1_text_model_encoder_layers_0_mlp_fc1"]
+        self.assertEqual((dora["dora"], dora["rank"], dora["alpha"]), (True, 8, None))
+        self.assertEqual(m["format"], "lycoris")
+        self.assertEqual(m["dora_modules"], 1)
+        self.assertEqual(m["missing_alpha"], 1)
+        self.assertEqual(m["alphas"], {"1": 1, "2": 1, "4": 1, "none": 1})
+        self.assertEqual(m["targets"], {"diffusion_model": 4, "text_encoder_1": 1})
+
+
+def f32(*values):
+    return struct.pack(f"<{len(values)}f", *values)
+
+
+class Problems(TempDirTest):
+    def test_bad_factors_are_listed(self):
+        path = self.path("bad.safetensors")
+        write_safetensors(path, [
+            ("lora_unet_a.lora_down.weight", "F32", [4, 8], f32(*[0.0] * 32)),
+            ("lora_unet_a.lora_up.weight", "F32", [8, 3], f32(*[0.0] * 24)),   # rank 3 != 4
+            ("lora_unet_a.alpha", "F32", [], f32(4.0)),
+            ("lora_unet_b.lora_down.weight", "F32", [2, 8], f32(*[0.0] * 16)),  # no up
+            ("lora_unet_c.lora_down.weight", "F32", [2, 8], f32(*[0.0] * 16)),
+            ("lora_unet_c.lora_up.weight", "F32", [8, 2], f32(*[0.0] * 16)),
+            ("lora_unet_c.alpha", "F32", [], f32(math.nan)),
+            ("something_else.weight", "F32", [2], f32(1.0, 2.0)),
+        ])
+        m = inspect(path)["lora_modules"]
+        errors = {e["key"]: e["message"] for e in m["errors"]}
+        self.assertIn("rank", errors["lora_unet_a"])
+        self.assertIn("no up factor", errors["lora_unet_b"])
+        self.assertIn("not a finite number", errors["lora_unet_c"])
+        self.assertEqual(m["unknown_keys"], ["something_else.weight"])
+        text = run("inspect", path).stdout
+        self.assertIn("error", text)
+        self.assertIn("something_else.weight", text)
+
+
+class Training(TempDirTest):
+    def test_training_metadata(self):
+        tags = {"10_style": {"red": 5, "blue": 2, "cat": 9}, "5_more": {"blue": 8, "dog": 1}}
+        path = self.path("t.safetensors")
+        write_safetensors(path, [
+            ("lora_unet_a.lora_down.weight", "F32", [2, 4], f32(*[0.0] * 8)),
+            ("lora_unet_a.lora_up.weight", "F32", [4, 2], f32(*[0.0] * 8)),
+            ("lora_unet_a.alpha", "F32", [], f32(1.0)),
+        ], {"ss_tag_frequency": json.dumps(tags), "ss_network_module": "networks.lora",
+            "ss_network_dim": "2", "ss_network_alpha": "1.0", "ss_sd_model_name": "base.ckpt",
+            "ss_epoch": "7", "modelspec.trigger_phrase": "zzstyle"})
+        t = inspect(path)["lora_modules"]["training"]
+        total = Counter()
+        for d in tags.values():
+            total.update(d)
+        want = sorted(total.items(), key=lambda kv: -kv[1])
+        self.assertEqual([(x["tag"], x["count"]) for x in t["top_tags"]], want)
+        self.assertEqual((t["network"], t["network_dim"], t["network_alpha"], t["base_model"],
+                          t["epochs"], t["trigger"]),
+                         ("networks.lora", "2", "1.0", "base.ckpt", "7", "zzstyle"))
+        text = run("inspect", path).stdout
+        self.assertIn("trigger: zzstyle", text)
+        self.assertIn("blue (10)", text)
+
+
+if __name__ == "__main__":
+    unittest.main()
