@@ -89,6 +89,24 @@ struct LoraFile {
   LoraTraining training;
 };
 
+struct Anatomy;
+
+/// Where a module lands in a base model.
+struct LoraModuleMatch {
+  std::string module;
+  std::string base_tensor;  ///< "" when it lands nowhere (then why_not says why)
+  std::optional<std::pair<uint64_t, uint64_t>> rows;  ///< a row slice [first, last) of it
+  std::string why_not;
+};
+
+/// Each module of `lora` against `base` (analyzed as `a`), by the names every flavour gives a
+/// base weight: kohya (diffusers paths for the SD1/SD2 UNet, the base's own for SDXL, SD3 and
+/// FLUX), diffusers/PEFT (unet., text_encoder[_N].), ComfyUI (the base's names); OpenCLIP
+/// encoders by Hugging Face names, q/k/v as rows of in_proj. The module's ΔW must have the
+/// target's shape (trailing 1-dims aside).
+std::vector<LoraModuleMatch> match_lora(const LoraFile& lora, const Checkpoint& base,
+                                        const Anatomy& a);
+
 /// Groups `ck`'s tensors into modules. `file` (may be null) is read for the alpha scalars;
 /// without it alphas are unknown. Inconsistent modules are listed in `errors`, not refused:
 /// inspect shows them, the ops that apply a LoRA refuse a file with errors.

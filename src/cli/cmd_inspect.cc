@@ -206,6 +206,68 @@ void write_lora_json(JsonWriter& w, const LoraFile& l) {
   w.end_object();
 }
 
+std::string target_text(const LoraModuleMatch& m) {
+  if (m.base_tensor.empty()) return "";
+  return m.rows ? fmt::format("{} rows {}:{}", m.base_tensor, m.rows->first, m.rows->second)
+                : m.base_tensor;
+}
+
+int print_against(const LoraFile& lora, const Anatomy& la, const std::string& base_path,
+                  const Anatomy& ba, const std::vector<LoraModuleMatch>& matches, bool json) {
+  uint64_t landed = 0;
+  for (const LoraModuleMatch& m : matches) landed += !m.base_tensor.empty();
+  const uint64_t missed = matches.size() - landed;
+  std::string family_note;
+  if (!la.lora_base.empty() && !ba.family.empty() && la.lora_base != ba.family &&
+      !(la.lora_base == "sdxl" && ba.family == "sdxl-refiner"))
+    family_note = fmt::format("the LoRA looks made for {}, the base is {}", la.lora_base,
+                              ba.family);
+  if (json) {
+    JsonWriter w;
+    w.begin_object();
+    w.key("base").value(base_path);
+    w.key("base_architecture").value(ba.architecture);
+    w.key("lora_base").value(la.lora_base);
+    w.key("note").value(family_note);
+    w.key("modules").value(static_cast<uint64_t>(matches.size()));
+    w.key("matched").value(landed);
+    w.key("unmatched").value(missed);
+    w.key("module_list").begin_array();
+    for (const LoraModuleMatch& m : matches) {
+      w.begin_object();
+      w.key("module").value(m.module);
+      w.key("base_tensor");
+      if (m.base_tensor.empty())
+        w.null();
+      else
+        w.value(m.base_tensor);
+      w.key("rows");
+      if (m.rows) {
+        w.begin_array();
+        w.value(m.rows->first);
+        w.value(m.rows->second);
+        w.end_array();
+      } else {
+        w.null();
+      }
+      w.key("why_not").value(m.why_not);
+      w.end_object();
+    }
+    w.end_array();
+    w.end_object();
+    std::fputs(w.str().c_str(), stdout);
+    return missed ? kExitProblems : kExitOk;
+  }
+  std::string out = fmt::format("{} of {} modules ({} LoRA) land in {} ({}){}\n", landed,
+                                matches.size(), lora.format, base_path, ba.architecture,
+                                family_note.empty() ? "" : "; " + family_note);
+  for (const LoraModuleMatch& m : matches)
+    out += m.base_tensor.empty() ? fmt::format("  {}  ->  none: {}\n", m.module, m.why_not)
+                                 : fmt::format("  {}  ->  {}\n", m.module, target_text(m));
+  std::fputs(out.c_str(), stdout);
+  return missed ? kExitProblems : kExitOk;
+}
+
 int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
                const ScanReport* scan, const Anatomy& anatomy,
                const std::vector<std::string>& fingerprints, const LoraFile* lora) {
@@ -375,6 +437,7 @@ Runner setup_inspect(CLI::App& sub) {
     bool json = false;
     bool tensors = false;
     bool fingerprint = false;
+    std::string against;
     uint64_t max_header = kDefaultMaxHeaderBytes;
   };
   auto o = std::make_shared<Opts>();
@@ -387,6 +450,9 @@ Runner setup_inspect(CLI::App& sub) {
   sub.add_flag("--fingerprint", o->fingerprint,
                "also read the tensors and give each component a SHA-256 that does not depend "
                "on where it sits (tells shared VAEs and text encoders apart; see docs/models.md)");
+  sub.add_option("--against", o->against,
+                 "FILE is a LoRA: list each of its modules with the tensor of this base model it "
+                 "changes, or why it changes none (exit 1 when some change none)");
   sub.add_option("--max-header-size", o->max_header, "refuse headers larger than this many bytes")
       ->default_val(kDefaultMaxHeaderBytes);
   sub.footer(
@@ -449,6 +515,20 @@ Runner setup_inspect(CLI::App& sub) {
     }
     std::optional<LoraFile> lora;
     if (anatomy.layout == "lora") lora = read_lora(*ck, file ? &*file : nullptr);
+    if (!o->against.empty()) {
+      if (!lora)
+        return report_error(Status(ErrorCode::kInvalidArgument,
+                                   fmt::format("--against lists where a LoRA's modules land; "
+                                               "this file is {}, not a LoRA",
+                                               anatomy.architecture),
+                                   o->file));
+      auto base = read_and_scan(o->against, limits);
+      if (!base) return report_error(base.status());
+      auto base_file = InputFile::open(o->against);
+      const Anatomy ba = analyze(base->checkpoint, base_file ? &*base_file : nullptr);
+      return print_against(*lora, anatomy, o->against, ba,
+                           match_lora(*lora, base->checkpoint, ba), o->json);
+    }
     const LoraFile* lp = lora ? &*lora : nullptr;
     return o->json ? print_json(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints, lp)
                    : print_text(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints, lp);

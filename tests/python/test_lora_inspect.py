@@ -153,6 +153,105 @@ class Lycoris(TempDirTest):
         self.assertEqual(m["targets"], {"diffusion_model": 4, "text_encoder_1": 1})
 
 
+class Against(TempDirTest):
+    """Where each module lands in a base: every module of the published LoRA layouts lands in
+    the published base of its family, on a tensor of its ΔW's shape, no two on the same place;
+    spot checks against the diffusers<->LDM correspondence ComfyUI and kohya use."""
+
+    def against(self, lora_layout, base_layout, sparse_base=True):
+        lora = self.path(lora_layout + ".safetensors")
+        base = self.path(base_layout + ".safetensors")
+        if not os.path.exists(lora):
+            run("sample", "--layout", lora_layout, "-o", lora, "-q", "--no-sync")
+        if not os.path.exists(base):
+            run("sample", "--layout", base_layout, "-o", base, "--sparse", "-q", "--no-sync")
+        p = run("inspect", lora, "--against", base, "--json", check=False)
+        return p.returncode, json.loads(p.stdout)
+
+    def check_layout(self, lora_layout, base_layout, spot):
+        rc, doc = self.against(lora_layout, base_layout)
+        self.assertEqual((rc, doc["unmatched"]), (0, 0), [m for m in doc["module_list"]
+                                                           if m["base_tensor"] is None][:3])
+        base = {n: shape for n, _, shape in layout_table(base_layout)}
+        factors = {}
+        for name, _, shape in layout_table(lora_layout):
+            suffix = max((f for f in FACTORS if name.endswith(f)), key=len)
+            factors.setdefault(name[:-len(suffix)], {})[suffix] = shape
+        places = set()
+        for m in doc["module_list"]:
+            f = factors[m["module"]]
+            up = next(v for k, v in f.items() if "up" in k or "lora_B" in k)
+            down = next(v for k, v in f.items() if "down" in k or "lora_A" in k)
+            delta = [up[0], down[1]] + down[2:]
+            want = list(base[m["base_tensor"]])
+            if m["rows"]:
+                want[0] = m["rows"][1] - m["rows"][0]
+            for v in (want, delta):  # a 1x1 convolution takes a linear ΔW and vice versa
+                while len(v) > 2 and v[-1] == 1:
+                    v.pop()
+            self.assertEqual(delta, want, m)
+            place = (m["base_tensor"], tuple(m["rows"] or ()))
+            self.assertNotIn(place, places, m)
+            places.add(place)
+        got = {m["module"]: (m["base_tensor"], m["rows"]) for m in doc["module_list"]}
+        for module, target in spot.items():
+            self.assertEqual(got[module], target, module)
+
+    def test_sd15_kohya_diffusers_names(self):
+        d = "model.diffusion_model."
+        self.check_layout("lora-kohya-sd15", "sd15-ldm", {
+            "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k":
+                (d + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", None),
+            "lora_unet_up_blocks_3_attentions_2_proj_out":
+                (d + "output_blocks.11.1.proj_out.weight", None),
+            "lora_unet_mid_block_attentions_0_proj_in": (d + "middle_block.1.proj_in.weight", None),
+            "lora_te_text_model_encoder_layers_11_mlp_fc2":
+                ("cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc2.weight", None),
+        })
+
+    def test_sd15_peft_and_diffusers(self):
+        d = "model.diffusion_model."
+        self.check_layout("lora-peft-sd15", "sd15-ldm", {
+            "unet.up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q":
+                (d + "output_blocks.3.1.transformer_blocks.0.attn1.to_q.weight", None)})
+        self.check_layout("lora-diffusers-sd15", "sd15-ldm", {
+            "unet.down_blocks.2.attentions.1.transformer_blocks.0.attn1.to_out.0":
+                (d + "input_blocks.8.1.transformer_blocks.0.attn1.to_out.0.weight", None)})
+
+    def test_sdxl_kohya_sgm_names_and_openclip_slices(self):
+        g = "conditioner.embedders.1.model.transformer.resblocks.5.attn."
+        self.check_layout("lora-kohya-sdxl-conv", "sdxl-sgm", {
+            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q":
+                ("model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight",
+                 None),
+            "lora_te2_text_model_encoder_layers_5_self_attn_k_proj":
+                (g + "in_proj_weight", [1280, 2560]),
+            "lora_te2_text_model_encoder_layers_5_self_attn_out_proj":
+                (g + "out_proj.weight", None),
+            "lora_te2_text_model_encoder_layers_5_mlp_fc1":
+                ("conditioner.embedders.1.model.transformer.resblocks.5.mlp.c_fc.weight", None),
+        })
+
+    def test_wrong_family_is_reported(self):
+        self.against("lora-kohya-sd15", "sd15-ldm")
+        rc, doc = self.against("lora-kohya-sd15", "sdxl-sgm")
+        self.assertEqual(rc, 1)
+        self.assertEqual(doc["note"], "the LoRA looks made for sd1, the base is sdxl")
+        # SD1's CLIP-L is SDXL's first text encoder: those modules do land.
+        te = [m for m in doc["module_list"] if m["module"].startswith("lora_te_")]
+        self.assertTrue(te and all(m["base_tensor"] for m in te))
+        unet = [m for m in doc["module_list"] if m["module"].startswith("lora_unet_")]
+        self.assertTrue(unet and not any(m["base_tensor"] for m in unet))
+        self.assertEqual(doc["unmatched"], len(unet))
+
+    def test_not_a_lora(self):
+        base = self.path("sd15-ldm.safetensors")
+        run("sample", "--layout", "sd15-ldm", "-o", base, "--sparse", "-q", "--no-sync")
+        p = run("inspect", base, "--against", base, check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("not a LoRA", p.stderr)
+
+
 def f32(*values):
     return struct.pack(f"<{len(values)}f", *values)
 

@@ -1,0 +1,178 @@
+// match_lora: which tensor of a base model each LoRA module changes (ckptkit/lora.h).
+//
+// The map is built from the base, the way loaders build theirs: for every weight of every part,
+// the module names each LoRA flavour would give it (kohya: the module path with '.' -> '_'
+// under lora_unet_/lora_teN_, in diffusers names for the SD1/SD2 UNet; diffusers/PEFT: unet.,
+// text_encoder[_N]. plus the diffusers path; ComfyUI: the base's own names). OpenCLIP encoders
+// are addressed by Hugging Face names, their q/k/v as row slices of the fused in_proj.
+#include <fmt/format.h>
+
+#include <charconv>
+#include <unordered_map>
+
+#include "ckptkit/anatomy.h"
+#include "ckptkit/lora.h"
+#include "model/unet_names.h"
+#include "ops/parts.h"
+
+namespace ckptkit {
+namespace {
+
+struct Target {
+  const TensorInfo* tensor = nullptr;
+  uint64_t row0 = 0, rows = 0;  ///< rows = 0: the whole tensor
+};
+
+std::string underscored(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c == '.') c = '_';
+  return out;
+}
+
+std::string_view without_weight(std::string_view n) {
+  return n.ends_with(".weight") ? n.substr(0, n.size() - 7) : std::string_view();
+}
+
+/// OpenCLIP text-transformer local name (no ".weight") -> Hugging Face CLIP names, with the
+/// q/k/v rows of the fused in_proj.
+std::vector<std::pair<std::string, int>> openclip_as_hf(std::string_view oc) {
+  std::vector<std::pair<std::string, int>> out;  // (hf name, q/k/v index or -1)
+  constexpr std::string_view kHead = "transformer.resblocks.";
+  if (!oc.starts_with(kHead)) return out;
+  std::string_view rest = oc.substr(kHead.size());
+  unsigned layer = 0;
+  auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), layer);
+  if (ec != std::errc() || p == rest.data() + rest.size() || *p != '.') return out;
+  const std::string_view tail = rest.substr(static_cast<size_t>(p - rest.data()) + 1);
+  const std::string hf = fmt::format("text_model.encoder.layers.{}.", layer);
+  if (tail == "attn.in_proj") {
+    out.emplace_back(hf + "self_attn.q_proj", 0);
+    out.emplace_back(hf + "self_attn.k_proj", 1);
+    out.emplace_back(hf + "self_attn.v_proj", 2);
+  } else if (tail == "attn.out_proj") {
+    out.emplace_back(hf + "self_attn.out_proj", -1);
+  } else if (tail == "mlp.c_fc") {
+    out.emplace_back(hf + "mlp.fc1", -1);
+  } else if (tail == "mlp.c_proj") {
+    out.emplace_back(hf + "mlp.fc2", -1);
+  }
+  return out;
+}
+
+/// ΔW shape and base shape agree: equal, or equal once trailing 1-dims are dropped (a linear
+/// LoRA on a 1x1 convolution, as SD1's proj_in).
+bool same_shape(Shape a, Shape b) {
+  while (a.size() > 2 && a.back() == 1) a.pop_back();
+  while (b.size() > 2 && b.back() == 1) b.pop_back();
+  return a == b;
+}
+
+}  // namespace
+
+std::vector<LoraModuleMatch> match_lora(const LoraFile& lora, const Checkpoint& base,
+                                        const Anatomy& a) {
+  std::unordered_map<std::string, Target> map;
+  auto add = [&](const std::string& key, Target t) { map.emplace(key, t); };
+  const bool flux = a.family == "flux";
+  const bool sd1like = a.family == "sd1" || a.family == "sd2";
+  for (const Component& c : a.components) {
+    if (c.role != Role::kDiffusionModel && c.role != Role::kTextEncoder) continue;
+    std::vector<std::string> locals;
+    for (size_t i : c.tensors) locals.push_back(detail::component_local_name(c, base.tensors[i].name));
+    std::optional<detail::UNetNames> unet;
+    if (c.kind == PartKind::kUNet && c.naming == Naming::kLdm) unet.emplace(locals);
+    // The kohya and diffusers prefixes of this part.
+    std::vector<std::string> kohya, diffusers;
+    switch (c.kind) {
+      case PartKind::kUNet:
+      case PartKind::kMMDiT:
+      case PartKind::kFluxDiT:
+        kohya = {"lora_unet_"};
+        diffusers = {c.kind == PartKind::kUNet ? "unet." : "transformer."};
+        break;
+      case PartKind::kClipL:
+      case PartKind::kClipH:
+        kohya = {"lora_te_", "lora_te1_"};
+        diffusers = {"text_encoder."};
+        break;
+      case PartKind::kClipG:
+        kohya = {"lora_te2_"};
+        diffusers = {"text_encoder_2."};
+        break;
+      case PartKind::kT5xxl:
+        kohya = {"lora_te3_"};
+        if (flux) kohya.push_back("lora_te2_");  // OneTrainer's FLUX files
+        diffusers = {"text_encoder_3."};
+        break;
+      default:
+        break;
+    }
+    for (size_t k = 0; k < c.tensors.size(); ++k) {
+      const TensorInfo& t = base.tensors[c.tensors[k]];
+      std::string_view local = without_weight(locals[k]);
+      // OpenCLIP's fused projection is "attn.in_proj_weight" (an attribute, not a module).
+      if (c.naming == Naming::kOpenClip && locals[k].ends_with(".attn.in_proj_weight"))
+        local = std::string_view(locals[k]).substr(0, locals[k].size() - 7);
+      if (local.empty() || t.shape.size() < 2) continue;
+      // ComfyUI's own names: the base's, and without a leading "model.".
+      const std::string full(t.name.substr(0, t.name.size() - (locals[k].size() - local.size())));
+      add(full, {&t});
+      if (full.starts_with("model.")) add(full.substr(6), {&t});
+      if (c.naming == Naming::kOpenClip) {
+        for (const auto& [hf, qkv] : openclip_as_hf(local)) {
+          Target tg{&t};
+          if (qkv >= 0 && t.shape[0] % 3 == 0) {
+            tg.rows = t.shape[0] / 3;
+            tg.row0 = tg.rows * static_cast<uint64_t>(qkv);
+          }
+          for (const std::string& p : kohya) add(p + underscored(hf), tg);
+          for (const std::string& p : diffusers) add(p + hf, tg);
+        }
+        continue;
+      }
+      std::string named(local);
+      if (unet) {
+        auto d = unet->to_diffusers(std::string(local) + ".weight");
+        if (d) {
+          const std::string dn(without_weight(*d));
+          add("unet." + dn, {&t});
+          // kohya names SD1/SD2's UNet in diffusers paths, SDXL's in SGM ones.
+          if (sd1like) add("lora_unet_" + underscored(dn), {&t});
+        }
+        if (!sd1like) add("lora_unet_" + underscored(local), {&t});
+        continue;
+      }
+      for (const std::string& p : kohya) add(p + underscored(named), {&t});
+      for (const std::string& p : diffusers) add(p + named, {&t});
+    }
+  }
+
+  std::vector<LoraModuleMatch> out;
+  for (const LoraModule& m : lora.modules) {
+    LoraModuleMatch r;
+    r.module = m.name;
+    auto it = map.find(m.name);
+    if (it == map.end()) {
+      r.why_not = "no tensor of the base model has this module's name in any LoRA convention";
+      out.push_back(std::move(r));
+      continue;
+    }
+    const Target& t = it->second;
+    Shape base_shape = t.tensor->shape;
+    if (t.rows) base_shape[0] = t.rows;
+    r.base_tensor = t.tensor->name;
+    if (t.rows) r.rows = {t.row0, t.row0 + t.rows};
+    if (!m.delta_shape.empty() && !same_shape(m.delta_shape, base_shape)) {
+      r.why_not = fmt::format("the base tensor{} is {}, the module's ΔW {}",
+                              t.rows ? " (its rows)" : "", shape_to_string(base_shape),
+                              shape_to_string(m.delta_shape));
+      r.base_tensor.clear();
+      r.rows.reset();
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace ckptkit
