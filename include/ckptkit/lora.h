@@ -16,6 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "ckptkit/ops.h"
+#include "ckptkit/safetensors.h"
+#include "ckptkit/scan.h"
 #include "ckptkit/status.h"
 #include "ckptkit/tensor.h"
 
@@ -106,6 +109,48 @@ struct LoraModuleMatch {
 /// target's shape (trailing 1-dims aside).
 std::vector<LoraModuleMatch> match_lora(const LoraFile& lora, const Checkpoint& base,
                                         const Anatomy& a);
+
+/// One LoRA of a bake: `LORA[:STRENGTH]`.
+struct LoraInput {
+  std::string path;
+  double strength = 1.0;
+  std::optional<double> strength_te;  ///< for text-encoder modules; none: `strength`
+};
+
+struct BakeOptions {
+  std::optional<DType> dtype;  ///< of changed and unchanged float tensors; none: the base's
+  bool strict = false;         ///< a module that lands nowhere is an error (nothing written)
+  bool allow_dangerous = false;
+  std::optional<Verdict> verdict;  ///< the base's scan verdict when the caller has it
+  SafetensorsLimits limits;
+  RunOptions run;
+};
+
+struct BakeReport {
+  RunStats stats;
+  std::string architecture;  ///< the base's
+  uint64_t tensors_changed = 0;
+  struct PerLora {
+    std::string path;
+    std::string format;
+    uint64_t modules = 0;
+    uint64_t applied = 0;
+    std::vector<std::string> unmatched;  ///< "module: why"
+  };
+  std::vector<PerLora> loras;
+  std::vector<std::string> notes;
+};
+
+/// `lora bake`: BASE with every module of every LoRA added to the tensor it lands on
+/// (match_lora), streamed tensor by tensor. Each changed tensor is computed in F32 in this
+/// order (docs/lora.md): base value; then per LoRA in the order given, the module's ΔW element
+/// as a sum over the rank in index order, times the factor strength·alpha/rank rounded once to
+/// F32, added; then rounded once to the output dtype. Refused before writing (InvalidArgument):
+/// a LoRA of another family, a LoRA with factor errors, module kinds not applied yet (LoHa,
+/// LoKr, Tucker, DoRA), with `strict` any module that lands nowhere. A NaN or infinity in a
+/// factor stops the run with nothing written.
+Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<LoraInput>& loras,
+                              const std::string& out_path, const BakeOptions& options);
 
 /// Groups `ck`'s tensors into modules. `file` (may be null) is read for the alpha scalars;
 /// without it alphas are unknown. Inconsistent modules are listed in `errors`, not refused:

@@ -517,8 +517,9 @@ bool is_lora_key(std::string_view n) {
          n.find(".lora.down.") != std::string_view::npos ||
          n.find(".lora.up.") != std::string_view::npos ||
          n.find(".lora_linear_layer.") != std::string_view::npos ||
-         n.find(".hada_w1_a") != std::string_view::npos ||
-         n.find(".lokr_w1") != std::string_view::npos;
+         n.find(".lora_mid.") != std::string_view::npos ||
+         n.find(".hada_") != std::string_view::npos ||
+         n.find(".lokr_") != std::string_view::npos;
 }
 
 std::string human_bytes(uint64_t b) {

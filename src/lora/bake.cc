@@ -1,0 +1,344 @@
+// lora bake: a plan over the one executor whose changed tensors add every landing module's ΔW
+// to the base in F32 and round once (ckptkit/lora.h, docs/lora.md). Built with
+// -ffp-contract=off: the order of operations is the documented one, so torch doing the same
+// operations gives the same bits.
+#include <fmt/format.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <mutex>
+#include <unordered_map>
+
+#include "ckptkit/anatomy.h"
+#include "ckptkit/cast.h"
+#include "ckptkit/lora.h"
+#include "io/errors.h"
+#include "ops/input.h"
+#include "pipeline/plan.h"
+
+namespace ckptkit {
+namespace {
+
+using detail::OpenedInput;
+
+/// One module's contribution to one base tensor: ΔW = up · down (rows of the target when a
+/// slice), times `factor`.
+struct Patch {
+  const OpenedInput* lora = nullptr;
+  const TensorInfo* up = nullptr;    ///< out × r (× 1 × 1)
+  const TensorInfo* down = nullptr;  ///< r × cols (× kh × kw), or the whole ΔW (full diff)
+  bool full = false;
+  float factor = 1.0f;
+  uint64_t row0 = 0, rows = 0;  ///< rows of the base tensor it changes (rows = all: its shape[0])
+  std::string module;
+};
+
+/// Reads a factor as F32; an error for NaN or infinity (a LoRA never carries them).
+Status load_f32(const OpenedInput& in, const TensorInfo& t, const std::string& module,
+                std::vector<float>& out) {
+  auto p = in.producer(t, DType::F32);
+  const uint64_t n = t.numel();
+  out.resize(n);
+  std::vector<uint8_t> scratch(n * std::max<uint64_t>(1, p->scratch_bytes_per_element()));
+  CKPT_RETURN_IF_ERROR(p->produce(
+      0, n, std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), n * sizeof(float)),
+      scratch));
+  for (uint64_t i = 0; i < n; ++i)
+    if (!std::isfinite(out[i]))
+      return Status(ErrorCode::kInvalidArgument,
+                    fmt::format("module {}: factor {} holds {} at element {}: refusing to bake it",
+                                module, t.name, std::isnan(out[i]) ? "NaN" : "an infinity", i),
+                    in.file().path(), kNoOffset, t.name);
+  return Status::ok();
+}
+
+class BakeProducer final : public TensorProducer {
+ public:
+  BakeProducer(std::unique_ptr<TensorProducer> base, std::vector<Patch> patches, DType out,
+               const Shape& shape)
+      : base_(std::move(base)), patches_(std::move(patches)), out_(out) {
+    numel_ = 1;
+    for (uint64_t d : shape) numel_ *= d;
+    cols_ = shape.empty() || shape[0] == 0 ? 1 : numel_ / shape[0];
+    factors_.resize(patches_.size());
+  }
+
+  uint64_t scratch_bytes_per_element() const override {
+    return sizeof(float) + base_->scratch_bytes_per_element();
+  }
+  uint64_t input_bytes_per_element() const override { return base_->input_bytes_per_element(); }
+
+  Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
+                 std::span<uint8_t> scratch) const override {
+    {
+      std::call_once(load_once_, [&] { load_status_ = load(); });
+      CKPT_RETURN_IF_ERROR(load_status_);
+    }
+    float* x = out_ == DType::F32 ? reinterpret_cast<float*>(out.data())
+                                  : reinterpret_cast<float*>(scratch.data());
+    std::span<uint8_t> sub = scratch.subspan(out_ == DType::F32 ? 0 : count * sizeof(float));
+    CKPT_RETURN_IF_ERROR(base_->produce(
+        first, count, std::span<uint8_t>(reinterpret_cast<uint8_t*>(x), count * sizeof(float)),
+        sub));
+    std::vector<float> acc;
+    for (size_t pi = 0; pi < patches_.size(); ++pi) {
+      const Patch& p = patches_[pi];
+      const Factors& f = factors_[pi];
+      // Row by row over the chunk: elements [c0, c1) of row o.
+      for (uint64_t e = first; e < first + count;) {
+        const uint64_t o = e / cols_, c0 = e % cols_;
+        const uint64_t c1 = std::min(cols_, c0 + (first + count - e));
+        float* xo = x + (e - first);
+        if (o >= p.row0 && o < p.row0 + p.rows) {
+          const uint64_t ro = o - p.row0;
+          const uint64_t n = c1 - c0;
+          acc.assign(n, 0.0f);
+          if (p.full) {
+            const float* d = f.down.data() + ro * cols_ + c0;
+            for (uint64_t c = 0; c < n; ++c) acc[c] = d[c];
+          } else {
+            // ΔW[o, c] = Σ_k up[o, k] · down[k, c], k in index order.
+            for (uint64_t k = 0; k < f.rank; ++k) {
+              const float u = f.up[ro * f.rank + k];
+              const float* d = f.down.data() + k * cols_ + c0;
+              float* a = acc.data();
+              for (uint64_t c = 0; c < n; ++c) a[c] = a[c] + u * d[c];
+            }
+          }
+          const float s = p.factor;
+          for (uint64_t c = 0; c < n; ++c) xo[c] = xo[c] + acc[c] * s;
+        }
+        e += c1 - c0;
+      }
+    }
+    if (done_.fetch_add(count) + count == numel_) release();
+    if (out_ == DType::F32) return Status::ok();
+    return cast_elements(DType::F32, out_, x, out.data(), count);
+  }
+
+ private:
+  struct Factors {
+    std::vector<float> up, down;
+    uint64_t rank = 0;
+  };
+
+  Status load() const {
+    for (size_t i = 0; i < patches_.size(); ++i) {
+      const Patch& p = patches_[i];
+      Factors& f = factors_[i];
+      CKPT_RETURN_IF_ERROR(load_f32(*p.lora, *p.down, p.module, f.down));
+      if (!p.full) {
+        CKPT_RETURN_IF_ERROR(load_f32(*p.lora, *p.up, p.module, f.up));
+        f.rank = p.down->shape[0];
+      }
+    }
+    return Status::ok();
+  }
+
+  /// The factors are dropped once every element was produced: memory holds the factors of
+  /// the tensors in flight, not of the whole LoRA.
+  void release() const {
+    for (Factors& f : factors_) {
+      std::vector<float>().swap(f.up);
+      std::vector<float>().swap(f.down);
+    }
+  }
+
+  std::unique_ptr<TensorProducer> base_;
+  std::vector<Patch> patches_;
+  DType out_;
+  uint64_t numel_ = 0, cols_ = 1;
+  mutable std::vector<Factors> factors_;
+  mutable std::once_flag load_once_;
+  mutable Status load_status_;
+  mutable std::atomic<uint64_t> done_{0};
+};
+
+/// A JSON string literal of `s`.
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string kinds_not_applied(const LoraFile& l) {
+  std::map<std::string, uint64_t> n;
+  for (const LoraModule& m : l.modules) {
+    if (m.dora) ++n["DoRA"];
+    if (m.kind == LoraKind::kLoha) ++n["LoHa"];
+    if (m.kind == LoraKind::kLokr) ++n["LoKr"];
+    if (m.kind == LoraKind::kTucker) ++n["LoCon with lora_mid (Tucker)"];
+  }
+  std::string s;
+  for (const auto& [k, c] : n) s += fmt::format("{}{} {}", s.empty() ? "" : ", ", c, k);
+  return s;
+}
+
+}  // namespace
+
+Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<LoraInput>& loras,
+                              const std::string& out_path, const BakeOptions& options) {
+  if (loras.empty()) return Status(ErrorCode::kInvalidArgument, "no LoRA to bake");
+  CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
+  CKPT_RETURN_IF_ERROR(check_output_path(out_path, options.run.force));
+  detail::OpenOptions bo;
+  bo.limits.safetensors = options.limits;
+  bo.allow_dangerous = options.allow_dangerous;
+  bo.verdict = options.verdict;
+  bo.verb = "bake into";
+  CKPT_ASSIGN_OR_RETURN(auto base, OpenedInput::open(base_path, out_path, bo));
+  const Checkpoint& bck = base->checkpoint();
+  const Anatomy ba = analyze(bck, &base->file());
+  if (ba.layout == "lora")
+    return Status(ErrorCode::kInvalidArgument, "the base is itself a LoRA", base_path);
+  if (ba.family.empty())
+    return Status(ErrorCode::kUnsupported,
+                  fmt::format("the base model is not recognized ({}): there is nothing to match "
+                              "LoRA modules against",
+                              ba.architecture),
+                  base_path);
+  BakeReport report;
+  report.architecture = ba.architecture;
+
+  std::vector<std::unique_ptr<OpenedInput>> opened;
+  std::vector<LoraFile> files;
+  std::map<size_t, std::vector<Patch>> patches;  // base tensor index -> patches, LoRA order
+  std::unordered_map<std::string_view, size_t> index_of;
+  for (size_t i = 0; i < bck.tensors.size(); ++i) index_of[bck.tensors[i].name] = i;
+  for (const LoraInput& li : loras) {
+    detail::OpenOptions lo;
+    lo.limits.safetensors = options.limits;
+    lo.allow_dangerous = options.allow_dangerous;
+    lo.verb = "bake";
+    CKPT_ASSIGN_OR_RETURN(auto in, OpenedInput::open(li.path, out_path, lo));
+    const Checkpoint& lck = in->checkpoint();
+    const Anatomy la = analyze(lck, &in->file());
+    if (la.layout != "lora")
+      return Status(ErrorCode::kInvalidArgument,
+                    fmt::format("not a LoRA: it is {}", la.architecture), li.path);
+    const bool same_family = la.lora_base.empty() || la.lora_base == ba.family ||
+                             (la.lora_base == "sdxl" && ba.family == "sdxl-refiner") ||
+                             (la.lora_base == "sd1" && ba.family == "sd2") ||
+                             (la.lora_base == "sd2" && ba.family == "sd1");
+    if (!same_family)
+      return Status(ErrorCode::kInvalidArgument,
+                    fmt::format("a LoRA for {} cannot be baked into a {} model", la.lora_base,
+                                ba.family),
+                    li.path);
+    LoraFile lf = read_lora(lck, &in->file());
+    if (!lf.errors.empty())
+      return Status(ErrorCode::kInvalidArgument,
+                    fmt::format("{} module(s) are inconsistent (first: {}: {}); `ckptkit inspect` "
+                                "lists them",
+                                lf.errors.size(), lf.errors[0].key, lf.errors[0].message),
+                    li.path);
+    if (std::string k = kinds_not_applied(lf); !k.empty())
+      return Status(ErrorCode::kUnsupported,
+                    fmt::format("this LoRA has modules bake does not apply yet ({}); only plain "
+                                "LoRA/LoCon and full-diff modules are baked",
+                                k),
+                    li.path);
+    BakeReport::PerLora pl;
+    pl.path = li.path;
+    pl.format = lf.format;
+    pl.modules = lf.modules.size();
+    const std::vector<LoraModuleMatch> matches = match_lora(lf, bck, ba);
+    for (size_t mi = 0; mi < lf.modules.size(); ++mi) {
+      const LoraModule& m = lf.modules[mi];
+      const LoraModuleMatch& mm = matches[mi];
+      if (mm.base_tensor.empty()) {
+        pl.unmatched.push_back(fmt::format("{}: {}", m.name, mm.why_not));
+        continue;
+      }
+      Patch p;
+      p.lora = in.get();
+      p.module = m.name;
+      for (size_t ti : m.tensors) {
+        const TensorInfo& t = lck.tensors[ti];
+        const std::string_view suffix = std::string_view(t.name).substr(m.name.size());
+        if (suffix == ".diff") p.down = &t, p.full = true;
+        if (suffix.find("down") != std::string_view::npos || suffix == ".lora_A.weight")
+          p.down = &t;
+        if ((suffix.find("up") != std::string_view::npos && suffix != ".lora_B.bias") ||
+            suffix == ".lora_B.weight")
+          p.up = &t;
+      }
+      if (p.down == nullptr || (!p.full && p.up == nullptr))
+        return Status(ErrorCode::kUnsupported,
+                      fmt::format("module {}: its factors are not applied by bake", m.name),
+                      li.path);
+      const bool te = m.target != LoraTarget::kDiffusionModel;
+      const double strength = te && li.strength_te ? *li.strength_te : li.strength;
+      const double scale = p.full || !m.alpha ? 1.0 : *m.alpha / static_cast<double>(m.rank);
+      p.factor = static_cast<float>(strength * scale);
+      const size_t bi = index_of.at(mm.base_tensor);
+      const TensorInfo& bt = bck.tensors[bi];
+      p.row0 = mm.rows ? mm.rows->first : 0;
+      p.rows = mm.rows ? mm.rows->second - mm.rows->first : (bt.shape.empty() ? 1 : bt.shape[0]);
+      if (!is_float(bt.dtype))
+        return Status(ErrorCode::kUnsupported,
+                      fmt::format("module {} lands on {}, a {} tensor", m.name, bt.name,
+                                  dtype_name(bt.dtype)),
+                      base_path);
+      patches[bi].push_back(std::move(p));
+      ++pl.applied;
+    }
+    if (options.strict && !pl.unmatched.empty())
+      return Status(ErrorCode::kInvalidArgument,
+                    fmt::format("--strict: {} of {} modules land nowhere in the base (first: {})",
+                                pl.unmatched.size(), pl.modules, pl.unmatched.front()),
+                    li.path);
+    if (lf.missing_alpha > 0)
+      report.notes.push_back(fmt::format("{}: {} modules have no alpha and are applied at scale 1",
+                                         std::filesystem::path(li.path).filename().string(),
+                                         lf.missing_alpha));
+    report.loras.push_back(std::move(pl));
+    files.push_back(std::move(lf));
+    opened.push_back(std::move(in));
+  }
+
+  Plan plan;
+  base->add_inputs(plan);
+  for (const auto& in : opened) in->add_inputs(plan);
+  for (size_t i = 0; i < bck.tensors.size(); ++i) {
+    const TensorInfo& t = bck.tensors[i];
+    const DType to = options.dtype && is_float(t.dtype) ? *options.dtype : t.dtype;
+    auto it = patches.find(i);
+    if (it == patches.end()) {
+      plan.tensors.push_back({t.name, to, t.shape, base->producer(t, to)});
+      continue;
+    }
+    ++report.tensors_changed;
+    plan.tensors.push_back({t.name, to, t.shape,
+                            std::make_unique<BakeProducer>(base->producer(t, DType::F32),
+                                                           std::move(it->second), to, t.shape)});
+  }
+  plan.metadata = bck.metadata;
+  if (bck.format != FileFormat::kSafetensors) plan.metadata.emplace("format", "pt");
+  plan.metadata.erase("modelspec.hash_sha256");
+  std::string prov = "[";
+  for (size_t i = 0; i < loras.size(); ++i)
+    prov += fmt::format("{}{{\"file\":{},\"strength\":{},\"strength_te\":{},\"applied\":{}}}",
+                        i ? "," : "",
+                        json_string(std::filesystem::path(loras[i].path).filename().string()),
+                        loras[i].strength, loras[i].strength_te.value_or(loras[i].strength),
+                        report.loras[i].applied);
+  prov += "]";
+  plan.metadata["ckptkit.lora_bake"] = prov;
+  RunOptions run = options.run;
+  if (run.label == RunOptions{}.label) run.label = "baking";
+  CKPT_ASSIGN_OR_RETURN(report.stats, execute_plan(plan, out_path, run));
+  return report;
+}
+
+}  // namespace ckptkit

@@ -1,0 +1,213 @@
+"""`lora bake` against torch 1.13 doing the documented operations (docs/lora.md):
+
+    w = base (F32); per LoRA in order: acc = 0; for k in 0..r-1: acc = acc + up[:, k] * down[k, :]
+    w = w + acc * float32(strength * alpha / rank); finally w rounded once to the output dtype
+
+bit for bit, on an SD1.5 base of the published layout (sparse except the targets) with a kohya
+LoRA (linear, 3x3 LoCon, text encoder, full diff) and a PEFT LoRA on a shared target; and the
+refusals, which write nothing."""
+import json
+import os
+import subprocess
+import unittest
+
+import numpy as np
+
+from ckpt_testlib import (TempDirTest, layout_table, read_safetensors_header, run,
+                          write_safetensors, write_sparse_safetensors)
+
+PY = "/usr/bin/python3"
+D = "model.diffusion_model."
+Q = D + "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"   # F32 [320, 320]
+CONV = D + "input_blocks.1.0.in_layers.2.weight"                      # F32 [320, 320, 3, 3]
+PROJ = D + "input_blocks.1.1.proj_in.weight"                          # F32 [320, 320, 1, 1]
+TE = "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"  # [768, 768]
+UNTOUCHED = D + "input_blocks.2.1.transformer_blocks.0.attn1.to_k.weight"
+
+ORACLE = r"""
+import json, sys, numpy as np, torch
+spec = json.load(open(sys.argv[1]))
+def arr(path, name):
+    h = json.load(open(path + ".json"))[name]
+    with open(path, "rb") as f:
+        f.seek(h["start"])
+        raw = f.read(h["end"] - h["start"])
+    return torch.from_numpy(np.frombuffer(raw, dtype=h["np"]).astype(np.float32).reshape(h["shape"]).copy())
+out = {}
+for target, info in spec["targets"].items():
+    w = arr(spec["base"], target)
+    shape = w.shape
+    w = w.reshape(shape[0], -1).clone()
+    for p in info:
+        if p["kind"] == "full":
+            acc = arr(p["file"], p["diff"]).reshape(shape[0], -1)
+        else:
+            up = arr(p["file"], p["up"]).reshape(shape[0], -1)
+            down = arr(p["file"], p["down"])
+            down = down.reshape(down.shape[0], -1)
+            acc = torch.zeros(up.shape[0], down.shape[1], dtype=torch.float32)
+            for k in range(up.shape[1]):
+                acc = acc + up[:, k:k + 1] * down[k:k + 1, :]
+        w = w + acc * torch.tensor(np.float32(p["factor"]))
+    w = w.reshape(shape)
+    out[target] = (w.half() if spec["dtype"] == "F16" else w).numpy().tobytes().hex()
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+NP = {"F32": "<f4", "F16": "<f2"}
+
+
+def index(path):
+    """Sidecar index for the oracle: name -> byte range and dtype (read by our own reader)."""
+    h = read_safetensors_header(path)
+    base = 8 + h["n"]
+    idx = {n: {"start": base + b, "end": base + e, "np": NP.get(dt, "u1"), "shape": shape}
+           for n, dt, shape, (b, e) in h["entries"]}
+    with open(path + ".json", "w") as f:
+        json.dump(idx, f)
+
+
+class Bake(TempDirTest):
+    def setUp(self):
+        super().setUp()
+        rng = np.random.default_rng(3)
+        self.base_vals = {Q: rng.normal(0, 0.05, (320, 320)), CONV: rng.normal(0, 0.05, (320, 320, 3, 3)),
+                          PROJ: rng.normal(0, 0.05, (320, 320, 1, 1)), TE: rng.normal(0, 0.05, (768, 768)),
+                          UNTOUCHED: rng.normal(0, 0.05, (320, 320))}
+        self.base = write_sparse_safetensors(
+            self.path("sd15.safetensors"), layout_table("sd15-ldm"),
+            {k: v.astype("<f4").tobytes() for k, v in self.base_vals.items()},
+            {"modelspec.title": "base"})
+        r = 8
+        k = {}
+
+        def put(name, shape, scale=0.1):
+            k[name] = ("F16", list(shape), rng.normal(0, scale, shape).astype("<f2").tobytes())
+
+        put("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight", (r, 320))
+        put("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight", (320, r))
+        put("lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight", (4, 320, 3, 3))
+        put("lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight", (320, 4, 1, 1))
+        put("lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", (r, 768))
+        put("lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", (768, r))
+        put("lora_unet_down_blocks_0_attentions_0_proj_in.diff", (320, 320, 1, 1), 0.01)
+        alphas = {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q": 4.0,
+                  "lora_unet_down_blocks_0_resnets_0_conv1": 1.0,
+                  "lora_te_text_model_encoder_layers_0_self_attn_q_proj": 8.0}
+        tensors = [(n, dt, sh, raw) for n, (dt, sh, raw) in sorted(k.items())]
+        tensors += [(m + ".alpha", "F16", [], np.float16(a).tobytes()) for m, a in alphas.items()]
+        self.kohya = self.path("kohya.safetensors")
+        write_safetensors(self.kohya, tensors, {"ss_network_module": "networks.lora"})
+        self.alphas = alphas
+        # A PEFT LoRA (no alpha: scale 1) on the same to_q.
+        self.peft = self.path("peft.safetensors")
+        write_safetensors(self.peft, [
+            ("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight", "F32",
+             [2, 320], rng.normal(0, 0.1, (2, 320)).astype("<f4").tobytes()),
+            ("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight", "F32",
+             [320, 2], rng.normal(0, 0.1, (320, 2)).astype("<f4").tobytes())])
+
+    def oracle(self, out_dtype, s1, s_te, s2):
+        for p in (self.base, self.kohya, self.peft):
+            index(p)
+        kq = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+        kc = "lora_unet_down_blocks_0_resnets_0_conv1"
+        kt = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+        pq = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+
+        def lo(name, strength, rank):
+            return {"kind": "lora", "file": self.kohya, "up": name + ".lora_up.weight",
+                    "down": name + ".lora_down.weight",
+                    "factor": strength * self.alphas[name] / rank}
+        spec = {"base": self.base, "dtype": out_dtype, "targets": {
+            Q: [lo(kq, s1, 8), {"kind": "lora", "file": self.peft, "up": pq + ".lora_B.weight",
+                                "down": pq + ".lora_A.weight", "factor": s2 * 1.0}],
+            CONV: [lo(kc, s1, 4)],
+            TE: [lo(kt, s_te, 8)],
+            PROJ: [{"kind": "full", "file": self.kohya,
+                    "diff": "lora_unet_down_blocks_0_attentions_0_proj_in.diff", "factor": s1}],
+        }}
+        spec_path, out_path = self.path("spec.json"), self.path("oracle.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        p = subprocess.run([PY, "-c", ORACLE, spec_path, out_path], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(out_path) as f:
+            return {k: bytes.fromhex(v) for k, v in json.load(f).items()}
+
+    def baked(self, path):
+        h = read_safetensors_header(path)
+        out = {}
+        with open(path, "rb") as f:
+            for n, dt, shape, (b, e) in h["entries"]:
+                if n in (Q, CONV, PROJ, TE, UNTOUCHED):
+                    f.seek(8 + h["n"] + b)
+                    out[n] = (dt, f.read(e - b))
+        return out, h["metadata"]
+
+    def test_bit_identical_to_torch(self):
+        for dtype, flags in (("F32", []), ("F16", ["--dtype", "f16"])):
+            with self.subTest(dtype=dtype):
+                out = self.path(f"baked-{dtype}.safetensors")
+                p = run("lora", "bake", self.base, self.kohya + ":0.75", self.peft + ":1.5",
+                        "--strength-te", "0.5", "-o", out, "--no-sync", "--json", *flags)
+                rep = json.loads(p.stdout)
+                self.assertEqual([l["applied"] for l in rep["loras"]], [4, 1])
+                self.assertEqual(rep["tensors_changed"], 4)
+                want = self.oracle(dtype, 0.75, 0.5, 1.5)
+                got, meta = self.baked(out)
+                for name, raw in want.items():
+                    self.assertEqual(got[name][0], dtype, name)
+                    self.assertEqual(got[name][1], raw, f"{name} differs from torch")
+                untouched = self.base_vals[UNTOUCHED].astype("<f4")
+                if dtype == "F16":
+                    untouched = untouched.astype("<f2")
+                self.assertEqual(got[UNTOUCHED][1], untouched.tobytes())
+                prov = json.loads(meta["ckptkit.lora_bake"])
+                self.assertEqual([(x["file"], x["strength"]) for x in prov],
+                                 [("kohya.safetensors", 0.75), ("peft.safetensors", 1.5)])
+                self.assertEqual(meta["modelspec.title"], "base")
+
+    def test_refusals_write_nothing(self):
+        sdxl_lora = self.path("sdxl-lora.safetensors")
+        run("sample", "--layout", "lora-kohya-sdxl", "-o", sdxl_lora, "-q", "--no-sync")
+        nan = self.path("nan.safetensors")
+        bad = np.zeros((2, 320), "<f4")
+        bad[1, 7] = np.nan
+        write_safetensors(nan, [
+            ("lora_unet_down_blocks_0_attentions_0_proj_out.lora_down.weight", "F32", [2, 320],
+             bad.tobytes()),
+            ("lora_unet_down_blocks_0_attentions_0_proj_out.lora_up.weight", "F32", [320, 2],
+             np.zeros((320, 2), "<f4").tobytes())])
+        stray = self.path("stray.safetensors")
+        write_safetensors(stray, [
+            ("lora_unet_no_such_module.lora_down.weight", "F32", [2, 4], bytes(32)),
+            ("lora_unet_no_such_module.lora_up.weight", "F32", [4, 2], bytes(32))])
+        loha = self.path("loha.safetensors")
+        m = "lora_unet_down_blocks_0_attentions_0_proj_out"
+        write_safetensors(loha, [(m + ".hada_w1_a", "F32", [320, 2], bytes(2560)),
+                                 (m + ".hada_w1_b", "F32", [2, 320], bytes(2560)),
+                                 (m + ".hada_w2_a", "F32", [320, 2], bytes(2560)),
+                                 (m + ".hada_w2_b", "F32", [2, 320], bytes(2560))])
+        before = sorted(os.listdir(self.tmp))
+        for args, rc, expect in [
+                ([sdxl_lora], 2, "cannot be baked into a sd1 model"),
+                ([nan], 2, "NaN"),
+                ([stray, "--strict"], 1, "land nowhere"),
+                ([loha], 2, "LoHa"),
+                ([self.kohya, "-o", self.path("x.gguf")], 2, "not GGUF"),
+        ]:
+            with self.subTest(args=args):
+                out = [] if "-o" in args else ["-o", self.path("out.safetensors")]
+                p = run("lora", "bake", self.base, *args, *out, "--no-sync", check=False)
+                self.assertEqual(p.returncode, rc, p.stderr)
+                self.assertIn(expect, p.stderr)
+                self.assertEqual(sorted(os.listdir(self.tmp)), before)
+        # Without --strict a module that lands nowhere is reported, the rest applied.
+        out = self.path("lenient.safetensors")
+        p = run("lora", "bake", self.base, stray, self.kohya, "-o", out, "--no-sync")
+        self.assertIn("not applied: lora_unet_no_such_module", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
