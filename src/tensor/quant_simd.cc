@@ -1,6 +1,6 @@
 // SIMD kernels for the reference K-quant quantizers: the group steps of Q4_K/Q5_K and Q2_K
-// (ggml's make_qkx2_quants) and of Q6_K (make_qx_quants), one group per SIMD lane, and the
-// requantization shared by the K-quants. Each lane performs exactly the scalar sequence of IEEE
+// (ggml's make_qkx2_quants), of Q6_K (make_qx_quants) and of Q3_K (make_q3_quants), one group
+// per SIMD lane, and the requantization shared by the K-quants. Each lane performs exactly the scalar sequence of IEEE
 // float operations of quant.cc (same association, no fused multiply-add: this file is compiled
 // with -ffp-contract=off and Highway's Mul/Add/Div/Sqrt are correctly rounded), and the scalar
 // branches become per-lane selects, so the result is bit-identical to the scalar code on every
@@ -33,6 +33,29 @@ HWY_INLINE void transpose_in(const float* HWY_RESTRICT x, size_t nb, size_t N,
     for (size_t i = 0; i < kGroup; ++i) xt[i * N + g] = x[g * kGroup + i];
   for (size_t g = nb; g < N; ++g)
     for (size_t i = 0; i < kGroup; ++i) xt[i * N + g] = 0.0f;
+}
+
+// The inverse for levels: lt holds small non-negative integers as floats, level i of lane g at
+// [i * N + g]; writes them as bytes, kGroup per group, for the first nb lanes. Four levels of a
+// lane go into one 32-bit word (little-endian, so in their byte order), which leaves a quarter
+// of the moves of a byte-by-byte transpose.
+template <size_t kGroup>
+HWY_INLINE void transpose_levels_out(const float* HWY_RESTRICT lt, size_t nb, size_t N,
+                                     uint8_t* HWY_RESTRICT L) {
+  static_assert(kGroup % 4 == 0);
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  alignas(64) int32_t words[kGroup / 4 * kMaxLanes];
+  for (size_t i = 0; i < kGroup; i += 4) {
+    auto w = hn::ConvertTo(di, hn::Load(df, lt + i * N));
+    w = hn::Or(w, hn::ShiftLeft<8>(hn::ConvertTo(di, hn::Load(df, lt + (i + 1) * N))));
+    w = hn::Or(w, hn::ShiftLeft<16>(hn::ConvertTo(di, hn::Load(df, lt + (i + 2) * N))));
+    w = hn::Or(w, hn::ShiftLeft<24>(hn::ConvertTo(di, hn::Load(df, lt + (i + 3) * N))));
+    hn::Store(w, di, words + i / 4 * N);
+  }
+  for (size_t g = 0; g < nb; ++g)
+    for (size_t k = 0; k < kGroup / 4; ++k)
+      std::memcpy(L + g * kGroup + 4 * k, &words[k * N + g], 4);
 }
 
 // make_qkx2_quants(kGroup, nmax, x, weights, L, &min, Laux, rmin, rdelta, nstep, use_mad) on
@@ -177,9 +200,8 @@ void QkxGroups(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin
     for (size_t g = 0; g < nb; ++g) {
       scales[g0 + g] = out_scale[g];
       mins[g0 + g] = out_min[g];
-      for (size_t i = 0; i < kGroup; ++i)
-        L[(g0 + g) * kGroup + i] = static_cast<uint8_t>(lbest[i * N + g]);
     }
+    transpose_levels_out<kGroup>(lbest, nb, N, L + g0 * kGroup);
   }
 }
 
@@ -295,11 +317,133 @@ void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRI
     for (size_t i = 0; i < kGroup; ++i)
       hn::Store(hn::IfThenElseZero(active, hn::Add(hn::Load(df, lbest + i * N), offset)), df,
                 lbest + i * N);
-    for (size_t g = 0; g < nb; ++g) {
-      scales[g0 + g] = out_scale[g];
-      for (size_t i = 0; i < kGroup; ++i)
-        L[(g0 + g) * kGroup + i] = static_cast<uint8_t>(lbest[i * N + g]);
+    for (size_t g = 0; g < nb; ++g) scales[g0 + g] = out_scale[g];
+    transpose_levels_out<kGroup>(lbest, nb, N, L + g0 * kGroup);
+  }
+}
+
+// Q3_K reference: make_q3_quants(16, 4, x, L, do_rmse = true) on `ngroups` contiguous groups
+// of 16 (weights x^2), writing scales[g] and the levels l + 4 (0 for a group below
+// GROUP_MAX_EPS, as in ggml). The coordinate descent visits a lane's elements in order and
+// changes its state only where its own scalar code would: each `if` becomes a per-lane mask.
+void Q3Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRICT scales,
+                uint8_t* HWY_RESTRICT L) {
+  constexpr size_t kGroup = 16;
+  constexpr int nmax = 4;
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  using VF = hn::Vec<decltype(df)>;
+  using VI = hn::Vec<decltype(di)>;
+  const size_t N = hn::Lanes(df);
+
+  alignas(64) float xt[kGroup * kMaxLanes];
+  alignas(64) float wt[kGroup * kMaxLanes];     // w = x * x
+  alignas(64) float wxt[kGroup * kMaxLanes];    // w * x
+  alignas(64) float lt[kGroup * kMaxLanes];     // levels l in [-nmax, nmax-1], as floats
+  alignas(64) int32_t lit[kGroup * kMaxLanes];  // the same levels as integers
+  // The terms of the current levels in the sums: w*x*l and w*l*l (ggml's association).
+  alignas(64) float t1t[kGroup * kMaxLanes];
+  alignas(64) float t2t[kGroup * kMaxLanes];
+  alignas(64) float out_scale[kMaxLanes];
+
+  const VF vzero = hn::Zero(df);
+  const VF magic = hn::Set(df, 12582912.f);
+  const VI mant = hn::Set(di, 0x007fffff);
+  const VI half = hn::Set(di, 0x00400000);
+  const VI lo = hn::Set(di, -nmax);
+  const VI hi = hn::Set(di, nmax - 1);
+  // nearest_int clamped as MAX(-nmax, MIN(nmax-1, l)).
+  auto ilevel = [&](VF v) {
+    const VI i = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
+    return hn::Max(hn::Min(i, hi), lo);
+  };
+
+  for (size_t g0 = 0; g0 < ngroups; g0 += N) {
+    const size_t nb = ngroups - g0 < N ? ngroups - g0 : N;
+    transpose_in<kGroup>(x + g0 * kGroup, nb, N, xt);
+
+    VF max = vzero;
+    VF amax = vzero;
+    for (size_t i = 0; i < kGroup; ++i) {
+      const VF xi = hn::Load(df, xt + i * N);
+      const VF ax = hn::Abs(xi);
+      const auto bigger = hn::Gt(ax, amax);
+      amax = hn::IfThenElse(bigger, ax, amax);
+      max = hn::IfThenElse(bigger, xi, max);
+      const VF w = hn::Mul(xi, xi);
+      hn::Store(w, df, wt + i * N);
+      hn::Store(hn::Mul(w, xi), df, wxt + i * N);
     }
+    const auto active = hn::Not(hn::Lt(amax, hn::Set(df, 1e-15f)));
+
+    const VF iscale = hn::Div(hn::Set(df, static_cast<float>(-nmax)), max);
+    VF sumlx = vzero, suml2 = vzero;
+    for (size_t i = 0; i < kGroup; ++i) {
+      const VI li = ilevel(hn::Mul(iscale, hn::Load(df, xt + i * N)));
+      const VF lf = hn::ConvertTo(df, li);
+      hn::Store(li, di, lit + i * N);
+      hn::Store(lf, df, lt + i * N);
+      const VF t1 = hn::Mul(hn::Load(df, wxt + i * N), lf);
+      const VF t2 = hn::Mul(hn::Mul(hn::Load(df, wt + i * N), lf), lf);
+      hn::Store(t1, df, t1t + i * N);
+      hn::Store(t2, df, t2t + i * N);
+      sumlx = hn::Add(sumlx, t1);
+      suml2 = hn::Add(suml2, t2);
+    }
+    // The refinement. Lanes of groups below GROUP_MAX_EPS (results discarded) get sumlx and
+    // terms 0 for it, so that `slx > 0` keeps them out.
+    VF rsumlx = hn::IfThenElseZero(active, sumlx);
+    if (!hn::AllTrue(df, active)) {
+      for (size_t i = 0; i < kGroup; ++i)
+        hn::Store(hn::IfThenElseZero(active, hn::Load(df, t1t + i * N)), df, t1t + i * N);
+    }
+    sumlx = rsumlx;
+    VF sumlx2 = hn::Mul(sumlx, sumlx);  // sumlx * sumlx of the comparison, kept with sumlx
+    // ggml's 5 passes over the 16 elements as one sequence of steps. A lane whose last 16 steps
+    // changed nothing is at a fixed point: every later step sees the state that the same
+    // element saw then and changes nothing either, so ggml's loop ends for it with this state
+    // (at the end of the next pass without a change). So the vector stops 16 steps after the
+    // last change in any lane, or after the 80 steps of 5 passes, which gives each lane its
+    // scalar result while skipping the rest of a pass that would not change anything.
+    int last_change = -1;
+    for (int step = 0; step < 5 * static_cast<int>(kGroup) && step - last_change <= 16; ++step) {
+      const size_t i = static_cast<size_t>(step) % kGroup;
+      VF slx = hn::Sub(sumlx, hn::Load(df, t1t + i * N));
+      const auto pos = hn::Gt(slx, vzero);
+      VF sl2 = hn::Sub(suml2, hn::Load(df, t2t + i * N));
+      const VI nl = ilevel(hn::Div(hn::Mul(hn::Load(df, xt + i * N), sl2), slx));
+      const auto differs = hn::And(pos, hn::RebindMask(df, hn::Ne(nl, hn::Load(di, lit + i * N))));
+      // Branches, not only selects: where no lane has a new level (most steps after the first
+      // pass), the next step does not wait for this one's division.
+      if (hn::AllFalse(df, differs)) continue;
+      const VF nlf = hn::ConvertTo(df, nl);
+      const VF w = hn::Load(df, wt + i * N);
+      const VF t1 = hn::Mul(hn::Load(df, wxt + i * N), nlf);
+      const VF t2 = hn::Mul(hn::Mul(w, nlf), nlf);
+      slx = hn::Add(slx, t1);
+      sl2 = hn::Add(sl2, t2);
+      const auto better = hn::And(hn::Gt(sl2, vzero),
+                                  hn::Gt(hn::Mul(hn::Mul(slx, slx), suml2), hn::Mul(sumlx2, sl2)));
+      const auto take = hn::And(differs, better);
+      if (hn::AllFalse(df, take)) continue;
+      hn::Store(hn::IfThenElse(take, nlf, hn::Load(df, lt + i * N)), df, lt + i * N);
+      hn::Store(hn::IfThenElse(hn::RebindMask(di, take), nl, hn::Load(di, lit + i * N)), di,
+                lit + i * N);
+      hn::Store(hn::IfThenElse(take, t1, hn::Load(df, t1t + i * N)), df, t1t + i * N);
+      hn::Store(hn::IfThenElse(take, t2, hn::Load(df, t2t + i * N)), df, t2t + i * N);
+      sumlx = hn::IfThenElse(take, slx, sumlx);
+      suml2 = hn::IfThenElse(take, sl2, suml2);
+      sumlx2 = hn::Mul(sumlx, sumlx);
+      last_change = step;
+    }
+    const VF scale = hn::IfThenElse(hn::Gt(suml2, vzero), hn::Div(sumlx, suml2), vzero);
+    hn::Store(hn::IfThenElseZero(active, scale), df, out_scale);
+    const VF offset = hn::Set(df, static_cast<float>(nmax));
+    for (size_t i = 0; i < kGroup; ++i)
+      hn::Store(hn::IfThenElseZero(active, hn::Add(hn::Load(df, lt + i * N), offset)), df,
+                lt + i * N);
+    for (size_t g = 0; g < nb; ++g) scales[g0 + g] = out_scale[g];
+    transpose_levels_out<kGroup>(lt, nb, N, L + g0 * kGroup);
   }
 }
 
@@ -418,14 +562,16 @@ struct QuantKernels {
   QkxFn qkx2_groups32;                                            // Q4_K/Q5_K
   QkxFn qkx2_groups16_q2;                                         // Q2_K
   void (*qx32_groups16)(const float*, size_t, float*, uint8_t*);  // Q6_K
+  void (*q3_groups16)(const float*, size_t, float*, uint8_t*);    // Q3_K
   void (*requant_groups)(const float*, size_t, size_t, const float*, const float*, int, int, int,
                          uint8_t*);
   size_t (*q8_0_blocks)(const float*, size_t, uint8_t*);
   bool (*supported)();
 };
 
-#define CKPT_QUANT_KERNELS(NS) \
-  &NS::Qkx2Groups32, &NS::Qkx2Groups16Q2, &NS::Qx32Groups16, &NS::RequantGroups, &NS::Q8_0Blocks
+#define CKPT_QUANT_KERNELS(NS)                                                                    \
+  &NS::Qkx2Groups32, &NS::Qkx2Groups16Q2, &NS::Qx32Groups16, &NS::Q3Groups16, &NS::RequantGroups, \
+      &NS::Q8_0Blocks
 
 // Best first; the same targets and CPU checks as the cast kernels (src/tensor/cast.cc).
 const QuantKernels kQuantKernels[] = {
@@ -454,10 +600,10 @@ const QuantKernels kQuantKernels[] = {
     {"SSSE3", CKPT_QUANT_KERNELS(N_SSSE3), [] { return __builtin_cpu_supports("ssse3") != 0; }},
 #endif
     {"baseline", &HWY_STATIC_DISPATCH(Qkx2Groups32), &HWY_STATIC_DISPATCH(Qkx2Groups16Q2),
-     &HWY_STATIC_DISPATCH(Qx32Groups16), &HWY_STATIC_DISPATCH(RequantGroups),
-     &HWY_STATIC_DISPATCH(Q8_0Blocks), [] { return true; }},
+     &HWY_STATIC_DISPATCH(Qx32Groups16), &HWY_STATIC_DISPATCH(Q3Groups16),
+     &HWY_STATIC_DISPATCH(RequantGroups), &HWY_STATIC_DISPATCH(Q8_0Blocks), [] { return true; }},
     // The plain scalar code of quant.cc, for tests and as the definition of the result.
-    {"scalar", nullptr, nullptr, nullptr, nullptr, nullptr, [] { return true; }},
+    {"scalar", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, [] { return true; }},
 };
 #undef CKPT_QUANT_KERNELS
 
@@ -484,6 +630,13 @@ bool qx32_groups16_simd(const float* x, size_t ngroups, float* scales, uint8_t* 
   const QuantKernels& k = g_quant_choice.get();
   if (k.qx32_groups16 == nullptr) return false;
   k.qx32_groups16(x, ngroups, scales, L);
+  return true;
+}
+
+bool q3_groups16_simd(const float* x, size_t ngroups, float* scales, uint8_t* L) {
+  const QuantKernels& k = g_quant_choice.get();
+  if (k.q3_groups16 == nullptr) return false;
+  k.q3_groups16(x, ngroups, scales, L);
   return true;
 }
 
