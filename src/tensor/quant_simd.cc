@@ -217,6 +217,87 @@ void Qkx2Groups16Q2(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float
   QkxGroups<16, true>(x, ngroups, nmax, rmin, rdelta, nstep, scales, mins, L);
 }
 
+// The part of the Q6_K group step after the first loop, for one vector of groups. kFloatLevel:
+// nearest_int as a float, (v + 1.5*2^23) - 1.5*2^23, clamped with float Min/Max: the same value
+// as ggml's integer trick (both come from the same rounded sum, which stays in [2^23, 2^24)
+// for |v| < 2^22) in fewer operations, but only where every v is finite and small. That holds
+// in every active lane without NaN or Inf (|iscale * x| <= (32.9 / |max|) * |max|, and
+// iscale is finite for |max| >= GROUP_MAX_EPS); inactive lanes' results are discarded.
+template <bool kFloatLevel, class DF>
+HWY_INLINE void Qx32Tries(DF df, size_t N, const float* HWY_RESTRICT xt,
+                          const float* HWY_RESTRICT wt, const float* HWY_RESTRICT wxt,
+                          hn::Vec<DF> max, float* HWY_RESTRICT lbest, hn::Vec<DF>& scale_out) {
+  constexpr size_t kGroup = 16;
+  constexpr int nmax = 32;
+  const hn::RebindToSigned<DF> di;
+  using VF = hn::Vec<DF>;
+  using VI = hn::Vec<decltype(di)>;
+  const VF vzero = hn::Zero(df);
+  const VF magic = hn::Set(df, 12582912.f);
+  const VI mant = hn::Set(di, 0x007fffff);
+  const VI half = hn::Set(di, 0x00400000);
+  const VI lo = hn::Set(di, -nmax);
+  const VI hi = hn::Set(di, nmax - 1);
+  const VF flo = hn::Set(df, static_cast<float>(-nmax));
+  const VF fhi = hn::Set(df, static_cast<float>(nmax - 1));
+  // nearest_int clamped as MAX(-nmax, MIN(nmax-1, l)), as a float.
+  auto level = [&](VF v) {
+    if constexpr (kFloatLevel) {
+      return hn::Max(hn::Min(hn::Sub(hn::Add(v, magic), magic), fhi), flo);
+    } else {
+      const VI i = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
+      return hn::ConvertTo(df, hn::Max(hn::Min(i, hi), lo));
+    }
+  };
+
+  // The levels are those of the last try taken (or of the first scale): only that try's
+  // iscale is kept, and the levels are computed from it at the end, as ggml computes them.
+  VF best_isc = hn::Div(hn::Set(df, static_cast<float>(-nmax)), max);
+  VF sumlx = vzero, suml2 = vzero;
+  for (size_t i = 0; i < kGroup; ++i) {
+    const VF lf = level(hn::Mul(best_isc, hn::Load(df, xt + i * N)));
+    sumlx = hn::Add(sumlx, hn::Mul(hn::Load(df, wxt + i * N), lf));
+    suml2 = hn::Add(suml2, hn::Mul(hn::Mul(hn::Load(df, wt + i * N), lf), lf));
+  }
+  // `suml2 ? sumlx/suml2 : 0`: NaN counts as true.
+  VF scale = hn::IfThenElse(hn::Eq(suml2, vzero), vzero, hn::Div(sumlx, suml2));
+  VF best = hn::Mul(scale, sumlx);
+  // The 18 tries' sums do not depend on one another (only the choice among them is
+  // sequential), so they are computed two at a time, which halves the dependency chains;
+  // the choices are then made in ggml's order.
+  constexpr int kTries[18] = {-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  for (int t = 0; t < 18; t += 2) {
+    VF isc[2], slx[2], sl2[2];
+    for (int k = 0; k < 2; ++k) {
+      const float num = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(kTries[t + k]));
+      isc[k] = hn::Div(hn::Set(df, num), max);
+      slx[k] = sl2[k] = vzero;
+    }
+    for (size_t i = 0; i < kGroup; ++i) {
+      const VF xi = hn::Load(df, xt + i * N);
+      const VF wx = hn::Load(df, wxt + i * N);
+      const VF w = hn::Load(df, wt + i * N);
+      const VF l0 = level(hn::Mul(isc[0], xi));
+      const VF l1 = level(hn::Mul(isc[1], xi));
+      slx[0] = hn::Add(slx[0], hn::Mul(wx, l0));
+      slx[1] = hn::Add(slx[1], hn::Mul(wx, l1));
+      sl2[0] = hn::Add(sl2[0], hn::Mul(hn::Mul(w, l0), l0));
+      sl2[1] = hn::Add(sl2[1], hn::Mul(hn::Mul(w, l1), l1));
+    }
+    for (int k = 0; k < 2; ++k) {
+      const auto take =
+          hn::And(hn::Gt(sl2[k], vzero), hn::Gt(hn::Mul(slx[k], slx[k]), hn::Mul(best, sl2[k])));
+      if (hn::AllFalse(df, take)) continue;
+      best_isc = hn::IfThenElse(take, isc[k], best_isc);
+      scale = hn::IfThenElse(take, hn::Div(slx[k], sl2[k]), scale);
+      best = hn::IfThenElse(take, hn::Mul(scale, slx[k]), best);
+    }
+  }
+  for (size_t i = 0; i < kGroup; ++i)
+    hn::Store(level(hn::Mul(best_isc, hn::Load(df, xt + i * N))), df, lbest + i * N);
+  scale_out = scale;
+}
+
 // Q6_K reference: make_qx_quants(16, 32, x, L, rmse_type = 1, NULL) on `ngroups` contiguous
 // groups of 16 (weights x^2), writing scales[g] and the levels l + 32.
 void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRICT scales,
@@ -224,9 +305,7 @@ void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRI
   constexpr size_t kGroup = 16;
   constexpr int nmax = 32;
   const hn::ScalableTag<float> df;
-  const hn::RebindToSigned<decltype(df)> di;
   using VF = hn::Vec<decltype(df)>;
-  using VI = hn::Vec<decltype(di)>;
   const size_t N = hn::Lanes(df);
 
   alignas(64) float xt[kGroup * kMaxLanes];
@@ -236,16 +315,6 @@ void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRI
   alignas(64) float out_scale[kMaxLanes];
 
   const VF vzero = hn::Zero(df);
-  const VF magic = hn::Set(df, 12582912.f);
-  const VI mant = hn::Set(di, 0x007fffff);
-  const VI half = hn::Set(di, 0x00400000);
-  const VI lo = hn::Set(di, -nmax);
-  const VI hi = hn::Set(di, nmax - 1);
-  // nearest_int clamped as MAX(-nmax, MIN(nmax-1, l)), as a float.
-  auto level = [&](VF v) {
-    const VI i = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
-    return hn::ConvertTo(df, hn::Max(hn::Min(i, hi), lo));
-  };
 
   for (size_t g0 = 0; g0 < ngroups; g0 += N) {
     const size_t nb = ngroups - g0 < N ? ngroups - g0 : N;
@@ -253,64 +322,25 @@ void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRI
 
     VF max = vzero;
     VF amax = vzero;
+    auto nonfinite = hn::Lt(vzero, vzero);  // all false
     for (size_t i = 0; i < kGroup; ++i) {
       const VF xi = hn::Load(df, xt + i * N);
       const VF ax = hn::Abs(xi);
       const auto bigger = hn::Gt(ax, amax);
       amax = hn::IfThenElse(bigger, ax, amax);
       max = hn::IfThenElse(bigger, xi, max);
+      nonfinite = hn::Or(nonfinite, hn::Not(hn::IsFinite(xi)));
       const VF w = hn::Mul(xi, xi);
       hn::Store(w, df, wt + i * N);
       hn::Store(hn::Mul(w, xi), df, wxt + i * N);
     }
     // ggml returns 0 with all levels 0 where amax < GROUP_MAX_EPS.
     const auto active = hn::Not(hn::Lt(amax, hn::Set(df, 1e-15f)));
-
-    VF iscale = hn::Div(hn::Set(df, static_cast<float>(-nmax)), max);
-    VF sumlx = vzero, suml2 = vzero;
-    for (size_t i = 0; i < kGroup; ++i) {
-      const VF lf = level(hn::Mul(iscale, hn::Load(df, xt + i * N)));
-      hn::Store(lf, df, lbest + i * N);
-      sumlx = hn::Add(sumlx, hn::Mul(hn::Load(df, wxt + i * N), lf));
-      suml2 = hn::Add(suml2, hn::Mul(hn::Mul(hn::Load(df, wt + i * N), lf), lf));
-    }
-    // `suml2 ? sumlx/suml2 : 0`: NaN counts as true.
-    VF scale = hn::IfThenElse(hn::Eq(suml2, vzero), vzero, hn::Div(sumlx, suml2));
-    VF best = hn::Mul(scale, sumlx);
-    // The 18 tries' sums do not depend on one another (only the choice among them is
-    // sequential), so they are computed two at a time, which halves the dependency chains;
-    // the choices are then made in ggml's order.
-    constexpr int kTries[18] = {-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9};
-    for (int t = 0; t < 18; t += 2) {
-      VF isc[2], slx[2], sl2[2];
-      for (int k = 0; k < 2; ++k) {
-        const float num = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(kTries[t + k]));
-        isc[k] = hn::Div(hn::Set(df, num), max);
-        slx[k] = sl2[k] = vzero;
-      }
-      for (size_t i = 0; i < kGroup; ++i) {
-        const VF xi = hn::Load(df, xt + i * N);
-        const VF wx = hn::Load(df, wxt + i * N);
-        const VF w = hn::Load(df, wt + i * N);
-        const VF l0 = level(hn::Mul(isc[0], xi));
-        const VF l1 = level(hn::Mul(isc[1], xi));
-        slx[0] = hn::Add(slx[0], hn::Mul(wx, l0));
-        slx[1] = hn::Add(slx[1], hn::Mul(wx, l1));
-        sl2[0] = hn::Add(sl2[0], hn::Mul(hn::Mul(w, l0), l0));
-        sl2[1] = hn::Add(sl2[1], hn::Mul(hn::Mul(w, l1), l1));
-      }
-      for (int k = 0; k < 2; ++k) {
-        const auto take =
-            hn::And(hn::Gt(sl2[k], vzero), hn::Gt(hn::Mul(slx[k], slx[k]), hn::Mul(best, sl2[k])));
-        if (hn::AllFalse(df, take)) continue;
-        // Like ggml, recompute the levels of a new best (rarer than computing the sums).
-        for (size_t i = 0; i < kGroup; ++i) {
-          const VF lf = level(hn::Mul(isc[k], hn::Load(df, xt + i * N)));
-          hn::Store(hn::IfThenElse(take, lf, hn::Load(df, lbest + i * N)), df, lbest + i * N);
-        }
-        scale = hn::IfThenElse(take, hn::Div(slx[k], sl2[k]), scale);
-        best = hn::IfThenElse(take, hn::Mul(scale, slx[k]), best);
-      }
+    VF scale;
+    if (hn::AllFalse(df, hn::And(nonfinite, active))) {
+      Qx32Tries<true>(df, N, xt, wt, wxt, max, lbest, scale);
+    } else {
+      Qx32Tries<false>(df, N, xt, wt, wxt, max, lbest, scale);
     }
     hn::Store(hn::IfThenElseZero(active, scale), df, out_scale);
     const VF offset = hn::Set(df, static_cast<float>(nmax));
