@@ -1,12 +1,12 @@
 // SIMD kernels for the reference K-quant quantizers: the group steps of Q4_K/Q5_K and Q2_K
 // (ggml's make_qkx2_quants), of Q6_K (make_qx_quants) and of Q3_K (make_q3_quants), one group
-// per SIMD lane, and the requantization shared by the K-quants. Each lane performs exactly the scalar sequence of IEEE
-// float operations of quant.cc (same association, no fused multiply-add: this file is compiled
-// with -ffp-contract=off and Highway's Mul/Add/Div/Sqrt are correctly rounded), and the scalar
-// branches become per-lane selects, so the result is bit-identical to the scalar code on every
-// target. The group steps run lanes across independent groups, never along one group's
-// elements, because vectorizing a sum would change its order of additions; the requantization
-// has no sums, so it runs along the elements.
+// per SIMD lane, and the requantization shared by the K-quants. Each lane performs exactly the
+// scalar sequence of IEEE float operations of quant.cc (same association, no fused multiply-add:
+// this file is compiled with -ffp-contract=off and Highway's Mul/Add/Div/Sqrt are correctly
+// rounded), and the scalar branches become per-lane selects, so the result is bit-identical to the
+// scalar code on every target. The group steps run lanes across independent groups, never along one
+// group's elements, because vectorizing a sum would change its order of additions; the
+// requantization has no sums, so it runs along the elements.
 #include <cstring>
 
 #undef HWY_TARGET_INCLUDE
@@ -360,20 +360,23 @@ void Q3Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRICT
                 uint8_t* HWY_RESTRICT L) {
   constexpr size_t kGroup = 16;
   constexpr int nmax = 4;
+  // Vectors of groups whose first refinement pass runs side by side (see below).
+  constexpr size_t kV = 4;
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   using VF = hn::Vec<decltype(df)>;
   using VI = hn::Vec<decltype(di)>;
   const size_t N = hn::Lanes(df);
+  constexpr size_t kRow = kGroup * kMaxLanes;
 
-  alignas(64) float xt[kGroup * kMaxLanes];
-  alignas(64) float wt[kGroup * kMaxLanes];     // w = x * x
-  alignas(64) float wxt[kGroup * kMaxLanes];    // w * x
-  alignas(64) float lt[kGroup * kMaxLanes];     // levels l in [-nmax, nmax-1], as floats
-  alignas(64) int32_t lit[kGroup * kMaxLanes];  // the same levels as integers
+  alignas(64) float xt[kV * kRow];
+  alignas(64) float wt[kV * kRow];     // w = x * x
+  alignas(64) float wxt[kV * kRow];    // w * x
+  alignas(64) int32_t lit[kV * kRow];  // levels l in [-nmax, nmax-1]
   // The terms of the current levels in the sums: w*x*l and w*l*l (ggml's association).
-  alignas(64) float t1t[kGroup * kMaxLanes];
-  alignas(64) float t2t[kGroup * kMaxLanes];
+  alignas(64) float t1t[kV * kRow];
+  alignas(64) float t2t[kV * kRow];
+  alignas(64) float lt[kRow];
   alignas(64) float out_scale[kMaxLanes];
 
   const VF vzero = hn::Zero(df);
@@ -388,92 +391,148 @@ void Q3Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRICT
     return hn::Max(hn::Min(i, hi), lo);
   };
 
-  for (size_t g0 = 0; g0 < ngroups; g0 += N) {
-    const size_t nb = ngroups - g0 < N ? ngroups - g0 : N;
-    transpose_in<kGroup>(x + g0 * kGroup, nb, N, xt);
-
-    VF max = vzero;
-    VF amax = vzero;
-    for (size_t i = 0; i < kGroup; ++i) {
-      const VF xi = hn::Load(df, xt + i * N);
-      const VF ax = hn::Abs(xi);
-      const auto bigger = hn::Gt(ax, amax);
-      amax = hn::IfThenElse(bigger, ax, amax);
-      max = hn::IfThenElse(bigger, xi, max);
-      const VF w = hn::Mul(xi, xi);
-      hn::Store(w, df, wt + i * N);
-      hn::Store(hn::Mul(w, xi), df, wxt + i * N);
+  for (size_t c0 = 0; c0 < ngroups; c0 += kV * N) {
+    VF sumlx[kV], suml2[kV], sumlx2[kV];
+    hn::Mask<decltype(df)> active[kV];
+    for (size_t v = 0; v < kV; ++v) {
+      const size_t g0 = c0 + v * N;
+      const size_t nb = g0 >= ngroups ? 0 : (ngroups - g0 < N ? ngroups - g0 : N);
+      float* xv = xt + v * kRow;
+      transpose_in<kGroup>(x + (nb ? g0 * kGroup : 0), nb, N, xv);
+      VF max = vzero;
+      VF amax = vzero;
+      for (size_t i = 0; i < kGroup; ++i) {
+        const VF xi = hn::Load(df, xv + i * N);
+        const VF ax = hn::Abs(xi);
+        const auto bigger = hn::Gt(ax, amax);
+        amax = hn::IfThenElse(bigger, ax, amax);
+        max = hn::IfThenElse(bigger, xi, max);
+        const VF w = hn::Mul(xi, xi);
+        hn::Store(w, df, wt + v * kRow + i * N);
+        hn::Store(hn::Mul(w, xi), df, wxt + v * kRow + i * N);
+      }
+      active[v] = hn::Not(hn::Lt(amax, hn::Set(df, 1e-15f)));
+      const VF iscale = hn::Div(hn::Set(df, static_cast<float>(-nmax)), max);
+      VF slx = vzero, sl2 = vzero;
+      for (size_t i = 0; i < kGroup; ++i) {
+        const size_t o = v * kRow + i * N;
+        const VI li = ilevel(hn::Mul(iscale, hn::Load(df, xv + i * N)));
+        const VF lf = hn::ConvertTo(df, li);
+        hn::Store(li, di, lit + o);
+        const VF t1 = hn::Mul(hn::Load(df, wxt + o), lf);
+        const VF t2 = hn::Mul(hn::Mul(hn::Load(df, wt + o), lf), lf);
+        hn::Store(t1, df, t1t + o);
+        hn::Store(t2, df, t2t + o);
+        slx = hn::Add(slx, t1);
+        sl2 = hn::Add(sl2, t2);
+      }
+      // The refinement. Lanes of groups below GROUP_MAX_EPS (results discarded) get sumlx and
+      // terms 0 for it, so that `slx > 0` keeps them out.
+      if (!hn::AllTrue(df, active[v])) {
+        for (size_t i = 0; i < kGroup; ++i)
+          hn::Store(hn::IfThenElseZero(active[v], hn::Load(df, t1t + v * kRow + i * N)), df,
+                    t1t + v * kRow + i * N);
+      }
+      sumlx[v] = hn::IfThenElseZero(active[v], slx);
+      suml2[v] = sl2;
+      sumlx2[v] = hn::Mul(sumlx[v], sumlx[v]);  // sumlx * sumlx of the comparison
     }
-    const auto active = hn::Not(hn::Lt(amax, hn::Set(df, 1e-15f)));
 
-    const VF iscale = hn::Div(hn::Set(df, static_cast<float>(-nmax)), max);
-    VF sumlx = vzero, suml2 = vzero;
+    // ggml's 5 passes over the 16 elements, as one sequence of steps per vector. The first
+    // pass, where levels change often, runs on the kV vectors side by side with selects
+    // only: their dependency chains (through the division) overlap, where branches would
+    // mispredict at every change.
+    uint32_t changed_steps[kV] = {};
     for (size_t i = 0; i < kGroup; ++i) {
-      const VI li = ilevel(hn::Mul(iscale, hn::Load(df, xt + i * N)));
-      const VF lf = hn::ConvertTo(df, li);
-      hn::Store(li, di, lit + i * N);
-      hn::Store(lf, df, lt + i * N);
-      const VF t1 = hn::Mul(hn::Load(df, wxt + i * N), lf);
-      const VF t2 = hn::Mul(hn::Mul(hn::Load(df, wt + i * N), lf), lf);
-      hn::Store(t1, df, t1t + i * N);
-      hn::Store(t2, df, t2t + i * N);
-      sumlx = hn::Add(sumlx, t1);
-      suml2 = hn::Add(suml2, t2);
+      for (size_t v = 0; v < kV; ++v) {
+        const size_t o = v * kRow + i * N;
+        const VF t1o = hn::Load(df, t1t + o);
+        const VF t2o = hn::Load(df, t2t + o);
+        const VI lio = hn::Load(di, lit + o);
+        VF slx = hn::Sub(sumlx[v], t1o);
+        const auto pos = hn::Gt(slx, vzero);
+        VF sl2 = hn::Sub(suml2[v], t2o);
+        const VI nl = ilevel(hn::Div(hn::Mul(hn::Load(df, xt + o), sl2), slx));
+        const auto differs = hn::And(pos, hn::RebindMask(df, hn::Ne(nl, lio)));
+        const VF nlf = hn::ConvertTo(df, nl);
+        const VF t1 = hn::Mul(hn::Load(df, wxt + o), nlf);
+        const VF t2 = hn::Mul(hn::Mul(hn::Load(df, wt + o), nlf), nlf);
+        slx = hn::Add(slx, t1);
+        sl2 = hn::Add(sl2, t2);
+        const VF slx_sq = hn::Mul(slx, slx);
+        const auto better =
+            hn::And(hn::Gt(sl2, vzero), hn::Gt(hn::Mul(slx_sq, suml2[v]), hn::Mul(sumlx2[v], sl2)));
+        const auto take = hn::And(differs, better);
+        hn::Store(hn::IfThenElse(hn::RebindMask(di, take), nl, lio), di, lit + o);
+        hn::Store(hn::IfThenElse(take, t1, t1o), df, t1t + o);
+        hn::Store(hn::IfThenElse(take, t2, t2o), df, t2t + o);
+        sumlx[v] = hn::IfThenElse(take, slx, sumlx[v]);
+        suml2[v] = hn::IfThenElse(take, sl2, suml2[v]);
+        sumlx2[v] = hn::IfThenElse(take, slx_sq, sumlx2[v]);
+        changed_steps[v] |= static_cast<uint32_t>(hn::CountTrue(df, take) != 0) << i;
+      }
     }
-    // The refinement. Lanes of groups below GROUP_MAX_EPS (results discarded) get sumlx and
-    // terms 0 for it, so that `slx > 0` keeps them out.
-    VF rsumlx = hn::IfThenElseZero(active, sumlx);
-    if (!hn::AllTrue(df, active)) {
+
+    for (size_t v = 0; v < kV; ++v) {
+      const size_t g0 = c0 + v * N;
+      if (g0 >= ngroups) break;
+      const float* xv = xt + v * kRow;
+      const float* wv = wt + v * kRow;
+      const float* wxv = wxt + v * kRow;
+      int32_t* liv = lit + v * kRow;
+      float* t1v = t1t + v * kRow;
+      float* t2v = t2t + v * kRow;
+      VF vsumlx = sumlx[v], vsuml2 = suml2[v], vsumlx2 = sumlx2[v];
+      // The other passes each vector on its own, with branches: where no lane has a new level
+      // (most steps after the first pass), the next step does not wait for this one's
+      // division. A lane whose last 16 steps changed nothing is at a fixed point: every later
+      // step sees the state that the same element saw then and changes nothing either, so
+      // ggml's loop ends for it with this state (at the end of the next pass without a
+      // change). So the vector stops 16 steps after the last change in any lane, or after the
+      // 80 steps of 5 passes, which gives each lane its scalar result and skips the rest of a
+      // pass that would not change anything.
+      int last_change = changed_steps[v] ? 31 - __builtin_clz(changed_steps[v]) : -1;
+      for (int step = static_cast<int>(kGroup);
+           step < 5 * static_cast<int>(kGroup) && step - last_change <= 16; ++step) {
+        const size_t i = static_cast<size_t>(step) % kGroup;
+        VF slx = hn::Sub(vsumlx, hn::Load(df, t1v + i * N));
+        const auto pos = hn::Gt(slx, vzero);
+        VF sl2 = hn::Sub(vsuml2, hn::Load(df, t2v + i * N));
+        const VI nl = ilevel(hn::Div(hn::Mul(hn::Load(df, xv + i * N), sl2), slx));
+        const auto differs =
+            hn::And(pos, hn::RebindMask(df, hn::Ne(nl, hn::Load(di, liv + i * N))));
+        if (hn::AllFalse(df, differs)) continue;
+        const VF nlf = hn::ConvertTo(df, nl);
+        const VF t1 = hn::Mul(hn::Load(df, wxv + i * N), nlf);
+        const VF t2 = hn::Mul(hn::Mul(hn::Load(df, wv + i * N), nlf), nlf);
+        slx = hn::Add(slx, t1);
+        sl2 = hn::Add(sl2, t2);
+        const VF slx_sq = hn::Mul(slx, slx);
+        const auto better =
+            hn::And(hn::Gt(sl2, vzero), hn::Gt(hn::Mul(slx_sq, vsuml2), hn::Mul(vsumlx2, sl2)));
+        const auto take = hn::And(differs, better);
+        if (hn::AllFalse(df, take)) continue;
+        hn::Store(hn::IfThenElse(hn::RebindMask(di, take), nl, hn::Load(di, liv + i * N)), di,
+                  liv + i * N);
+        hn::Store(hn::IfThenElse(take, t1, hn::Load(df, t1v + i * N)), df, t1v + i * N);
+        hn::Store(hn::IfThenElse(take, t2, hn::Load(df, t2v + i * N)), df, t2v + i * N);
+        vsumlx = hn::IfThenElse(take, slx, vsumlx);
+        vsuml2 = hn::IfThenElse(take, sl2, vsuml2);
+        vsumlx2 = hn::IfThenElse(take, slx_sq, vsumlx2);
+        last_change = step;
+      }
+
+      const size_t nb = ngroups - g0 < N ? ngroups - g0 : N;
+      const VF scale = hn::IfThenElse(hn::Gt(vsuml2, vzero), hn::Div(vsumlx, vsuml2), vzero);
+      hn::Store(hn::IfThenElseZero(active[v], scale), df, out_scale);
+      const VI offset = hn::Set(di, nmax);
       for (size_t i = 0; i < kGroup; ++i)
-        hn::Store(hn::IfThenElseZero(active, hn::Load(df, t1t + i * N)), df, t1t + i * N);
+        hn::Store(hn::IfThenElseZero(active[v],
+                                     hn::ConvertTo(df, hn::Add(hn::Load(di, liv + i * N), offset))),
+                  df, lt + i * N);
+      for (size_t g = 0; g < nb; ++g) scales[g0 + g] = out_scale[g];
+      transpose_levels_out<kGroup>(lt, nb, N, L + g0 * kGroup);
     }
-    sumlx = rsumlx;
-    VF sumlx2 = hn::Mul(sumlx, sumlx);  // sumlx * sumlx of the comparison, kept with sumlx
-    // ggml's 5 passes over the 16 elements as one sequence of steps. A lane whose last 16 steps
-    // changed nothing is at a fixed point: every later step sees the state that the same
-    // element saw then and changes nothing either, so ggml's loop ends for it with this state
-    // (at the end of the next pass without a change). So the vector stops 16 steps after the
-    // last change in any lane, or after the 80 steps of 5 passes, which gives each lane its
-    // scalar result while skipping the rest of a pass that would not change anything.
-    int last_change = -1;
-    for (int step = 0; step < 5 * static_cast<int>(kGroup) && step - last_change <= 16; ++step) {
-      const size_t i = static_cast<size_t>(step) % kGroup;
-      VF slx = hn::Sub(sumlx, hn::Load(df, t1t + i * N));
-      const auto pos = hn::Gt(slx, vzero);
-      VF sl2 = hn::Sub(suml2, hn::Load(df, t2t + i * N));
-      const VI nl = ilevel(hn::Div(hn::Mul(hn::Load(df, xt + i * N), sl2), slx));
-      const auto differs = hn::And(pos, hn::RebindMask(df, hn::Ne(nl, hn::Load(di, lit + i * N))));
-      // Branches, not only selects: where no lane has a new level (most steps after the first
-      // pass), the next step does not wait for this one's division.
-      if (hn::AllFalse(df, differs)) continue;
-      const VF nlf = hn::ConvertTo(df, nl);
-      const VF w = hn::Load(df, wt + i * N);
-      const VF t1 = hn::Mul(hn::Load(df, wxt + i * N), nlf);
-      const VF t2 = hn::Mul(hn::Mul(w, nlf), nlf);
-      slx = hn::Add(slx, t1);
-      sl2 = hn::Add(sl2, t2);
-      const auto better = hn::And(hn::Gt(sl2, vzero),
-                                  hn::Gt(hn::Mul(hn::Mul(slx, slx), suml2), hn::Mul(sumlx2, sl2)));
-      const auto take = hn::And(differs, better);
-      if (hn::AllFalse(df, take)) continue;
-      hn::Store(hn::IfThenElse(take, nlf, hn::Load(df, lt + i * N)), df, lt + i * N);
-      hn::Store(hn::IfThenElse(hn::RebindMask(di, take), nl, hn::Load(di, lit + i * N)), di,
-                lit + i * N);
-      hn::Store(hn::IfThenElse(take, t1, hn::Load(df, t1t + i * N)), df, t1t + i * N);
-      hn::Store(hn::IfThenElse(take, t2, hn::Load(df, t2t + i * N)), df, t2t + i * N);
-      sumlx = hn::IfThenElse(take, slx, sumlx);
-      suml2 = hn::IfThenElse(take, sl2, suml2);
-      sumlx2 = hn::Mul(sumlx, sumlx);
-      last_change = step;
-    }
-    const VF scale = hn::IfThenElse(hn::Gt(suml2, vzero), hn::Div(sumlx, suml2), vzero);
-    hn::Store(hn::IfThenElseZero(active, scale), df, out_scale);
-    const VF offset = hn::Set(df, static_cast<float>(nmax));
-    for (size_t i = 0; i < kGroup; ++i)
-      hn::Store(hn::IfThenElseZero(active, hn::Add(hn::Load(df, lt + i * N), offset)), df,
-                lt + i * N);
-    for (size_t g = 0; g < nb; ++g) scales[g0 + g] = out_scale[g];
-    transpose_levels_out<kGroup>(lt, nb, N, L + g0 * kGroup);
   }
 }
 
