@@ -838,11 +838,11 @@ void q3k_ref_finish(const float* x, const float* scales, int8_t* L, uint8_t* y) 
   float max_scale = 0;
   float amax = 0;
   for (int j = 0; j < kQKK / 16; ++j) {
+    // ggml's `if (scale > amax)` as selects: the running maximum changes at random places.
     const float scale = std::fabs(scales[j]);
-    if (scale > amax) {
-      amax = scale;
-      max_scale = scales[j];
-    }
+    const bool bigger = scale > amax;
+    max_scale = bigger ? scales[j] : max_scale;
+    amax = bigger ? scale : amax;
   }
   int sc[kQKK / 16];  // the signed scales as ggml unpacks them: -32 from zero bytes
   for (int& v : sc) v = -32;
@@ -1094,12 +1094,12 @@ void q6k_finish(const float* x, const float* scales, int8_t* L, uint8_t* y) {
   float max_scale = 0;
   float max_abs_scale = 0;
   for (int ib = 0; ib < kQKK / 16; ++ib) {
+    // ggml's `if (abs_scale > max_abs_scale)` as selects (the maximum changes at random places).
     const float scale = scales[ib];
     const float abs_scale = std::fabs(scale);
-    if (abs_scale > max_abs_scale) {
-      max_abs_scale = abs_scale;
-      max_scale = scale;
-    }
+    const bool bigger = abs_scale > max_abs_scale;
+    max_scale = bigger ? scale : max_scale;
+    max_abs_scale = bigger ? abs_scale : max_abs_scale;
   }
   if (max_abs_scale < kGroupMaxEps) {
     std::memset(y, 0, 210);
