@@ -3,10 +3,13 @@
 // @node-llama-cpp/linux-x64, loaded with dlopen; scripts/deps.sh installs it). Prints, per type
 // and path, million elements per second for both, their ratio, and whether the bytes agree.
 //
-//   build/release/bench/ckptkit_quant_bench [LIBGGML] [ROWS]
+//   build/release/bench/ckptkit_quant_bench [LIBGGML] [ROWS] [TYPE...]
+//
+// TYPE (Q6_K, q3_k, …) limits the run to those types, for profiling one kernel.
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +18,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckptkit/dtype.h"
@@ -68,9 +72,21 @@ int main(int argc, char** argv) {
   std::printf("%-7s %-10s %12s %12s %8s %s\n", "type", "path", "ggml M/s", "ckptkit M/s", "ratio",
               "bytes");
   using ckptkit::DType;
+  auto wanted = [&](std::string_view name) {
+    if (argc <= 3) return true;
+    for (int a = 3; a < argc; ++a) {
+      const std::string_view arg = argv[a];
+      if (arg.size() == name.size() &&
+          std::equal(arg.begin(), arg.end(), name.begin(),
+                     [](char p, char q) { return std::toupper(p) == std::toupper(q); }))
+        return true;
+    }
+    return false;
+  };
   for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K,
                   DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     const ckptkit::DTypeInfo& d = ckptkit::dtype_info(t);
+    if (!wanted(d.name)) continue;
     const size_t bytes = static_cast<size_t>(n / d.block * d.block_bytes);
     std::vector<uint8_t> ours(bytes), theirs(bytes);
     for (ckptkit::QuantPath path :

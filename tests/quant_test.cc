@@ -10,6 +10,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tensor/quant_simd.h"
@@ -257,7 +258,7 @@ TEST(Quant, SimdTargetsMatchScalar) {
   const std::vector<std::string> targets = detail::quant_simd_targets();
   ASSERT_GE(targets.size(), 2u);
   EXPECT_EQ(targets.back(), "scalar");
-  for (DType t : {DType::Q2_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType t : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     for (QuantPath p : kPaths) {
       const char* path = p == QuantPath::kReference ? " ref" : " ones";
       const size_t bytes = *dtype_bytes(t, n);
@@ -275,6 +276,133 @@ TEST(Quant, SimdTargetsMatchScalar) {
         EXPECT_TRUE(
             std::equal(one.begin(), one.end(), expected.begin() + static_cast<long>(one.size())))
             << dtype_name(t) << path << " on " << target;
+      }
+    }
+  }
+  ASSERT_TRUE(detail::select_quant_simd_target(targets.front()));
+}
+
+// Groups of 16 that take the Q3_K/Q6_K group steps down different paths in neighbouring lanes:
+// the kind of each group changes from group to group, so every vector of groups mixes
+// refinement loops that stop after different passes, degenerate groups and extreme magnitudes.
+std::vector<float> mixed_groups16(size_t blocks, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::vector<float> x(blocks * 256);
+  for (size_t g = 0; g < blocks * 16; ++g) {
+    float* xg = x.data() + 16 * g;
+    const float scale = std::ldexp(1.0f, static_cast<int>((g * 5) % 23) * 11 - 140);
+    switch ((g * 7 + g / 16) % 14) {
+      case 0:  // all zero
+        for (int i = 0; i < 16; ++i) xg[i] = 0.0f;
+        break;
+      case 1:  // one non-zero element
+        for (int i = 0; i < 16; ++i) xg[i] = 0.0f;
+        xg[g % 16] = normal(gen);
+        break;
+      case 2:  // one outlier among small values: many refinement passes
+        for (int i = 0; i < 16; ++i) xg[i] = normal(gen) * 0.01f;
+        xg[(g * 3) % 16] = (g % 2 ? 1.0f : -1.0f) * 5.0f;
+        break;
+      case 3:  // exact multiples of a step (ties of nearest_int)
+        for (int i = 0; i < 16; ++i)
+          xg[i] = static_cast<float>(static_cast<int>(gen() % 9) - 4) * 0.5f;
+        break;
+      case 4:  // all equal
+        for (int i = 0; i < 16; ++i) xg[i] = g % 2 ? -0.75f : 3.0f;
+        break;
+      case 5:  // around GROUP_MAX_EPS (1e-15): some groups below it, some above
+        for (int i = 0; i < 16; ++i) xg[i] = normal(gen) * (g % 2 ? 2e-16f : 2e-15f);
+        break;
+      case 6:  // all positive
+        for (int i = 0; i < 16; ++i) xg[i] = uniform(gen) + 0.1f;
+        break;
+      case 7:  // float32 denormals
+        for (int i = 0; i < 16; ++i) xg[i] = normal(gen) * 1e-40f;
+        break;
+      case 8:  // huge: x^3 overflows, sums become Inf/NaN
+        for (int i = 0; i < 16; ++i) xg[i] = normal(gen) * 1e30f;
+        break;
+      case 9:  // heavy tails
+        for (int i = 0; i < 16; ++i) xg[i] = normal(gen) / (std::fabs(normal(gen)) + 0.05f);
+        break;
+      case 10:  // NaN and Inf
+        for (int i = 0; i < 16; ++i) xg[i] = normal(gen);
+        xg[g % 16] = g % 4 == 0 ? std::numeric_limits<float>::quiet_NaN()
+                                : (g % 4 == 1 ? std::numeric_limits<float>::infinity()
+                                              : -std::numeric_limits<float>::infinity());
+        break;
+      case 11:  // two values only
+        for (int i = 0; i < 16; ++i) xg[i] = i % 3 ? 1.0f : -0.3f;
+        break;
+      default:  // Gaussian over a wide range of magnitudes
+        for (int i = 0; i < 16; ++i) xg[i] = normal(gen) * scale;
+        break;
+    }
+  }
+  return x;
+}
+
+// The Q3_K and Q6_K group steps themselves on every target: scales bit for bit and every
+// level, including those that the requantization would overwrite in the finished blocks.
+TEST(Quant, GroupStepsMatchScalarOnEveryTarget) {
+  const size_t blocks = 61;
+  const std::vector<float> x = mixed_groups16(blocks, 7);
+  const std::vector<std::string> targets = detail::quant_simd_targets();
+  using Step = void (*)(const float*, uint64_t, float*, uint8_t*);
+  const std::pair<const char*, Step> steps[] = {{"Q3_K", &detail::q3k_reference_groups},
+                                                {"Q6_K", &detail::q6k_reference_groups}};
+  for (const auto& [name, step] : steps) {
+    ASSERT_TRUE(detail::select_quant_simd_target("scalar"));
+    std::vector<float> scales(blocks * 16);
+    std::vector<uint8_t> L(blocks * 256);
+    step(x.data(), blocks, scales.data(), L.data());
+    for (const std::string& target : targets) {
+      ASSERT_TRUE(detail::select_quant_simd_target(target));
+      std::vector<float> s2(blocks * 16, -1.0f);
+      std::vector<uint8_t> L2(blocks * 256, 0xEE);
+      step(x.data(), blocks, s2.data(), L2.data());
+      for (size_t g = 0; g < blocks * 16; ++g) {
+        uint32_t a, b;
+        std::memcpy(&a, &scales[g], 4);
+        std::memcpy(&b, &s2[g], 4);
+        EXPECT_EQ(a, b) << name << " on " << target << ": scale of group " << g;
+        EXPECT_TRUE(std::equal(L.begin() + static_cast<long>(16 * g),
+                               L.begin() + static_cast<long>(16 * g + 16),
+                               L2.begin() + static_cast<long>(16 * g)))
+            << name << " on " << target << ": levels of group " << g;
+      }
+      // One block alone: a partial vector on targets with more than 16 lanes.
+      std::vector<float> s1(16);
+      std::vector<uint8_t> L1(256);
+      step(x.data() + 256 * 3, 1, s1.data(), L1.data());
+      EXPECT_EQ(0, std::memcmp(s1.data(), scales.data() + 16 * 3, 64)) << name << " " << target;
+      EXPECT_EQ(0, std::memcmp(L1.data(), L.data() + 256 * 3, 256)) << name << " " << target;
+    }
+  }
+  ASSERT_TRUE(detail::select_quant_simd_target(targets.front()));
+}
+
+// The finished Q3_K and Q6_K blocks of the same mixed groups on every target, for both paths
+// (the scale quantization, requantization and packing run on SIMD lanes too).
+TEST(Quant, MixedGroupsMatchScalarOnEveryTarget) {
+  const size_t blocks = 67;
+  const std::vector<float> x = mixed_groups16(blocks, 11);
+  const std::vector<std::string> targets = detail::quant_simd_targets();
+  for (DType t : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    for (QuantPath p : kPaths) {
+      const size_t bytes = *dtype_bytes(t, x.size());
+      ASSERT_TRUE(detail::select_quant_simd_target("scalar"));
+      std::vector<uint8_t> expected(bytes);
+      ASSERT_TRUE(quantize_rows(t, p, x.data(), 1, x.size(), expected.data()));
+      for (const std::string& target : targets) {
+        ASSERT_TRUE(detail::select_quant_simd_target(target));
+        std::vector<uint8_t> got(bytes);
+        ASSERT_TRUE(quantize_rows(t, p, x.data(), 1, x.size(), got.data()));
+        EXPECT_EQ(got, expected) << dtype_name(t)
+                                 << (p == QuantPath::kReference ? " ref" : " ones") << " on "
+                                 << target;
       }
     }
   }

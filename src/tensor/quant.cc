@@ -785,65 +785,89 @@ void q3k_pack_scale(int j, int l, uint8_t* scales) {
   scales[j % 4 + 8] = static_cast<uint8_t>(scales[j % 4 + 8] | (l << (2 * (j / 4))));
 }
 
-void q3k_finish(const float* x, uint8_t* y, int8_t* L) {
-  const uint8_t* scales = y + 96;
+// Requantizes against the signed 6-bit scales sc[j] (as packed at y + 96) and the fp16 d, and
+// packs the levels.
+void q3k_finish(const float* x, const int* sc, uint8_t* y, int8_t* L) {
   const float d_all = get_f16(y + 108);
-  for (int j = 0; j < kQKK / 16; ++j) {
-    const float d = d_all * f(q3k_scale(scales, j));
-    if (d == 0.0f) continue;
-    for (int ii = 0; ii < 16; ++ii) {
-      int l = nearest_int(x[16 * j + ii] / d);
-      l = gmax(-4, gmin(3, l));
-      L[16 * j + ii] = static_cast<int8_t>(l + 4);
+  float d[kQKK / 16];
+  for (int j = 0; j < kQKK / 16; ++j) d[j] = d_all * f(sc[j]);
+  if (!detail::requantize_groups_simd(x, kQKK / 16, 16, d, nullptr, -4, 3, 4,
+                                      reinterpret_cast<uint8_t*>(L))) {
+    for (int j = 0; j < kQKK / 16; ++j) {
+      if (d[j] == 0.0f) continue;
+      for (int ii = 0; ii < 16; ++ii) {
+        int l = nearest_int(x[16 * j + ii] / d[j]);
+        l = gmax(-4, gmin(3, l));
+        L[16 * j + ii] = static_cast<int8_t>(l + 4);
+      }
     }
   }
+  // The high bit of elements 0..31 goes to bit 0 of hmask[0..31], of 32..63 to bit 1, etc.
+  // Every level is in 0..7 here (the group steps give l + 4 with l in [-4, 3], or 0), so
+  // ggml's "if (L > 3) { set the bit; L -= 4 }" is bit 2 and the low two bits, without the
+  // branch (which mispredicts on every other element of real weights).
   uint8_t* hmask = y;
   std::memset(hmask, 0, kQKK / 8);
-  // The high bit of elements 0..31 goes to bit 0 of hmask[0..31], of 32..63 to bit 1, etc.
-  int m = 0;
-  uint8_t hm = 1;
-  for (int j = 0; j < kQKK; ++j) {
-    if (L[j] > 3) {
-      hmask[m] = static_cast<uint8_t>(hmask[m] | hm);
-      L[j] = static_cast<int8_t>(L[j] - 4);
-    }
-    if (++m == kQKK / 8) {
-      m = 0;
-      hm = static_cast<uint8_t>(hm << 1);
-    }
+  for (int k = 0; k < 8; ++k)
+    for (int m = 0; m < kQKK / 8; ++m)
+      hmask[m] = static_cast<uint8_t>(hmask[m] | (((L[32 * k + m] >> 2) & 1) << k));
+  uint8_t* qs = y + 32;
+  for (int j = 0; j < kQKK; j += 128)
+    for (int l = 0; l < 32; ++l)
+      qs[j / 4 + l] = static_cast<uint8_t>((L[j + l] & 3) | ((L[j + l + 32] & 3) << 2) |
+                                           ((L[j + l + 64] & 3) << 4) | ((L[j + l + 96] & 3) << 6));
+}
+
+// Packs the 16 scales l + 32 (0..63) as q3k_pack_scale does one at a time: the low nibbles of
+// scales 0..7 and 8..15 share bytes 0..7, the high two bits of scales m, m+4, m+8, m+12 form
+// byte 8 + m.
+void q3k_pack_scales(const int* l, uint8_t* scales) {
+  for (int k = 0; k < 8; ++k)
+    scales[k] = static_cast<uint8_t>((l[k] & 0xF) | ((l[k + 8] & 0xF) << 4));
+  for (int m = 0; m < 4; ++m)
+    scales[8 + m] = static_cast<uint8_t>((l[m] >> 4) | ((l[m + 4] >> 4) << 2) |
+                                         ((l[m + 8] >> 4) << 4) | ((l[m + 12] >> 4) << 6));
+}
+
+// The reference Q3_K group step for one block (quant_simd.cc runs the same on SIMD lanes).
+void q3k_ref_groups(const float* x, float* scales, int8_t* L) {
+  for (int j = 0; j < kQKK / 16; ++j) scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+}
+
+void q3k_ref_finish(const float* x, const float* scales, int8_t* L, uint8_t* y) {
+  float max_scale = 0;
+  float amax = 0;
+  for (int j = 0; j < kQKK / 16; ++j) {
+    // ggml's `if (scale > amax)` as selects: the running maximum changes at random places.
+    const float scale = std::fabs(scales[j]);
+    const bool bigger = scale > amax;
+    max_scale = bigger ? scales[j] : max_scale;
+    amax = bigger ? scale : amax;
   }
-  uint8_t Lu[kQKK];
-  for (int j = 0; j < kQKK; ++j) Lu[j] = static_cast<uint8_t>(L[j]);
-  pack_2bit(Lu, y + 32);
+  int sc[kQKK / 16];  // the signed scales as ggml unpacks them: -32 from zero bytes
+  for (int& v : sc) v = -32;
+  if (max_scale != 0.0f) {
+    const float iscale = -32.f / max_scale;
+    int l[kQKK / 16];
+    for (int j = 0; j < kQKK / 16; ++j) {
+      const auto lj = static_cast<int8_t>(nearest_int(iscale * scales[j]));
+      l[j] = gmax(-32, gmin(31, static_cast<int>(lj))) + 32;
+      sc[j] = l[j] - 32;
+    }
+    q3k_pack_scales(l, y + 96);
+    put_half(y + 108, ggml_fp32_to_fp16(1 / iscale));
+  } else {
+    std::memset(y + 96, 0, 12);
+    put_half(y + 108, ggml_fp32_to_fp16(0.f));
+  }
+  q3k_finish(x, sc, y, L);
 }
 
 void q3k_ref(const float* x, uint8_t* y) {
   int8_t L[kQKK];
   float scales[kQKK / 16];
-  float max_scale = 0;
-  float amax = 0;
-  for (int j = 0; j < kQKK / 16; ++j) {
-    scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-    const float scale = std::fabs(scales[j]);
-    if (scale > amax) {
-      amax = scale;
-      max_scale = scales[j];
-    }
-  }
-  uint8_t* sc = y + 96;
-  std::memset(sc, 0, 12);
-  if (max_scale != 0.0f) {
-    const float iscale = -32.f / max_scale;
-    for (int j = 0; j < kQKK / 16; ++j) {
-      auto l = static_cast<int8_t>(nearest_int(iscale * scales[j]));
-      l = static_cast<int8_t>(gmax(-32, gmin(31, static_cast<int>(l))) + 32);
-      q3k_pack_scale(j, l, sc);
-    }
-    put_half(y + 108, ggml_fp32_to_fp16(1 / iscale));
-  } else {
-    put_half(y + 108, ggml_fp32_to_fp16(0.f));
-  }
-  q3k_finish(x, y, L);
+  q3k_ref_groups(x, scales, L);
+  q3k_ref_finish(x, scales, L, y);
 }
 
 void q3k_impl(const float* x, uint8_t* y, const float* qw_block) {
@@ -865,7 +889,9 @@ void q3k_impl(const float* x, uint8_t* y, const float* qw_block) {
   const float d_block = make_qx_quants(kQKK / 16, 32, scales, Ls, sw);
   for (int j = 0; j < kQKK / 16; ++j) q3k_pack_scale(j, Ls[j], sc);
   put_half(y + 108, ggml_fp32_to_fp16(d_block));
-  q3k_finish(x, y, L);
+  int scs[kQKK / 16];
+  for (int j = 0; j < kQKK / 16; ++j) scs[j] = q3k_scale(sc, j);
+  q3k_finish(x, scs, y, L);
 }
 
 // =============================== Q4_K and Q5_K ================================================
@@ -1090,12 +1116,12 @@ void q6k_finish(const float* x, const float* scales, int8_t* L, uint8_t* y) {
   float max_scale = 0;
   float max_abs_scale = 0;
   for (int ib = 0; ib < kQKK / 16; ++ib) {
+    // ggml's `if (abs_scale > max_abs_scale)` as selects (the maximum changes at random places).
     const float scale = scales[ib];
     const float abs_scale = std::fabs(scale);
-    if (abs_scale > max_abs_scale) {
-      max_abs_scale = abs_scale;
-      max_scale = scale;
-    }
+    const bool bigger = abs_scale > max_abs_scale;
+    max_scale = bigger ? scale : max_scale;
+    max_abs_scale = bigger ? abs_scale : max_abs_scale;
   }
   if (max_abs_scale < kGroupMaxEps) {
     std::memset(y, 0, 210);
@@ -1160,6 +1186,23 @@ void q2k_ref_blocks(const float* x, uint64_t blocks, uint8_t* y) {
     for (uint64_t b = 0; b < nb; ++b)
       q2k_ref_finish(xc + b * kQKK, scales + 16 * b, mins + 16 * b, L + kQKK * b,
                      y + (b0 + b) * 84);
+  }
+}
+
+// Q3_K reference on many blocks, the group step on SIMD lanes (see qk45_ref_blocks).
+void q3k_ref_blocks(const float* x, uint64_t blocks, uint8_t* y) {
+  constexpr uint64_t kChunk = 16;
+  float scales[kChunk * 16];
+  uint8_t L[kChunk * kQKK];
+  for (uint64_t b0 = 0; b0 < blocks; b0 += kChunk) {
+    const uint64_t nb = blocks - b0 < kChunk ? blocks - b0 : kChunk;
+    const float* xc = x + b0 * kQKK;
+    auto* Ls = reinterpret_cast<int8_t*>(L);  // levels 0..7: the same bytes either way
+    if (!detail::q3_groups16_simd(xc, nb * 16, scales, L))
+      for (uint64_t b = 0; b < nb; ++b)
+        q3k_ref_groups(xc + b * kQKK, scales + 16 * b, Ls + kQKK * b);
+    for (uint64_t b = 0; b < nb; ++b)
+      q3k_ref_finish(xc + b * kQKK, scales + 16 * b, Ls + kQKK * b, y + (b0 + b) * 110);
   }
 }
 
@@ -1407,6 +1450,18 @@ const Kernel* find_kernel(DType t) {
 
 }  // namespace
 
+void detail::q3k_reference_groups(const float* x, uint64_t blocks, float* scales, uint8_t* L) {
+  if (!q3_groups16_simd(x, blocks * 16, scales, L))
+    for (uint64_t b = 0; b < blocks; ++b)
+      q3k_ref_groups(x + b * kQKK, scales + 16 * b, reinterpret_cast<int8_t*>(L) + kQKK * b);
+}
+
+void detail::q6k_reference_groups(const float* x, uint64_t blocks, float* scales, uint8_t* L) {
+  if (!qx32_groups16_simd(x, blocks * 16, scales, L))
+    for (uint64_t b = 0; b < blocks; ++b)
+      q6k_groups(x + b * kQKK, nullptr, scales + 16 * b, reinterpret_cast<int8_t*>(L) + kQKK * b);
+}
+
 bool can_quantize(DType t) {
   const Kernel* k = find_kernel(t);
   return k != nullptr && k->ref != nullptr;
@@ -1438,6 +1493,10 @@ Status quantize_rows(DType type, QuantPath path, const float* src, uint64_t rows
     }
     if (type == DType::Q2_K) {
       q2k_ref_blocks(src, blocks, dst);
+      return Status::ok();
+    }
+    if (type == DType::Q3_K) {
+      q3k_ref_blocks(src, blocks, dst);
       return Status::ok();
     }
     if (type == DType::Q6_K) {

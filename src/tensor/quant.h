@@ -20,10 +20,10 @@
 //   multiply-add (this file's .cc is compiled with -ffp-contract=off; the ggml builds people run
 //   on x86-64 have no FMA in ggml-base either, verified on the node-llama-cpp build we test
 //   against).
-// - The group steps of the reference Q2_K/Q4_K/Q5_K/Q6_K quantizers (nearly all of their time)
-//   and the K-quants' requantization run on SIMD lanes across independent groups
-//   (quant_simd.cc), chosen at run time from the CPU's features; every target gives the scalar
-//   code's bytes (tests compare each target the CPU has). Q3_K, the 32-element types and the
+// - The group steps of the reference K-quant quantizers (nearly all of their time) and the
+//   K-quants' requantization run on SIMD lanes across independent groups (quant_simd.cc),
+//   chosen at run time from the CPU's features; every target gives the scalar code's bytes
+//   (tests compare each target the CPU has). The 32-element types other than Q8_0 and the
 //   importance-path group steps are scalar.
 // - Pure functions of their inputs; thread-safe; no allocation except quantize_rows() with
 //   kUnitImportance (one row of ones). Single-threaded: callers parallelize across tensors or
@@ -80,6 +80,13 @@ namespace detail {
 uint16_t ggml_fp32_to_fp16(float f);
 /// ggml's GGML_FP16_TO_FP32 (exact; NaN payloads kept, made quiet).
 float ggml_fp16_to_fp32(uint16_t h);
+/// The reference Q3_K and Q6_K group steps on `blocks` contiguous super-blocks, as
+/// quantize_rows runs them on the selected SIMD target (tensor/quant_simd.h): 16 scales and
+/// 256 levels (with their offset) per block. For tests, which compare the targets exactly
+/// here, where the later steps would hide a difference in a scale or in a level that is
+/// requantized anyway.
+void q3k_reference_groups(const float* x, uint64_t blocks, float* scales, uint8_t* L);
+void q6k_reference_groups(const float* x, uint64_t blocks, float* scales, uint8_t* L);
 }  // namespace detail
 
 }  // namespace ckptkit

@@ -1,12 +1,12 @@
 // SIMD kernels for the reference K-quant quantizers: the group steps of Q4_K/Q5_K and Q2_K
-// (ggml's make_qkx2_quants) and of Q6_K (make_qx_quants), one group per SIMD lane, and the
-// requantization shared by the K-quants. Each lane performs exactly the scalar sequence of IEEE
-// float operations of quant.cc (same association, no fused multiply-add: this file is compiled
-// with -ffp-contract=off and Highway's Mul/Add/Div/Sqrt are correctly rounded), and the scalar
-// branches become per-lane selects, so the result is bit-identical to the scalar code on every
-// target. The group steps run lanes across independent groups, never along one group's
-// elements, because vectorizing a sum would change its order of additions; the requantization
-// has no sums, so it runs along the elements.
+// (ggml's make_qkx2_quants), of Q6_K (make_qx_quants) and of Q3_K (make_q3_quants), one group
+// per SIMD lane, and the requantization shared by the K-quants. Each lane performs exactly the
+// scalar sequence of IEEE float operations of quant.cc (same association, no fused multiply-add:
+// this file is compiled with -ffp-contract=off and Highway's Mul/Add/Div/Sqrt are correctly
+// rounded), and the scalar branches become per-lane selects, so the result is bit-identical to the
+// scalar code on every target. The group steps run lanes across independent groups, never along one
+// group's elements, because vectorizing a sum would change its order of additions; the
+// requantization has no sums, so it runs along the elements.
 #include <cstring>
 
 #undef HWY_TARGET_INCLUDE
@@ -33,6 +33,30 @@ HWY_INLINE void transpose_in(const float* HWY_RESTRICT x, size_t nb, size_t N,
     for (size_t i = 0; i < kGroup; ++i) xt[i * N + g] = x[g * kGroup + i];
   for (size_t g = nb; g < N; ++g)
     for (size_t i = 0; i < kGroup; ++i) xt[i * N + g] = 0.0f;
+}
+
+// The inverse for levels: lt holds small non-negative integers as floats, level i of lane g at
+// [i * N + g]; writes them as bytes, kGroup per group, for the first nb lanes. Four levels of a
+// lane go into one 32-bit word (little-endian, so in their byte order), which leaves a quarter
+// of the moves of a byte-by-byte transpose.
+template <size_t kGroup>
+HWY_INLINE void transpose_levels_out(const float* HWY_RESTRICT lt, size_t nb, size_t N,
+                                     uint8_t* HWY_RESTRICT L, size_t stride = 0) {
+  if (stride == 0) stride = N;  // row i of the levels at lt + i * stride
+  static_assert(kGroup % 4 == 0);
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  alignas(64) int32_t words[kGroup / 4 * kMaxLanes];
+  for (size_t i = 0; i < kGroup; i += 4) {
+    auto w = hn::ConvertTo(di, hn::Load(df, lt + i * stride));
+    w = hn::Or(w, hn::ShiftLeft<8>(hn::ConvertTo(di, hn::Load(df, lt + (i + 1) * stride))));
+    w = hn::Or(w, hn::ShiftLeft<16>(hn::ConvertTo(di, hn::Load(df, lt + (i + 2) * stride))));
+    w = hn::Or(w, hn::ShiftLeft<24>(hn::ConvertTo(di, hn::Load(df, lt + (i + 3) * stride))));
+    hn::Store(w, di, words + i / 4 * N);
+  }
+  for (size_t g = 0; g < nb; ++g)
+    for (size_t k = 0; k < kGroup / 4; ++k)
+      std::memcpy(L + g * kGroup + 4 * k, &words[k * N + g], 4);
 }
 
 // make_qkx2_quants(kGroup, nmax, x, weights, L, &min, Laux, rmin, rdelta, nstep, use_mad) on
@@ -243,9 +267,9 @@ void QkxGroups(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin
       mins[g0 + g] = out_min[g];
     }
     if (L != nullptr)
-      for (size_t g = 0; g < nb; ++g)
-        for (size_t i = 0; i < kGroup; ++i)
-          L[(g0 + g) * kGroup + i] = static_cast<uint8_t>(lbest[i * W + g]);
+      for (size_t b = 0; b < kB && b * N < nb; ++b)
+        transpose_levels_out<kGroup>(lbest + b * N, std::min(N, nb - b * N), N,
+                                     L + (g0 + b * N) * kGroup, W);
   }
 }
 
@@ -261,6 +285,87 @@ void Qkx2Groups16Q2(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float
   QkxGroups<16, true, 2>(x, ngroups, nmax, rmin, rdelta, nstep, scales, mins, L);
 }
 
+// The part of the Q6_K group step after the first loop, for one vector of groups. kFloatLevel:
+// nearest_int as a float, (v + 1.5*2^23) - 1.5*2^23, clamped with float Min/Max: the same value
+// as ggml's integer trick (both come from the same rounded sum, which stays in [2^23, 2^24)
+// for |v| < 2^22) in fewer operations, but only where every v is finite and small. That holds
+// in every active lane without NaN or Inf (|iscale * x| <= (32.9 / |max|) * |max|, and
+// iscale is finite for |max| >= GROUP_MAX_EPS); inactive lanes' results are discarded.
+template <bool kFloatLevel, class DF>
+HWY_INLINE void Qx32Tries(DF df, size_t N, const float* HWY_RESTRICT xt,
+                          const float* HWY_RESTRICT wt, const float* HWY_RESTRICT wxt,
+                          hn::Vec<DF> max, float* HWY_RESTRICT lbest, hn::Vec<DF>& scale_out) {
+  constexpr size_t kGroup = 16;
+  constexpr int nmax = 32;
+  const hn::RebindToSigned<DF> di;
+  using VF = hn::Vec<DF>;
+  using VI = hn::Vec<decltype(di)>;
+  const VF vzero = hn::Zero(df);
+  const VF magic = hn::Set(df, 12582912.f);
+  const VI mant = hn::Set(di, 0x007fffff);
+  const VI half = hn::Set(di, 0x00400000);
+  const VI lo = hn::Set(di, -nmax);
+  const VI hi = hn::Set(di, nmax - 1);
+  const VF flo = hn::Set(df, static_cast<float>(-nmax));
+  const VF fhi = hn::Set(df, static_cast<float>(nmax - 1));
+  // nearest_int clamped as MAX(-nmax, MIN(nmax-1, l)), as a float.
+  auto level = [&](VF v) {
+    if constexpr (kFloatLevel) {
+      return hn::Max(hn::Min(hn::Sub(hn::Add(v, magic), magic), fhi), flo);
+    } else {
+      const VI i = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
+      return hn::ConvertTo(df, hn::Max(hn::Min(i, hi), lo));
+    }
+  };
+
+  // The levels are those of the last try taken (or of the first scale): only that try's
+  // iscale is kept, and the levels are computed from it at the end, as ggml computes them.
+  VF best_isc = hn::Div(hn::Set(df, static_cast<float>(-nmax)), max);
+  VF sumlx = vzero, suml2 = vzero;
+  for (size_t i = 0; i < kGroup; ++i) {
+    const VF lf = level(hn::Mul(best_isc, hn::Load(df, xt + i * N)));
+    sumlx = hn::Add(sumlx, hn::Mul(hn::Load(df, wxt + i * N), lf));
+    suml2 = hn::Add(suml2, hn::Mul(hn::Mul(hn::Load(df, wt + i * N), lf), lf));
+  }
+  // `suml2 ? sumlx/suml2 : 0`: NaN counts as true.
+  VF scale = hn::IfThenElse(hn::Eq(suml2, vzero), vzero, hn::Div(sumlx, suml2));
+  VF best = hn::Mul(scale, sumlx);
+  // The 18 tries' sums do not depend on one another (only the choice among them is
+  // sequential), so they are computed two at a time, which halves the dependency chains;
+  // the choices are then made in ggml's order.
+  constexpr int kTries[18] = {-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  for (int t = 0; t < 18; t += 2) {
+    VF isc[2], slx[2], sl2[2];
+    for (int k = 0; k < 2; ++k) {
+      const float num = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(kTries[t + k]));
+      isc[k] = hn::Div(hn::Set(df, num), max);
+      slx[k] = sl2[k] = vzero;
+    }
+    for (size_t i = 0; i < kGroup; ++i) {
+      const VF xi = hn::Load(df, xt + i * N);
+      const VF wx = hn::Load(df, wxt + i * N);
+      const VF w = hn::Load(df, wt + i * N);
+      const VF l0 = level(hn::Mul(isc[0], xi));
+      const VF l1 = level(hn::Mul(isc[1], xi));
+      slx[0] = hn::Add(slx[0], hn::Mul(wx, l0));
+      slx[1] = hn::Add(slx[1], hn::Mul(wx, l1));
+      sl2[0] = hn::Add(sl2[0], hn::Mul(hn::Mul(w, l0), l0));
+      sl2[1] = hn::Add(sl2[1], hn::Mul(hn::Mul(w, l1), l1));
+    }
+    for (int k = 0; k < 2; ++k) {
+      const auto take =
+          hn::And(hn::Gt(sl2[k], vzero), hn::Gt(hn::Mul(slx[k], slx[k]), hn::Mul(best, sl2[k])));
+      if (hn::AllFalse(df, take)) continue;
+      best_isc = hn::IfThenElse(take, isc[k], best_isc);
+      scale = hn::IfThenElse(take, hn::Div(slx[k], sl2[k]), scale);
+      best = hn::IfThenElse(take, hn::Mul(scale, slx[k]), best);
+    }
+  }
+  for (size_t i = 0; i < kGroup; ++i)
+    hn::Store(level(hn::Mul(best_isc, hn::Load(df, xt + i * N))), df, lbest + i * N);
+  scale_out = scale;
+}
+
 // Q6_K reference: make_qx_quants(16, 32, x, L, rmse_type = 1, NULL) on `ngroups` contiguous
 // groups of 16 (weights x^2), writing scales[g] and the levels l + 32.
 void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRICT scales,
@@ -268,9 +373,7 @@ void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRI
   constexpr size_t kGroup = 16;
   constexpr int nmax = 32;
   const hn::ScalableTag<float> df;
-  const hn::RebindToSigned<decltype(df)> di;
   using VF = hn::Vec<decltype(df)>;
-  using VI = hn::Vec<decltype(di)>;
   const size_t N = hn::Lanes(df);
 
   alignas(64) float xt[kGroup * kMaxLanes];
@@ -280,16 +383,6 @@ void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRI
   alignas(64) float out_scale[kMaxLanes];
 
   const VF vzero = hn::Zero(df);
-  const VF magic = hn::Set(df, 12582912.f);
-  const VI mant = hn::Set(di, 0x007fffff);
-  const VI half = hn::Set(di, 0x00400000);
-  const VI lo = hn::Set(di, -nmax);
-  const VI hi = hn::Set(di, nmax - 1);
-  // nearest_int clamped as MAX(-nmax, MIN(nmax-1, l)), as a float.
-  auto level = [&](VF v) {
-    const VI i = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
-    return hn::ConvertTo(df, hn::Max(hn::Min(i, hi), lo));
-  };
 
   for (size_t g0 = 0; g0 < ngroups; g0 += N) {
     const size_t nb = ngroups - g0 < N ? ngroups - g0 : N;
@@ -297,74 +390,216 @@ void Qx32Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRI
 
     VF max = vzero;
     VF amax = vzero;
+    auto nonfinite = hn::Lt(vzero, vzero);  // all false
     for (size_t i = 0; i < kGroup; ++i) {
       const VF xi = hn::Load(df, xt + i * N);
       const VF ax = hn::Abs(xi);
       const auto bigger = hn::Gt(ax, amax);
       amax = hn::IfThenElse(bigger, ax, amax);
       max = hn::IfThenElse(bigger, xi, max);
+      nonfinite = hn::Or(nonfinite, hn::Not(hn::IsFinite(xi)));
       const VF w = hn::Mul(xi, xi);
       hn::Store(w, df, wt + i * N);
       hn::Store(hn::Mul(w, xi), df, wxt + i * N);
     }
     // ggml returns 0 with all levels 0 where amax < GROUP_MAX_EPS.
     const auto active = hn::Not(hn::Lt(amax, hn::Set(df, 1e-15f)));
-
-    VF iscale = hn::Div(hn::Set(df, static_cast<float>(-nmax)), max);
-    VF sumlx = vzero, suml2 = vzero;
-    for (size_t i = 0; i < kGroup; ++i) {
-      const VF lf = level(hn::Mul(iscale, hn::Load(df, xt + i * N)));
-      hn::Store(lf, df, lbest + i * N);
-      sumlx = hn::Add(sumlx, hn::Mul(hn::Load(df, wxt + i * N), lf));
-      suml2 = hn::Add(suml2, hn::Mul(hn::Mul(hn::Load(df, wt + i * N), lf), lf));
-    }
-    // `suml2 ? sumlx/suml2 : 0`: NaN counts as true.
-    VF scale = hn::IfThenElse(hn::Eq(suml2, vzero), vzero, hn::Div(sumlx, suml2));
-    VF best = hn::Mul(scale, sumlx);
-    // The 18 tries' sums do not depend on one another (only the choice among them is
-    // sequential), so they are computed two at a time, which halves the dependency chains;
-    // the choices are then made in ggml's order.
-    constexpr int kTries[18] = {-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9};
-    for (int t = 0; t < 18; t += 2) {
-      VF isc[2], slx[2], sl2[2];
-      for (int k = 0; k < 2; ++k) {
-        const float num = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(kTries[t + k]));
-        isc[k] = hn::Div(hn::Set(df, num), max);
-        slx[k] = sl2[k] = vzero;
-      }
-      for (size_t i = 0; i < kGroup; ++i) {
-        const VF xi = hn::Load(df, xt + i * N);
-        const VF wx = hn::Load(df, wxt + i * N);
-        const VF w = hn::Load(df, wt + i * N);
-        const VF l0 = level(hn::Mul(isc[0], xi));
-        const VF l1 = level(hn::Mul(isc[1], xi));
-        slx[0] = hn::Add(slx[0], hn::Mul(wx, l0));
-        slx[1] = hn::Add(slx[1], hn::Mul(wx, l1));
-        sl2[0] = hn::Add(sl2[0], hn::Mul(hn::Mul(w, l0), l0));
-        sl2[1] = hn::Add(sl2[1], hn::Mul(hn::Mul(w, l1), l1));
-      }
-      for (int k = 0; k < 2; ++k) {
-        const auto take =
-            hn::And(hn::Gt(sl2[k], vzero), hn::Gt(hn::Mul(slx[k], slx[k]), hn::Mul(best, sl2[k])));
-        if (hn::AllFalse(df, take)) continue;
-        // Like ggml, recompute the levels of a new best (rarer than computing the sums).
-        for (size_t i = 0; i < kGroup; ++i) {
-          const VF lf = level(hn::Mul(isc[k], hn::Load(df, xt + i * N)));
-          hn::Store(hn::IfThenElse(take, lf, hn::Load(df, lbest + i * N)), df, lbest + i * N);
-        }
-        scale = hn::IfThenElse(take, hn::Div(slx[k], sl2[k]), scale);
-        best = hn::IfThenElse(take, hn::Mul(scale, slx[k]), best);
-      }
+    VF scale;
+    if (hn::AllFalse(df, hn::And(nonfinite, active))) {
+      Qx32Tries<true>(df, N, xt, wt, wxt, max, lbest, scale);
+    } else {
+      Qx32Tries<false>(df, N, xt, wt, wxt, max, lbest, scale);
     }
     hn::Store(hn::IfThenElseZero(active, scale), df, out_scale);
     const VF offset = hn::Set(df, static_cast<float>(nmax));
     for (size_t i = 0; i < kGroup; ++i)
       hn::Store(hn::IfThenElseZero(active, hn::Add(hn::Load(df, lbest + i * N), offset)), df,
                 lbest + i * N);
-    for (size_t g = 0; g < nb; ++g) {
-      scales[g0 + g] = out_scale[g];
+    for (size_t g = 0; g < nb; ++g) scales[g0 + g] = out_scale[g];
+    transpose_levels_out<kGroup>(lbest, nb, N, L + g0 * kGroup);
+  }
+}
+
+// Q3_K reference: make_q3_quants(16, 4, x, L, do_rmse = true) on `ngroups` contiguous groups
+// of 16 (weights x^2), writing scales[g] and the levels l + 4 (0 for a group below
+// GROUP_MAX_EPS, as in ggml). The coordinate descent visits a lane's elements in order and
+// changes its state only where its own scalar code would: each `if` becomes a per-lane mask.
+void Q3Groups16(const float* HWY_RESTRICT x, size_t ngroups, float* HWY_RESTRICT scales,
+                uint8_t* HWY_RESTRICT L) {
+  constexpr size_t kGroup = 16;
+  constexpr int nmax = 4;
+  // Vectors of groups whose first refinement pass runs side by side (see below).
+  constexpr size_t kV = 4;
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  using VF = hn::Vec<decltype(df)>;
+  using VI = hn::Vec<decltype(di)>;
+  const size_t N = hn::Lanes(df);
+  constexpr size_t kRow = kGroup * kMaxLanes;
+
+  alignas(64) float xt[kV * kRow];
+  alignas(64) float wt[kV * kRow];     // w = x * x
+  alignas(64) float wxt[kV * kRow];    // w * x
+  alignas(64) int32_t lit[kV * kRow];  // levels l in [-nmax, nmax-1]
+  // The terms of the current levels in the sums: w*x*l and w*l*l (ggml's association).
+  alignas(64) float t1t[kV * kRow];
+  alignas(64) float t2t[kV * kRow];
+  alignas(64) float lt[kRow];
+  alignas(64) float out_scale[kMaxLanes];
+
+  const VF vzero = hn::Zero(df);
+  const VF magic = hn::Set(df, 12582912.f);
+  const VI mant = hn::Set(di, 0x007fffff);
+  const VI half = hn::Set(di, 0x00400000);
+  const VI lo = hn::Set(di, -nmax);
+  const VI hi = hn::Set(di, nmax - 1);
+  // nearest_int clamped as MAX(-nmax, MIN(nmax-1, l)).
+  auto ilevel = [&](VF v) {
+    const VI i = hn::Sub(hn::And(hn::BitCast(di, hn::Add(v, magic)), mant), half);
+    return hn::Max(hn::Min(i, hi), lo);
+  };
+
+  for (size_t c0 = 0; c0 < ngroups; c0 += kV * N) {
+    VF sumlx[kV], suml2[kV], sumlx2[kV];
+    hn::Mask<decltype(df)> active[kV];
+    for (size_t v = 0; v < kV; ++v) {
+      const size_t g0 = c0 + v * N;
+      const size_t nb = g0 >= ngroups ? 0 : (ngroups - g0 < N ? ngroups - g0 : N);
+      float* xv = xt + v * kRow;
+      transpose_in<kGroup>(x + (nb ? g0 * kGroup : 0), nb, N, xv);
+      VF max = vzero;
+      VF amax = vzero;
+      for (size_t i = 0; i < kGroup; ++i) {
+        const VF xi = hn::Load(df, xv + i * N);
+        const VF ax = hn::Abs(xi);
+        const auto bigger = hn::Gt(ax, amax);
+        amax = hn::IfThenElse(bigger, ax, amax);
+        max = hn::IfThenElse(bigger, xi, max);
+        const VF w = hn::Mul(xi, xi);
+        hn::Store(w, df, wt + v * kRow + i * N);
+        hn::Store(hn::Mul(w, xi), df, wxt + v * kRow + i * N);
+      }
+      active[v] = hn::Not(hn::Lt(amax, hn::Set(df, 1e-15f)));
+      const VF iscale = hn::Div(hn::Set(df, static_cast<float>(-nmax)), max);
+      VF slx = vzero, sl2 = vzero;
+      for (size_t i = 0; i < kGroup; ++i) {
+        const size_t o = v * kRow + i * N;
+        const VI li = ilevel(hn::Mul(iscale, hn::Load(df, xv + i * N)));
+        const VF lf = hn::ConvertTo(df, li);
+        hn::Store(li, di, lit + o);
+        const VF t1 = hn::Mul(hn::Load(df, wxt + o), lf);
+        const VF t2 = hn::Mul(hn::Mul(hn::Load(df, wt + o), lf), lf);
+        hn::Store(t1, df, t1t + o);
+        hn::Store(t2, df, t2t + o);
+        slx = hn::Add(slx, t1);
+        sl2 = hn::Add(sl2, t2);
+      }
+      // The refinement. Lanes of groups below GROUP_MAX_EPS (results discarded) get sumlx and
+      // terms 0 for it, so that `slx > 0` keeps them out.
+      if (!hn::AllTrue(df, active[v])) {
+        for (size_t i = 0; i < kGroup; ++i)
+          hn::Store(hn::IfThenElseZero(active[v], hn::Load(df, t1t + v * kRow + i * N)), df,
+                    t1t + v * kRow + i * N);
+      }
+      sumlx[v] = hn::IfThenElseZero(active[v], slx);
+      suml2[v] = sl2;
+      sumlx2[v] = hn::Mul(sumlx[v], sumlx[v]);  // sumlx * sumlx of the comparison
+    }
+
+    // ggml's 5 passes over the 16 elements, as one sequence of steps per vector. The first
+    // pass, where levels change often, runs on the kV vectors side by side with selects
+    // only: their dependency chains (through the division) overlap, where branches would
+    // mispredict at every change.
+    uint32_t changed_steps[kV] = {};
+    for (size_t i = 0; i < kGroup; ++i) {
+      for (size_t v = 0; v < kV; ++v) {
+        const size_t o = v * kRow + i * N;
+        const VF t1o = hn::Load(df, t1t + o);
+        const VF t2o = hn::Load(df, t2t + o);
+        const VI lio = hn::Load(di, lit + o);
+        VF slx = hn::Sub(sumlx[v], t1o);
+        const auto pos = hn::Gt(slx, vzero);
+        VF sl2 = hn::Sub(suml2[v], t2o);
+        const VI nl = ilevel(hn::Div(hn::Mul(hn::Load(df, xt + o), sl2), slx));
+        const auto differs = hn::And(pos, hn::RebindMask(df, hn::Ne(nl, lio)));
+        const VF nlf = hn::ConvertTo(df, nl);
+        const VF t1 = hn::Mul(hn::Load(df, wxt + o), nlf);
+        const VF t2 = hn::Mul(hn::Mul(hn::Load(df, wt + o), nlf), nlf);
+        slx = hn::Add(slx, t1);
+        sl2 = hn::Add(sl2, t2);
+        const VF slx_sq = hn::Mul(slx, slx);
+        const auto better =
+            hn::And(hn::Gt(sl2, vzero), hn::Gt(hn::Mul(slx_sq, suml2[v]), hn::Mul(sumlx2[v], sl2)));
+        const auto take = hn::And(differs, better);
+        hn::Store(hn::IfThenElse(hn::RebindMask(di, take), nl, lio), di, lit + o);
+        hn::Store(hn::IfThenElse(take, t1, t1o), df, t1t + o);
+        hn::Store(hn::IfThenElse(take, t2, t2o), df, t2t + o);
+        sumlx[v] = hn::IfThenElse(take, slx, sumlx[v]);
+        suml2[v] = hn::IfThenElse(take, sl2, suml2[v]);
+        sumlx2[v] = hn::IfThenElse(take, slx_sq, sumlx2[v]);
+        changed_steps[v] |= static_cast<uint32_t>(hn::CountTrue(df, take) != 0) << i;
+      }
+    }
+
+    for (size_t v = 0; v < kV; ++v) {
+      const size_t g0 = c0 + v * N;
+      if (g0 >= ngroups) break;
+      const float* xv = xt + v * kRow;
+      const float* wv = wt + v * kRow;
+      const float* wxv = wxt + v * kRow;
+      int32_t* liv = lit + v * kRow;
+      float* t1v = t1t + v * kRow;
+      float* t2v = t2t + v * kRow;
+      VF vsumlx = sumlx[v], vsuml2 = suml2[v], vsumlx2 = sumlx2[v];
+      // The other passes each vector on its own, with branches: where no lane has a new level
+      // (most steps after the first pass), the next step does not wait for this one's
+      // division. A lane whose last 16 steps changed nothing is at a fixed point: every later
+      // step sees the state that the same element saw then and changes nothing either, so
+      // ggml's loop ends for it with this state (at the end of the next pass without a
+      // change). So the vector stops 16 steps after the last change in any lane, or after the
+      // 80 steps of 5 passes, which gives each lane its scalar result and skips the rest of a
+      // pass that would not change anything.
+      int last_change = changed_steps[v] ? 31 - __builtin_clz(changed_steps[v]) : -1;
+      for (int step = static_cast<int>(kGroup);
+           step < 5 * static_cast<int>(kGroup) && step - last_change <= 16; ++step) {
+        const size_t i = static_cast<size_t>(step) % kGroup;
+        VF slx = hn::Sub(vsumlx, hn::Load(df, t1v + i * N));
+        const auto pos = hn::Gt(slx, vzero);
+        VF sl2 = hn::Sub(vsuml2, hn::Load(df, t2v + i * N));
+        const VI nl = ilevel(hn::Div(hn::Mul(hn::Load(df, xv + i * N), sl2), slx));
+        const auto differs =
+            hn::And(pos, hn::RebindMask(df, hn::Ne(nl, hn::Load(di, liv + i * N))));
+        if (hn::AllFalse(df, differs)) continue;
+        const VF nlf = hn::ConvertTo(df, nl);
+        const VF t1 = hn::Mul(hn::Load(df, wxv + i * N), nlf);
+        const VF t2 = hn::Mul(hn::Mul(hn::Load(df, wv + i * N), nlf), nlf);
+        slx = hn::Add(slx, t1);
+        sl2 = hn::Add(sl2, t2);
+        const VF slx_sq = hn::Mul(slx, slx);
+        const auto better =
+            hn::And(hn::Gt(sl2, vzero), hn::Gt(hn::Mul(slx_sq, vsuml2), hn::Mul(vsumlx2, sl2)));
+        const auto take = hn::And(differs, better);
+        if (hn::AllFalse(df, take)) continue;
+        hn::Store(hn::IfThenElse(hn::RebindMask(di, take), nl, hn::Load(di, liv + i * N)), di,
+                  liv + i * N);
+        hn::Store(hn::IfThenElse(take, t1, hn::Load(df, t1v + i * N)), df, t1v + i * N);
+        hn::Store(hn::IfThenElse(take, t2, hn::Load(df, t2v + i * N)), df, t2v + i * N);
+        vsumlx = hn::IfThenElse(take, slx, vsumlx);
+        vsuml2 = hn::IfThenElse(take, sl2, vsuml2);
+        vsumlx2 = hn::IfThenElse(take, slx_sq, vsumlx2);
+        last_change = step;
+      }
+
+      const size_t nb = ngroups - g0 < N ? ngroups - g0 : N;
+      const VF scale = hn::IfThenElse(hn::Gt(vsuml2, vzero), hn::Div(vsumlx, vsuml2), vzero);
+      hn::Store(hn::IfThenElseZero(active[v], scale), df, out_scale);
+      const VI offset = hn::Set(di, nmax);
       for (size_t i = 0; i < kGroup; ++i)
-        L[(g0 + g) * kGroup + i] = static_cast<uint8_t>(lbest[i * N + g]);
+        hn::Store(hn::IfThenElseZero(active[v],
+                                     hn::ConvertTo(df, hn::Add(hn::Load(di, liv + i * N), offset))),
+                  df, lt + i * N);
+      for (size_t g = 0; g < nb; ++g) scales[g0 + g] = out_scale[g];
+      transpose_levels_out<kGroup>(lt, nb, N, L + g0 * kGroup);
     }
   }
 }
@@ -484,14 +719,16 @@ struct QuantKernels {
   QkxFn qkx2_groups32;                                            // Q4_K/Q5_K
   QkxFn qkx2_groups16_q2;                                         // Q2_K
   void (*qx32_groups16)(const float*, size_t, float*, uint8_t*);  // Q6_K
+  void (*q3_groups16)(const float*, size_t, float*, uint8_t*);    // Q3_K
   void (*requant_groups)(const float*, size_t, size_t, const float*, const float*, int, int, int,
                          uint8_t*);
   size_t (*q8_0_blocks)(const float*, size_t, uint8_t*);
   bool (*supported)();
 };
 
-#define CKPT_QUANT_KERNELS(NS) \
-  &NS::Qkx2Groups32, &NS::Qkx2Groups16Q2, &NS::Qx32Groups16, &NS::RequantGroups, &NS::Q8_0Blocks
+#define CKPT_QUANT_KERNELS(NS)                                                                    \
+  &NS::Qkx2Groups32, &NS::Qkx2Groups16Q2, &NS::Qx32Groups16, &NS::Q3Groups16, &NS::RequantGroups, \
+      &NS::Q8_0Blocks
 
 // Best first; the same targets and CPU checks as the cast kernels (src/tensor/cast.cc).
 const QuantKernels kQuantKernels[] = {
@@ -520,10 +757,10 @@ const QuantKernels kQuantKernels[] = {
     {"SSSE3", CKPT_QUANT_KERNELS(N_SSSE3), [] { return __builtin_cpu_supports("ssse3") != 0; }},
 #endif
     {"baseline", &HWY_STATIC_DISPATCH(Qkx2Groups32), &HWY_STATIC_DISPATCH(Qkx2Groups16Q2),
-     &HWY_STATIC_DISPATCH(Qx32Groups16), &HWY_STATIC_DISPATCH(RequantGroups),
-     &HWY_STATIC_DISPATCH(Q8_0Blocks), [] { return true; }},
+     &HWY_STATIC_DISPATCH(Qx32Groups16), &HWY_STATIC_DISPATCH(Q3Groups16),
+     &HWY_STATIC_DISPATCH(RequantGroups), &HWY_STATIC_DISPATCH(Q8_0Blocks), [] { return true; }},
     // The plain scalar code of quant.cc, for tests and as the definition of the result.
-    {"scalar", nullptr, nullptr, nullptr, nullptr, nullptr, [] { return true; }},
+    {"scalar", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, [] { return true; }},
 };
 #undef CKPT_QUANT_KERNELS
 
@@ -550,6 +787,13 @@ bool qx32_groups16_simd(const float* x, size_t ngroups, float* scales, uint8_t* 
   const QuantKernels& k = g_quant_choice.get();
   if (k.qx32_groups16 == nullptr) return false;
   k.qx32_groups16(x, ngroups, scales, L);
+  return true;
+}
+
+bool q3_groups16_simd(const float* x, size_t ngroups, float* scales, uint8_t* L) {
+  const QuantKernels& k = g_quant_choice.get();
+  if (k.q3_groups16 == nullptr) return false;
+  k.q3_groups16(x, ngroups, scales, L);
   return true;
 }
 

@@ -30,6 +30,11 @@ bool qkx2_groups16_q2_simd(const float* x, size_t ngroups, float* scales, float*
 /// contiguous groups of 16, levels stored with their +32 offset.
 bool qx32_groups16_simd(const float* x, size_t ngroups, float* scales, uint8_t* L);
 
+/// The reference Q3_K group step: make_q3_quants(16, 4, …, do_rmse = true) on `ngroups`
+/// contiguous groups of 16, levels stored with their +4 offset (0 for a group below ggml's
+/// GROUP_MAX_EPS).
+bool q3_groups16_simd(const float* x, size_t ngroups, float* scales, uint8_t* L);
+
 /// For each of `ngroups` groups of `group` floats with d[j] != 0:
 /// L = MAX(lo, MIN(hi, nearest_int((x + dm[j]) / d[j]))) + offset (x / d[j] when dm is null).
 bool requantize_groups_simd(const float* x, size_t ngroups, size_t group, const float* d,

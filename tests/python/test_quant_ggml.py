@@ -77,6 +77,36 @@ def sample_rows(n, rng):
     return np.ascontiguousarray(np.stack(rows).astype(np.float32))
 
 
+def mixed_groups16(n, rng):
+    """Rows whose groups of 16 differ in kind from one group to the next, so that neighbouring
+    SIMD lanes (one group each) take different paths: zero groups, single values, outliers
+    (long Q3_K refinement), ties, magnitudes from denormal to huge, around GROUP_MAX_EPS."""
+    groups = rng.standard_normal((2 * n // 16, 16))
+    for g in range(groups.shape[0]):
+        kind = (g * 7 + g // 16) % 9
+        if kind == 0:
+            groups[g] = 0.0
+        elif kind == 1:
+            groups[g] = 0.0
+            groups[g, g % 16] = rng.standard_normal()
+        elif kind == 2:
+            groups[g] *= 0.01
+            groups[g, (3 * g) % 16] = 5.0 if g % 2 else -5.0
+        elif kind == 3:
+            groups[g] = rng.integers(-4, 5, 16) * 0.5
+        elif kind == 4:
+            groups[g] *= 2e-16 if g % 2 else 2e-15
+        elif kind == 5:
+            groups[g] *= 1e-40
+        elif kind == 6:
+            groups[g] *= 1e30
+        elif kind == 7:
+            groups[g] /= np.abs(rng.standard_normal(16)) + 0.05
+        else:
+            groups[g] *= 2.0 ** float(rng.integers(-120, 100))
+    return groups.reshape(2, n).astype(np.float32)
+
+
 class QuantGgmlTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -188,7 +218,7 @@ class QuantGgmlTest(unittest.TestCase):
                     self.assert_same_blocks(name, rows, ones, expected, actual)
 
     def test_every_simd_target_matches_ggml(self):
-        # The reference Q2_K/Q4_K/Q5_K/Q6_K group steps run on SIMD lanes; each target this CPU
+        # The reference K-quant group steps run on SIMD lanes; each target this CPU
         # has must give ggml's bytes (the default run above only checks the best one).
         p = subprocess.run([self.tool, "targets"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -200,8 +230,9 @@ class QuantGgmlTest(unittest.TestCase):
         special[0, ::5] = np.nan
         special[1, ::3] = np.inf
         special[2, 100] = -np.inf
-        rows = np.ascontiguousarray(np.concatenate([rows, special.astype(np.float32)]))
-        for name in ("q2_K", "q4_K", "q5_K", "q6_K"):
+        rows = np.ascontiguousarray(np.concatenate([rows, special.astype(np.float32),
+                                                    mixed_groups16(3072, rng)]))
+        for name in ("q2_K", "q3_K", "q4_K", "q5_K", "q6_K"):
             for ones in (False, True):
                 expected = self.ggml_quantize(name, rows, ones)
                 for target in targets:
