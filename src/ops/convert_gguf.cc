@@ -127,7 +127,10 @@ Result<Plan> gguf_plan(const OpenedInput& in, const Anatomy& a, const GgufSource
     const GgufTensorPlan p = policy.decide(name, t->shape, t->dtype);
     PlannedTensor out{name, p.stored, t->shape, nullptr};
     if (p.quantized) {
-      out.producer = make_quantize_producer(in.producer(*t, DType::F32), p.stage, p.stored, path,
+      // A tensor already in the first step's type is not rounded again: the second step
+      // reads that file's values as they are (NaN payloads included).
+      const DType stage = p.stage == t->dtype ? DType::F32 : p.stage;
+      out.producer = make_quantize_producer(in.producer(*t, DType::F32), stage, p.stored, path,
                                             p.stored_shape.empty() ? 1 : p.stored_shape.back());
     } else if (!is_float(p.stored) && !is_quantized(p.stored)) {
       out.producer = in.producer(*t, t->dtype);

@@ -105,6 +105,7 @@ void QkxGroups(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin
     return hn::Min(hn::Max(hn::Sub(hn::Add(v, magic), magic), vzero), vnmax_f);
   };
   const VF kFastLimit = hn::Set(df, 2097152.0f);
+  const VF vnmax_half = hn::Set(df, static_cast<float>(nmax) + 0.5f);  // rounds above nmax
   auto at = [&](float* a, size_t i, size_t b) { return a + i * W + b * N; };
   // The error of one element: |diff| (Q2_K) or diff^2.
   auto err = [](VF diff) {
@@ -185,15 +186,22 @@ void QkxGroups(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin
       VF iscale[kB], sum_l[kB], sum_l2[kB], sum_xl[kB];
       // The fast levels are exact when every active lane's iscale * (x - min) is within
       // 2^21: float rounding is monotonic, so the group's extremes bound every element.
-      bool fast = finite;
+      // The same bounds tell when no level can fall below 0 or above nmax, and the clamps
+      // can go (a v of -0.0 then gives the level -0.0, which adds and multiplies as +0.0 does).
+      bool fast = finite, clamp_lo = false, clamp_hi = false;
       for (size_t b = 0; b < kB; ++b) {
         iscale[b] = hn::Div(num, hn::Sub(max[b], min[b]));
         sum_l[b] = sum_l2[b] = sum_xl[b] = vzero;
         if (fast) {
-          const VF lo = hn::Abs(hn::Mul(iscale[b], hn::Sub(gmin[b], min[b])));
-          const VF hi = hn::Abs(hn::Mul(iscale[b], hn::Sub(max[b], min[b])));
-          const auto in_range = hn::Lt(hn::Max(lo, hi), kFastLimit);  // false for NaN
-          fast = hn::AllTrue(df, hn::Or(in_range, hn::Not(active[b])));
+          const VF lo = hn::Mul(iscale[b], hn::Sub(gmin[b], min[b]));
+          const VF hi = hn::Mul(iscale[b], hn::Sub(max[b], min[b]));
+          const auto inactive = hn::Not(active[b]);
+          const auto in_range =
+              hn::Lt(hn::Max(hn::Abs(lo), hn::Abs(hi)), kFastLimit);  // false for NaN
+          fast = hn::AllTrue(df, hn::Or(in_range, inactive));
+          clamp_lo = clamp_lo || !hn::AllTrue(df, hn::Or(hn::Ge(hn::Min(lo, hi), vzero), inactive));
+          clamp_hi = clamp_hi ||
+                     !hn::AllTrue(df, hn::Or(hn::Lt(hn::Max(lo, hi), vnmax_half), inactive));
         }
       }
       auto sums = [&](auto level_of) {
@@ -210,10 +218,16 @@ void QkxGroups(const float* HWY_RESTRICT x, size_t ngroups, int nmax, float rmin
           }
         }
       };
-      if (fast) {
-        sums(level_fast);
-      } else {
+      if (!fast) {
         sums(level);
+      } else if (clamp_lo && clamp_hi) {
+        sums(level_fast);
+      } else if (clamp_lo) {
+        sums([&](VF v) { return hn::Max(hn::Sub(hn::Add(v, magic), magic), vzero); });
+      } else if (clamp_hi) {
+        sums([&](VF v) { return hn::Min(hn::Sub(hn::Add(v, magic), magic), vnmax_f); });
+      } else {
+        sums([&](VF v) { return hn::Sub(hn::Add(v, magic), magic); });
       }
       VF this_scale[kB], this_min[kB];
       MF try_it[kB];
