@@ -89,6 +89,19 @@ Status not_convertible(const std::string& path, std::string_view name, std::stri
                 path, kNoOffset, std::string(name));
 }
 
+/// The conversions cut rows and transpose in place: whole bytes per element, no GGUF blocks.
+Status check_convertible(const std::string& path, const PartTensor& t) {
+  if (is_quantized(t.dtype))
+    return not_convertible(path, t.name,
+                           fmt::format("it is stored as {} blocks, which cannot be cut into rows "
+                                       "or transposed in place; dequantize the file first "
+                                       "(ckptkit convert IN.gguf -o OUT.safetensors)",
+                                       dtype_name(t.dtype)));
+  if (dtype_info(t.dtype).bits % 8 != 0)
+    return not_convertible(path, t.name, "its dtype is smaller than a byte");
+  return Status::ok();
+}
+
 }  // namespace
 
 PartTensor whole_tensor(const OpenedInput& in, const TensorInfo& t) {
@@ -123,14 +136,7 @@ Result<std::vector<PartTensor>> openclip_to_hf(std::vector<PartTensor> in,
   std::vector<PartTensor> out;
   out.reserve(in.size() + in.size() / 6);
   for (PartTensor& t : in) {
-    if (is_quantized(t.dtype))
-      return not_convertible(path, t.name,
-                             fmt::format("it is stored as {} blocks, which cannot be cut into rows "
-                                         "or transposed in place; dequantize the file first "
-                                         "(ckptkit convert IN.gguf -o OUT.safetensors)",
-                                         dtype_name(t.dtype)));
-    if (dtype_info(t.dtype).bits % 8 != 0)
-      return not_convertible(path, t.name, "its dtype is smaller than a byte");
+    CKPT_RETURN_IF_ERROR(check_convertible(path, t));
     bool done = false;
     for (const Rename& r : kTopRenames)
       if (t.name == r.openclip) {
@@ -186,14 +192,7 @@ Result<std::vector<PartTensor>> hf_to_openclip(std::vector<PartTensor> in, const
   // q/k/v of each layer, gathered before they are fused.
   std::map<std::pair<unsigned, bool>, std::array<std::optional<PartTensor>, 3>> qkv;
   for (PartTensor& t : in) {
-    if (is_quantized(t.dtype))
-      return not_convertible(path, t.name,
-                             fmt::format("it is stored as {} blocks, which cannot be cut into rows "
-                                         "or transposed in place; dequantize the file first "
-                                         "(ckptkit convert IN.gguf -o OUT.safetensors)",
-                                         dtype_name(t.dtype)));
-    if (dtype_info(t.dtype).bits % 8 != 0)
-      return not_convertible(path, t.name, "its dtype is smaller than a byte");
+    CKPT_RETURN_IF_ERROR(check_convertible(path, t));
     bool done = false;
     for (const Rename& r : kTopRenames)
       if (t.name == r.hf) {

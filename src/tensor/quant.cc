@@ -785,23 +785,30 @@ void q3k_pack_scale(int j, int l, uint8_t* scales) {
   scales[j % 4 + 8] = static_cast<uint8_t>(scales[j % 4 + 8] | (l << (2 * (j / 4))));
 }
 
+// Q3_K's and Q6_K's last step: the 16 groups of 16 requantized against d_all * sc[j], levels
+// clamped to [lo, hi] and stored with the offset -lo; groups whose d is 0 keep their levels.
+template <typename Scale>
+void requantize16_signed(const float* x, float d_all, const Scale* sc, int lo, int hi,
+                         int8_t* L) {
+  float d[kQKK / 16];
+  for (int j = 0; j < kQKK / 16; ++j) d[j] = d_all * f(sc[j]);
+  if (detail::requantize_groups_simd(x, kQKK / 16, 16, d, nullptr, lo, hi, -lo,
+                                     reinterpret_cast<uint8_t*>(L)))
+    return;
+  for (int j = 0; j < kQKK / 16; ++j) {
+    if (d[j] == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      int l = nearest_int(x[16 * j + ii] / d[j]);
+      l = gmax(lo, gmin(hi, l));
+      L[16 * j + ii] = static_cast<int8_t>(l - lo);
+    }
+  }
+}
+
 // Requantizes against the signed 6-bit scales sc[j] (as packed at y + 96) and the fp16 d, and
 // packs the levels.
 void q3k_finish(const float* x, const int* sc, uint8_t* y, int8_t* L) {
-  const float d_all = get_f16(y + 108);
-  float d[kQKK / 16];
-  for (int j = 0; j < kQKK / 16; ++j) d[j] = d_all * f(sc[j]);
-  if (!detail::requantize_groups_simd(x, kQKK / 16, 16, d, nullptr, -4, 3, 4,
-                                      reinterpret_cast<uint8_t*>(L))) {
-    for (int j = 0; j < kQKK / 16; ++j) {
-      if (d[j] == 0.0f) continue;
-      for (int ii = 0; ii < 16; ++ii) {
-        int l = nearest_int(x[16 * j + ii] / d[j]);
-        l = gmax(-4, gmin(3, l));
-        L[16 * j + ii] = static_cast<int8_t>(l + 4);
-      }
-    }
-  }
+  requantize16_signed(x, get_f16(y + 108), sc, -4, 3, L);
   // The high bit of elements 0..31 goes to bit 0 of hmask[0..31], of 32..63 to bit 1, etc.
   // Every level is in 0..7 here (the group steps give l + 4 with l in [-4, 3], or 0), so
   // ggml's "if (L > 3) { set the bit; L -= 4 }" is bit 2 and the low two bits, without the
@@ -1133,20 +1140,7 @@ void q6k_finish(const float* x, const float* scales, int8_t* L, uint8_t* y) {
   put_half(y + 208, ggml_fp32_to_fp16(1 / iscale));
   for (int ib = 0; ib < kQKK / 16; ++ib)
     sc[ib] = static_cast<int8_t>(gmin(127, nearest_int(iscale * scales[ib])));
-  const float d_all = get_f16(y + 208);
-  float d[kQKK / 16];
-  for (int j = 0; j < kQKK / 16; ++j) d[j] = d_all * f(sc[j]);
-  if (!detail::requantize_groups_simd(x, kQKK / 16, 16, d, nullptr, -32, 31, 32,
-                                      reinterpret_cast<uint8_t*>(L))) {
-    for (int j = 0; j < kQKK / 16; ++j) {
-      if (d[j] == 0.0f) continue;
-      for (int ii = 0; ii < 16; ++ii) {
-        int l = nearest_int(x[16 * j + ii] / d[j]);
-        l = gmax(-32, gmin(31, l));
-        L[16 * j + ii] = static_cast<int8_t>(l + 32);
-      }
-    }
-  }
+  requantize16_signed(x, get_f16(y + 208), sc, -32, 31, L);
   uint8_t* ql = y;
   uint8_t* qh = y + 128;
   for (int j = 0; j < kQKK; j += 128) {
