@@ -26,8 +26,11 @@ using detail::OpenedInput;
 /// slice), times `factor`.
 struct Patch {
   const OpenedInput* lora = nullptr;
+  LoraKind kind = LoraKind::kLora;
   const TensorInfo* up = nullptr;    ///< out × r (× 1 × 1)
   const TensorInfo* down = nullptr;  ///< r × cols (× kh × kw), or the whole ΔW (full diff)
+  /// The other factors by suffix ("lora_mid.weight", "hada_w1_a", "lokr_w2", …).
+  std::map<std::string, const TensorInfo*, std::less<>> other;
   bool full = false;
   float factor = 1.0f;
   uint64_t row0 = 0, rows = 0;  ///< rows of the base tensor it changes (rows = all: its shape[0])
@@ -94,8 +97,8 @@ class BakeProducer final : public TensorProducer {
           const uint64_t ro = o - p.row0;
           const uint64_t n = c1 - c0;
           acc.assign(n, 0.0f);
-          if (p.full) {
-            const float* d = f.down.data() + ro * cols_ + c0;
+          if (!f.delta.empty()) {
+            const float* d = f.delta.data() + ro * cols_ + c0;
             for (uint64_t c = 0; c < n; ++c) acc[c] = d[c];
           } else {
             // ΔW[o, c] = Σ_k up[o, k] · down[k, c], k in index order.
@@ -120,18 +123,131 @@ class BakeProducer final : public TensorProducer {
  private:
   struct Factors {
     std::vector<float> up, down;
+    std::vector<float> delta;  ///< the whole ΔW (full diff, LoHa, LoKr, Tucker)
     uint64_t rank = 0;
   };
+
+  /// A × B for A (n × r) and B (r × m), each element summed over r in index order.
+  static std::vector<float> product(const std::vector<float>& a, const std::vector<float>& b,
+                                    uint64_t n, uint64_t r, uint64_t m) {
+    std::vector<float> out(n * m, 0.0f);
+    for (uint64_t i = 0; i < n; ++i)
+      for (uint64_t k = 0; k < r; ++k) {
+        const float u = a[i * r + k];
+        const float* bk = b.data() + k * m;
+        float* o = out.data() + i * m;
+        for (uint64_t j = 0; j < m; ++j) o[j] = o[j] + u * bk[j];
+      }
+    return out;
+  }
+
+  Status load_factor(const Patch& p, std::string_view suffix, std::vector<float>& out,
+                     Shape* shape = nullptr) const {
+    auto it = p.other.find(suffix);
+    if (it == p.other.end())
+      return Status(ErrorCode::kInvalidArgument,
+                    fmt::format("module {}: no {} factor", p.module, suffix),
+                    p.lora->file().path());
+    if (shape) *shape = it->second->shape;
+    return load_f32(*p.lora, *it->second, p.module, out);
+  }
+
+  /// The whole ΔW (rows × cols_) of a LoHa, LoKr or Tucker module, in the documented order.
+  Status load_delta(const Patch& p, Factors& f) const {
+    std::vector<float> a, b, c, d;
+    Shape sa, sb, sc, sd;
+    switch (p.kind) {
+      case LoraKind::kTucker: {
+        // M[o, b, hw] = Σ_a up[o, a] · mid[a, b, hw]; ΔW[o, i, hw] = Σ_b M[o, b, hw] · down[b, i].
+        CKPT_RETURN_IF_ERROR(load_f32(*p.lora, *p.up, p.module, a));
+        CKPT_RETURN_IF_ERROR(load_factor(p, "lora_mid.weight", b, &sb));
+        CKPT_RETURN_IF_ERROR(load_f32(*p.lora, *p.down, p.module, c));
+        const uint64_t out = p.up->shape[0], r1 = sb[0], r2 = sb[1], hw = sb[2] * sb[3];
+        const uint64_t in = p.down->shape[1];
+        std::vector<float> m = product(a, b, out, r1, r2 * hw);  // [out, r2·hw]
+        f.delta.assign(out * in * hw, 0.0f);
+        for (uint64_t o = 0; o < out; ++o)
+          for (uint64_t k = 0; k < r2; ++k)
+            for (uint64_t i = 0; i < in; ++i) {
+              const float dk = c[k * in + i];
+              const float* mk = m.data() + (o * r2 + k) * hw;
+              float* w = f.delta.data() + (o * in + i) * hw;
+              for (uint64_t h = 0; h < hw; ++h) w[h] = w[h] + mk[h] * dk;
+            }
+        return Status::ok();
+      }
+      case LoraKind::kLoha: {
+        // ΔW = (w1_a · w1_b) ⊙ (w2_a · w2_b), each product summed over the rank in order.
+        CKPT_RETURN_IF_ERROR(load_factor(p, "hada_w1_a", a, &sa));
+        CKPT_RETURN_IF_ERROR(load_factor(p, "hada_w1_b", b, &sb));
+        CKPT_RETURN_IF_ERROR(load_factor(p, "hada_w2_a", c, &sc));
+        CKPT_RETURN_IF_ERROR(load_factor(p, "hada_w2_b", d, &sd));
+        const uint64_t m = b.size() / sb[0];
+        std::vector<float> p1 = product(a, b, sa[0], sa[1], m);
+        std::vector<float> p2 = product(c, d, sc[0], sc[1], d.size() / sd[0]);
+        f.delta.resize(p1.size());
+        for (size_t i = 0; i < p1.size(); ++i) f.delta[i] = p1[i] * p2[i];
+        return Status::ok();
+      }
+      case LoraKind::kLokr: {
+        // W1, W2 whole or as products; ΔW[i·c + j, k·dd + l] = W1[i, k] · W2[j, l].
+        auto side = [&](std::string_view whole, std::string_view fa, std::string_view fb,
+                        std::vector<float>& w, uint64_t& rows, uint64_t& cols) -> Status {
+          if (p.other.count(whole)) {
+            Shape s;
+            CKPT_RETURN_IF_ERROR(load_factor(p, whole, w, &s));
+            rows = s[0];
+            cols = w.size() / rows;
+            return Status::ok();
+          }
+          std::vector<float> x, y;
+          Shape sx, sy;
+          CKPT_RETURN_IF_ERROR(load_factor(p, fa, x, &sx));
+          CKPT_RETURN_IF_ERROR(load_factor(p, fb, y, &sy));
+          rows = sx[0];
+          cols = y.size() / sy[0];
+          w = product(x, y, sx[0], sx[1], cols);
+          return Status::ok();
+        };
+        uint64_t r1 = 0, c1 = 0, r2 = 0, c2 = 0;
+        CKPT_RETURN_IF_ERROR(side("lokr_w1", "lokr_w1_a", "lokr_w1_b", a, r1, c1));
+        CKPT_RETURN_IF_ERROR(side("lokr_w2", "lokr_w2_a", "lokr_w2_b", b, r2, c2));
+        f.delta.resize(r1 * r2 * c1 * c2);
+        const uint64_t cols = c1 * c2;
+        for (uint64_t i = 0; i < r1; ++i)
+          for (uint64_t j = 0; j < r2; ++j)
+            for (uint64_t k = 0; k < c1; ++k) {
+              const float w1 = a[i * c1 + k];
+              const float* w2 = b.data() + j * c2;
+              float* o = f.delta.data() + (i * r2 + j) * cols + k * c2;
+              for (uint64_t l = 0; l < c2; ++l) o[l] = w1 * w2[l];
+            }
+        return Status::ok();
+      }
+      default:
+        break;
+    }
+    return Status(ErrorCode::kInternal, "no delta for this module kind");
+  }
 
   Status load() const {
     for (size_t i = 0; i < patches_.size(); ++i) {
       const Patch& p = patches_[i];
       Factors& f = factors_[i];
-      CKPT_RETURN_IF_ERROR(load_f32(*p.lora, *p.down, p.module, f.down));
-      if (!p.full) {
+      if (p.full) {
+        CKPT_RETURN_IF_ERROR(load_f32(*p.lora, *p.down, p.module, f.delta));
+      } else if (p.kind != LoraKind::kLora) {
+        CKPT_RETURN_IF_ERROR(load_delta(p, f));
+      } else {
+        CKPT_RETURN_IF_ERROR(load_f32(*p.lora, *p.down, p.module, f.down));
         CKPT_RETURN_IF_ERROR(load_f32(*p.lora, *p.up, p.module, f.up));
         f.rank = p.down->shape[0];
       }
+      if (!f.delta.empty() && f.delta.size() != p.rows * cols_)
+        return Status(ErrorCode::kInvalidArgument,
+                      fmt::format("module {}: its ΔW has {} elements, the base tensor {}",
+                                  p.module, f.delta.size(), p.rows * cols_),
+                      p.lora->file().path());
     }
     return Status::ok();
   }
@@ -142,6 +258,7 @@ class BakeProducer final : public TensorProducer {
     for (Factors& f : factors_) {
       std::vector<float>().swap(f.up);
       std::vector<float>().swap(f.down);
+      std::vector<float>().swap(f.delta);
     }
   }
 
@@ -175,9 +292,8 @@ std::string kinds_not_applied(const LoraFile& l) {
   std::map<std::string, uint64_t> n;
   for (const LoraModule& m : l.modules) {
     if (m.dora) ++n["DoRA"];
-    if (m.kind == LoraKind::kLoha) ++n["LoHa"];
-    if (m.kind == LoraKind::kLokr) ++n["LoKr"];
-    if (m.kind == LoraKind::kTucker) ++n["LoCon with lora_mid (Tucker)"];
+    if (m.kind == LoraKind::kLoha && m.conv) ++n["LoHa with Tucker cores"];
+    if (m.kind == LoraKind::kLokr && m.delta_shape.empty()) ++n["LoKr with a Tucker core"];
   }
   std::string s;
   for (const auto& [k, c] : n) s += fmt::format("{}{} {}", s.empty() ? "" : ", ", c, k);
@@ -244,8 +360,9 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
                     li.path);
     if (std::string k = kinds_not_applied(lf); !k.empty())
       return Status(ErrorCode::kUnsupported,
-                    fmt::format("this LoRA has modules bake does not apply yet ({}); only plain "
-                                "LoRA/LoCon and full-diff modules are baked",
+                    fmt::format("this LoRA has modules bake does not apply yet ({}); LoRA, LoCon "
+                                "(with or without lora_mid), LoHa, LoKr and full-diff modules are "
+                                "baked",
                                 k),
                     li.path);
     BakeReport::PerLora pl;
@@ -263,9 +380,11 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
       Patch p;
       p.lora = in.get();
       p.module = m.name;
+      p.kind = m.kind;
       for (size_t ti : m.tensors) {
         const TensorInfo& t = lck.tensors[ti];
         const std::string_view suffix = std::string_view(t.name).substr(m.name.size());
+        p.other.emplace(std::string(suffix.substr(1)), &t);
         if (suffix == ".diff") p.down = &t, p.full = true;
         if (suffix.find("down") != std::string_view::npos || suffix == ".lora_A.weight")
           p.down = &t;
@@ -273,13 +392,17 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
             suffix == ".lora_B.weight")
           p.up = &t;
       }
-      if (p.down == nullptr || (!p.full && p.up == nullptr))
+      const bool two_factor = m.kind == LoraKind::kLora || m.kind == LoraKind::kTucker;
+      if (two_factor && (p.down == nullptr || p.up == nullptr))
         return Status(ErrorCode::kUnsupported,
                       fmt::format("module {}: its factors are not applied by bake", m.name),
                       li.path);
       const bool te = m.target != LoraTarget::kDiffusionModel;
       const double strength = te && li.strength_te ? *li.strength_te : li.strength;
-      const double scale = p.full || !m.alpha ? 1.0 : *m.alpha / static_cast<double>(m.rank);
+      // alpha / rank; 1 with no alpha, for a full diff and for a LoKr with no low-rank side.
+      const double scale = p.full || !m.alpha || m.rank == 0
+                               ? 1.0
+                               : *m.alpha / static_cast<double>(m.rank);
       p.factor = static_cast<float>(strength * scale);
       const size_t bi = index_of.at(mm.base_tensor);
       const TensorInfo& bt = bck.tensors[bi];

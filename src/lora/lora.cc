@@ -240,7 +240,8 @@ LoraFile read_lora(const Checkpoint& ck, const InputFile* file) {
             "lokr_w2_b) whose shapes agree");
         continue;
       }
-      m.rank = std::max(r1, r2);
+      // ComfyUI's and LyCORIS's rank for alpha: the w2 pair's when w2 is decomposed.
+      m.rank = r2 ? r2 : r1;
       if (p.has(Factor::kLokrT2)) {
         m.rank = shape(Factor::kLokrT2)[0];
         m.conv = true;

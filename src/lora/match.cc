@@ -63,6 +63,8 @@ std::vector<std::pair<std::string, int>> openclip_as_hf(std::string_view oc) {
 /// ΔW shape and base shape agree: equal, or equal once trailing 1-dims are dropped (a linear
 /// LoRA on a 1x1 convolution, as SD1's proj_in).
 bool same_shape(Shape a, Shape b) {
+  // A LoHa or LoKr on a convolution stores its ΔW flattened: out × (in·kh·kw).
+  if (a.size() == 2 && b.size() == 4 && a[0] == b[0] && a[1] == b[1] * b[2] * b[3]) return true;
   while (a.size() > 2 && a.back() == 1) a.pop_back();
   while (b.size() > 2 && b.back() == 1) b.pop_back();
   return a == b;

@@ -67,6 +67,50 @@ def index(path):
         json.dump(idx, f)
 
 
+LYCORIS_ORACLE = r"""
+import json, sys, numpy as np, torch
+spec = json.load(open(sys.argv[1]))
+def arr(path, name):
+    h = json.load(open(path + ".json"))[name]
+    with open(path, "rb") as f:
+        f.seek(h["start"])
+        raw = f.read(h["end"] - h["start"])
+    return torch.from_numpy(np.frombuffer(raw, dtype=h["np"]).astype(np.float32).reshape(h["shape"]).copy())
+def product(a, b):  # A @ B with each element summed over the rank in index order
+    acc = torch.zeros(a.shape[0], b.shape[1], dtype=torch.float32)
+    for k in range(a.shape[1]):
+        acc = acc + a[:, k:k + 1] * b[k:k + 1, :]
+    return acc
+out = {}
+L = spec["lora"]
+for target, p in spec["targets"].items():
+    w = arr(spec["base"], target)
+    shape = w.shape
+    m = p["module"]
+    if p["kind"] == "loha":
+        a1, b1 = arr(L, m + ".hada_w1_a"), arr(L, m + ".hada_w1_b")
+        a2, b2 = arr(L, m + ".hada_w2_a"), arr(L, m + ".hada_w2_b")
+        dw = product(a1, b1) * product(a2, b2)
+    elif p["kind"] == "lokr":
+        w1 = arr(L, m + ".lokr_w1")
+        w2 = product(arr(L, m + ".lokr_w2_a"), arr(L, m + ".lokr_w2_b"))
+        dw = torch.kron(w1, w2)
+    else:  # LoCon with a Tucker core
+        up = arr(L, m + ".lora_up.weight").flatten(1)
+        mid = arr(L, m + ".lora_mid.weight")
+        down = arr(L, m + ".lora_down.weight").flatten(1)
+        M = torch.zeros(up.shape[0], mid.shape[1], mid.shape[2], mid.shape[3])
+        for a in range(up.shape[1]):
+            M = M + up[:, a].reshape(-1, 1, 1, 1) * mid[a].unsqueeze(0)
+        dw = torch.zeros(up.shape[0], down.shape[1], mid.shape[2], mid.shape[3])
+        for b in range(down.shape[0]):
+            dw = dw + M[:, b].unsqueeze(1) * down[b].reshape(1, -1, 1, 1)
+    w = w + dw.reshape(shape) * torch.tensor(np.float32(p["factor"]))
+    out[target] = w.numpy().tobytes().hex()
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
 class Bake(TempDirTest):
     def setUp(self):
         super().setUp()
@@ -168,6 +212,62 @@ class Bake(TempDirTest):
                                  [("kohya.safetensors", 0.75), ("peft.safetensors", 1.5)])
                 self.assertEqual(meta["modelspec.title"], "base")
 
+    def test_loha_lokr_tucker_bit_identical_to_torch(self):
+        rng = np.random.default_rng(9)
+        K = D + "input_blocks.1.1.transformer_blocks.0.attn1.to_k.weight"  # [320, 320]
+        V = D + "input_blocks.1.1.transformer_blocks.0.attn1.to_v.weight"  # [320, 320]
+        vals = {K: rng.normal(0, 0.05, (320, 320)), V: rng.normal(0, 0.05, (320, 320)),
+                CONV: rng.normal(0, 0.05, (320, 320, 3, 3))}
+        base = write_sparse_safetensors(self.path("sd15-ly.safetensors"), layout_table("sd15-ldm"),
+                                        {k: v.astype("<f4").tobytes() for k, v in vals.items()})
+        mk = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k"
+        mv = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_v"
+        mc = "lora_unet_down_blocks_0_resnets_0_conv1"
+        t = []
+
+        def put(name, shape, scale=0.2):
+            t.append((name, "F32", list(shape), rng.normal(0, scale, shape).astype("<f4").tobytes()))
+        for f in ("hada_w1_a", "hada_w2_a"):
+            put(f"{mk}.{f}", (320, 4))
+        for f in ("hada_w1_b", "hada_w2_b"):
+            put(f"{mk}.{f}", (4, 320))
+        put(mk + ".alpha", ())
+        t[-1] = (mk + ".alpha", "F32", [], np.float32(2.0).tobytes())
+        put(mv + ".lokr_w1", (8, 8))
+        put(mv + ".lokr_w2_a", (40, 3))
+        put(mv + ".lokr_w2_b", (3, 40))
+        t.append((mv + ".alpha", "F32", [], np.float32(6.0).tobytes()))
+        put(mc + ".lora_up.weight", (320, 4, 1, 1))
+        put(mc + ".lora_mid.weight", (4, 4, 3, 3))
+        put(mc + ".lora_down.weight", (4, 320, 1, 1))
+        t.append((mc + ".alpha", "F32", [], np.float32(1.0).tobytes()))
+        lora = self.path("lycoris.safetensors")
+        write_safetensors(lora, t)
+        out = self.path("ly-baked.safetensors")
+        rep = json.loads(run("lora", "bake", base, lora + ":0.9", "-o", out, "--no-sync",
+                             "--json").stdout)
+        self.assertEqual(rep["loras"][0]["applied"], 3)
+        index(base)
+        index(lora)
+        spec = {"base": base, "lora": lora, "targets": {
+            K: {"module": mk, "kind": "loha", "factor": 0.9 * 2.0 / 4},
+            V: {"module": mv, "kind": "lokr", "factor": 0.9 * 6.0 / 3},
+            CONV: {"module": mc, "kind": "tucker", "factor": 0.9 * 1.0 / 4}}}
+        spec_path, oracle_out = self.path("ly-spec.json"), self.path("ly-oracle.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        p = subprocess.run([PY, "-c", LYCORIS_ORACLE, spec_path, oracle_out], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(oracle_out) as f:
+            want = {k: bytes.fromhex(v) for k, v in json.load(f).items()}
+        h = read_safetensors_header(out)
+        with open(out, "rb") as f:
+            for n, dt, shape, (b, e) in h["entries"]:
+                if n in want:
+                    f.seek(8 + h["n"] + b)
+                    self.assertEqual(f.read(e - b), want[n], f"{n} differs from torch")
+
     def test_refusals_write_nothing(self):
         sdxl_lora = self.path("sdxl-lora.safetensors")
         run("sample", "--layout", "lora-kohya-sdxl", "-o", sdxl_lora, "-q", "--no-sync")
@@ -183,18 +283,17 @@ class Bake(TempDirTest):
         write_safetensors(stray, [
             ("lora_unet_no_such_module.lora_down.weight", "F32", [2, 4], bytes(32)),
             ("lora_unet_no_such_module.lora_up.weight", "F32", [4, 2], bytes(32))])
-        loha = self.path("loha.safetensors")
+        dora = self.path("dora.safetensors")
         m = "lora_unet_down_blocks_0_attentions_0_proj_out"
-        write_safetensors(loha, [(m + ".hada_w1_a", "F32", [320, 2], bytes(2560)),
-                                 (m + ".hada_w1_b", "F32", [2, 320], bytes(2560)),
-                                 (m + ".hada_w2_a", "F32", [320, 2], bytes(2560)),
-                                 (m + ".hada_w2_b", "F32", [2, 320], bytes(2560))])
+        write_safetensors(dora, [(m + ".lora_down.weight", "F32", [2, 320], bytes(2560)),
+                                 (m + ".lora_up.weight", "F32", [320, 2], bytes(2560)),
+                                 (m + ".dora_scale", "F32", [320, 1], bytes(1280))])
         before = sorted(os.listdir(self.tmp))
         for args, rc, expect in [
                 ([sdxl_lora], 2, "cannot be baked into a sd1 model"),
                 ([nan], 2, "NaN"),
                 ([stray, "--strict"], 1, "land nowhere"),
-                ([loha], 2, "LoHa"),
+                ([dora], 2, "DoRA"),
                 ([self.kohya, "-o", self.path("x.gguf")], 2, "not GGUF"),
         ]:
             with self.subTest(args=args):
