@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <optional>
+#include <tuple>
 #include <unordered_map>
 
 #include "ckptkit/anatomy.h"
@@ -21,7 +23,74 @@ namespace {
 struct Target {
   const TensorInfo* tensor = nullptr;
   uint64_t row0 = 0, rows = 0;  ///< rows = 0: the whole tensor
+  std::string reason;           ///< set: the module is known but not applied (why)
 };
+
+Target whole(const TensorInfo* t) { return Target{t, 0, 0, {}}; }
+
+/// A FLUX weight's diffusers name(s): its BFL local name (no ".weight") -> (name, first row,
+/// rows); rows 0: the whole tensor. The fused q/k/v (and single blocks' MLP input) are slices.
+std::vector<std::tuple<std::string, uint64_t, uint64_t>> flux_as_diffusers(std::string_view bfl,
+                                                                           uint64_t hidden) {
+  std::vector<std::tuple<std::string, uint64_t, uint64_t>> out;
+  auto block = [&](std::string_view head) -> std::optional<std::pair<unsigned, std::string_view>> {
+    if (!bfl.starts_with(head)) return std::nullopt;
+    std::string_view rest = bfl.substr(head.size());
+    unsigned n = 0;
+    auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), n);
+    if (ec != std::errc() || p == rest.data() + rest.size() || *p != '.') return std::nullopt;
+    return std::make_pair(n, rest.substr(static_cast<size_t>(p - rest.data()) + 1));
+  };
+  const uint64_t H = hidden;
+  if (auto b = block("double_blocks.")) {
+    const std::string d = fmt::format("transformer_blocks.{}.", b->first);
+    static constexpr std::pair<std::string_view, std::string_view> kWhole[] = {
+        {"img_attn.proj", "attn.to_out.0"},       {"txt_attn.proj", "attn.to_add_out"},
+        {"img_mlp.0", "ff.net.0.proj"},           {"img_mlp.2", "ff.net.2"},
+        {"txt_mlp.0", "ff_context.net.0.proj"},   {"txt_mlp.2", "ff_context.net.2"},
+        {"img_mod.lin", "norm1.linear"},          {"txt_mod.lin", "norm1_context.linear"},
+    };
+    for (const auto& [from, to] : kWhole)
+      if (b->second == from) out.emplace_back(d + std::string(to), 0, 0);
+    if (b->second == "img_attn.qkv")
+      for (int k = 0; k < 3; ++k)
+        out.emplace_back(d + std::string(k == 0 ? "attn.to_q" : k == 1 ? "attn.to_k" : "attn.to_v"),
+                         k * H, H);
+    if (b->second == "txt_attn.qkv")
+      for (int k = 0; k < 3; ++k)
+        out.emplace_back(d + std::string(k == 0   ? "attn.add_q_proj"
+                                         : k == 1 ? "attn.add_k_proj"
+                                                  : "attn.add_v_proj"),
+                         k * H, H);
+    return out;
+  }
+  if (auto b = block("single_blocks.")) {
+    const std::string d = fmt::format("single_transformer_blocks.{}.", b->first);
+    if (b->second == "linear1") {
+      out.emplace_back(d + "attn.to_q", 0, H);
+      out.emplace_back(d + "attn.to_k", H, H);
+      out.emplace_back(d + "attn.to_v", 2 * H, H);
+      out.emplace_back(d + "proj_mlp", 3 * H, 4 * H);
+    }
+    if (b->second == "linear2") out.emplace_back(d + "proj_out", 0, 0);
+    if (b->second == "modulation.lin") out.emplace_back(d + "norm.linear", 0, 0);
+    return out;
+  }
+  static constexpr std::pair<std::string_view, std::string_view> kTop[] = {
+      {"img_in", "x_embedder"},
+      {"txt_in", "context_embedder"},
+      {"time_in.in_layer", "time_text_embed.timestep_embedder.linear_1"},
+      {"time_in.out_layer", "time_text_embed.timestep_embedder.linear_2"},
+      {"vector_in.in_layer", "time_text_embed.text_embedder.linear_1"},
+      {"vector_in.out_layer", "time_text_embed.text_embedder.linear_2"},
+      {"guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1"},
+      {"guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2"},
+      {"final_layer.linear", "proj_out"},
+  };
+  for (const auto& [from, to] : kTop)
+    if (bfl == from) out.emplace_back(std::string(to), 0, 0);
+  return out;
+}
 
 std::string underscored(std::string_view s) {
   std::string out(s);
@@ -119,11 +188,11 @@ std::vector<LoraModuleMatch> match_lora(const LoraFile& lora, const Checkpoint& 
       if (local.empty() || t.shape.size() < 2) continue;
       // ComfyUI's own names: the base's, and without a leading "model.".
       const std::string full(t.name.substr(0, t.name.size() - (locals[k].size() - local.size())));
-      add(full, {&t});
-      if (full.starts_with("model.")) add(full.substr(6), {&t});
+      add(full, whole(&t));
+      if (full.starts_with("model.")) add(full.substr(6), whole(&t));
       if (c.naming == Naming::kOpenClip) {
         for (const auto& [hf, qkv] : openclip_as_hf(local)) {
-          Target tg{&t};
+          Target tg = whole(&t);
           if (qkv >= 0 && t.shape[0] % 3 == 0) {
             tg.rows = t.shape[0] / 3;
             tg.row0 = tg.rows * static_cast<uint64_t>(qkv);
@@ -134,19 +203,36 @@ std::vector<LoraModuleMatch> match_lora(const LoraFile& lora, const Checkpoint& 
         continue;
       }
       std::string named(local);
+      if (c.kind == PartKind::kFluxDiT && c.naming == Naming::kBfl && t.shape.size() == 2) {
+        // diffusers/PEFT (transformer.), OneTrainer (lora_transformer_), SimpleTuner LyCORIS
+        // (lycoris_): diffusers paths, q/k/v as slices of the fused BFL tensors.
+        for (const auto& [dn, row0, rows] : flux_as_diffusers(local, t.shape[1])) {
+          const Target tg{&t, row0, rows, ""};
+          add("transformer." + dn, tg);
+          add("lora_transformer_" + underscored(dn), tg);
+          add("lycoris_" + underscored(dn), tg);
+        }
+        if (local == "final_layer.adaLN_modulation.1") {
+          const Target tg{&t, 0, 0,
+                          "diffusers' norm_out.linear holds (scale, shift) where the BFL tensor "
+                          "holds (shift, scale); the swapped halves are not applied yet"};
+          add("transformer.norm_out.linear", tg);
+          add("lora_transformer_norm_out_linear", tg);
+        }
+      }
       if (unet) {
         auto d = unet->to_diffusers(std::string(local) + ".weight");
         if (d) {
           const std::string dn(without_weight(*d));
-          add("unet." + dn, {&t});
+          add("unet." + dn, whole(&t));
           // kohya names SD1/SD2's UNet in diffusers paths, SDXL's in SGM ones.
-          if (sd1like) add("lora_unet_" + underscored(dn), {&t});
+          if (sd1like) add("lora_unet_" + underscored(dn), whole(&t));
         }
-        if (!sd1like) add("lora_unet_" + underscored(local), {&t});
+        if (!sd1like) add("lora_unet_" + underscored(local), whole(&t));
         continue;
       }
-      for (const std::string& p : kohya) add(p + underscored(named), {&t});
-      for (const std::string& p : diffusers) add(p + named, {&t});
+      for (const std::string& p : kohya) add(p + underscored(named), whole(&t));
+      for (const std::string& p : diffusers) add(p + named, whole(&t));
     }
   }
 
@@ -161,6 +247,11 @@ std::vector<LoraModuleMatch> match_lora(const LoraFile& lora, const Checkpoint& 
       continue;
     }
     const Target& t = it->second;
+    if (!t.reason.empty()) {
+      r.why_not = t.reason;
+      out.push_back(std::move(r));
+      continue;
+    }
     Shape base_shape = t.tensor->shape;
     if (t.rows) base_shape[0] = t.rows;
     r.base_tensor = t.tensor->name;

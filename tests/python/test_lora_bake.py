@@ -111,6 +111,21 @@ json.dump(out, open(sys.argv[2], "w"))
 """
 
 
+FLUX_ORACLE = r"""
+import sys, numpy as np, torch
+base = np.fromfile(sys.argv[1], dtype="<u2").reshape(9216, 3072)
+w = torch.from_numpy((base.astype(np.uint32) << 16).view(np.float32))
+a = torch.from_numpy(np.fromfile(sys.argv[2], dtype="<f4").reshape(4, 3072))
+b = torch.from_numpy(np.fromfile(sys.argv[3], dtype="<f4").reshape(3072, 4))
+acc = torch.zeros(3072, 3072)
+for k in range(4):
+    acc = acc + b[:, k:k + 1] * a[k:k + 1, :]
+w = w.clone()
+w[3072:6144] = w[3072:6144] + acc * torch.tensor(np.float32(0.7 * 1.0))
+sys.stdout.buffer.write(w.bfloat16().view(torch.int16).numpy().tobytes())
+"""
+
+
 class Bake(TempDirTest):
     def setUp(self):
         super().setUp()
@@ -267,6 +282,45 @@ class Bake(TempDirTest):
                 if n in want:
                     f.seek(8 + h["n"] + b)
                     self.assertEqual(f.read(e - b), want[n], f"{n} differs from torch")
+
+    def test_flux_diffusers_names_land_on_slices(self):
+        """A PEFT FLUX LoRA in diffusers names: to_k is the middle third of the BFL qkv; the
+        bake changes those rows only, as torch computes them, and rounds to BF16 once."""
+        rng = np.random.default_rng(13)
+        QKV = "double_blocks.0.img_attn.qkv.weight"  # BF16 [9216, 3072]
+        bits = rng.normal(0, 0.02, (9216, 3072)).astype("<f4").view("<u4").astype(np.uint64)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+        base = write_sparse_safetensors(self.path("flux.safetensors"),
+                                        layout_table("flux1-dev-transformer"),
+                                        {QKV: bits.tobytes()})
+        r = 4
+        mk = "transformer.transformer_blocks.0.attn.to_k"
+        a = rng.normal(0, 0.1, (r, 3072)).astype("<f4")
+        b = rng.normal(0, 0.1, (3072, r)).astype("<f4")
+        lora = self.path("flux-lora.safetensors")
+        write_safetensors(lora, [
+            (mk + ".lora_A.weight", "F32", [r, 3072], a.tobytes()),
+            (mk + ".lora_B.weight", "F32", [3072, r], b.tobytes()),
+            ("transformer.norm_out.linear.lora_A.weight", "F32", [r, 3072], bytes(r * 3072 * 4)),
+            ("transformer.norm_out.linear.lora_B.weight", "F32", [6144, r], bytes(6144 * r * 4))])
+        doc = json.loads(run("inspect", lora, "--against", base, "--json", check=False).stdout)
+        got = {m["module"]: m for m in doc["module_list"]}
+        self.assertEqual((got[mk]["base_tensor"], got[mk]["rows"]), (QKV, [3072, 6144]))
+        self.assertIn("swapped", got["transformer.norm_out.linear"]["why_not"])
+        out = self.path("flux-baked.safetensors")
+        p = run("lora", "bake", base, lora + ":0.7", "-o", out, "--no-sync")
+        self.assertIn("not applied: transformer.norm_out.linear", p.stderr)
+        paths = []
+        for name, arr in (("base.u2", bits), ("a.f4", a), ("b.f4", b)):
+            paths.append(self.path(name))
+            arr.tofile(paths[-1])
+        want = subprocess.run([PY, "-c", FLUX_ORACLE, *paths], capture_output=True,
+                              check=True).stdout
+        h = read_safetensors_header(out)
+        entry = next(e for e in h["entries"] if e[0] == QKV)
+        with open(out, "rb") as f:
+            f.seek(8 + h["n"] + entry[3][0])
+            self.assertEqual(f.read(entry[3][1] - entry[3][0]), want)
 
     def test_refusals_write_nothing(self):
         sdxl_lora = self.path("sdxl-lora.safetensors")
