@@ -327,7 +327,6 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
   report.architecture = ba.architecture;
 
   std::vector<std::unique_ptr<OpenedInput>> opened;
-  std::vector<LoraFile> files;
   std::map<size_t, std::vector<Patch>> patches;  // base tensor index -> patches, LoRA order
   std::unordered_map<std::string_view, size_t> index_of;
   for (size_t i = 0; i < bck.tensors.size(); ++i) index_of[bck.tensors[i].name] = i;
@@ -426,7 +425,6 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
                                          std::filesystem::path(li.path).filename().string(),
                                          lf.missing_alpha));
     report.loras.push_back(std::move(pl));
-    files.push_back(std::move(lf));
     opened.push_back(std::move(in));
   }
 

@@ -24,7 +24,8 @@ PROJ = D + "input_blocks.1.1.proj_in.weight"                          # F32 [320
 TE = "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"  # [768, 768]
 UNTOUCHED = D + "input_blocks.2.1.transformer_blocks.0.attn1.to_k.weight"
 
-ORACLE = r"""
+# Both oracles read the spec (argv[1]) and tensors through the index files index() writes.
+ORACLE_PRELUDE = r"""
 import json, sys, numpy as np, torch
 spec = json.load(open(sys.argv[1]))
 def arr(path, name):
@@ -33,6 +34,9 @@ def arr(path, name):
         f.seek(h["start"])
         raw = f.read(h["end"] - h["start"])
     return torch.from_numpy(np.frombuffer(raw, dtype=h["np"]).astype(np.float32).reshape(h["shape"]).copy())
+"""
+
+ORACLE = ORACLE_PRELUDE + r"""
 out = {}
 for target, info in spec["targets"].items():
     w = arr(spec["base"], target)
@@ -67,15 +71,7 @@ def index(path):
         json.dump(idx, f)
 
 
-LYCORIS_ORACLE = r"""
-import json, sys, numpy as np, torch
-spec = json.load(open(sys.argv[1]))
-def arr(path, name):
-    h = json.load(open(path + ".json"))[name]
-    with open(path, "rb") as f:
-        f.seek(h["start"])
-        raw = f.read(h["end"] - h["start"])
-    return torch.from_numpy(np.frombuffer(raw, dtype=h["np"]).astype(np.float32).reshape(h["shape"]).copy())
+LYCORIS_ORACLE = ORACLE_PRELUDE + r"""
 def product(a, b):  # A @ B with each element summed over the rank in index order
     acc = torch.zeros(a.shape[0], b.shape[1], dtype=torch.float32)
     for k in range(a.shape[1]):
