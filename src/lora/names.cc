@@ -1,0 +1,231 @@
+// lora_names: every name each LoRA convention gives each weight of a base model (names.h).
+//
+// Built from the base, the way loaders build theirs: for every weight of every part, the module
+// names each LoRA flavour would give it (kohya: the module path with '.' -> '_' under
+// lora_unet_/lora_teN_, in diffusers names for the SD1/SD2 UNet; diffusers/PEFT: unet.,
+// text_encoder[_N]. plus the diffusers path; ComfyUI: the base's own names). OpenCLIP encoders
+// are addressed by Hugging Face names, their q/k/v as row slices of the fused in_proj.
+#include "lora/names.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <optional>
+#include <tuple>
+#include <unordered_map>
+
+#include "ckptkit/anatomy.h"
+#include "model/unet_names.h"
+#include "ops/parts.h"
+
+namespace ckptkit::detail {
+namespace {
+
+LoraTarget whole(const TensorInfo* t) { return LoraTarget{t, 0, 0, {}}; }
+
+/// A FLUX weight's diffusers name(s): its BFL local name (no ".weight") -> (name, first row,
+/// rows); rows 0: the whole tensor. The fused q/k/v (and single blocks' MLP input) are slices.
+std::vector<std::tuple<std::string, uint64_t, uint64_t>> flux_as_diffusers(std::string_view bfl,
+                                                                           uint64_t hidden) {
+  std::vector<std::tuple<std::string, uint64_t, uint64_t>> out;
+  auto block = [&](std::string_view head) -> std::optional<std::pair<unsigned, std::string_view>> {
+    if (!bfl.starts_with(head)) return std::nullopt;
+    std::string_view rest = bfl.substr(head.size());
+    unsigned n = 0;
+    auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), n);
+    if (ec != std::errc() || p == rest.data() + rest.size() || *p != '.') return std::nullopt;
+    return std::make_pair(n, rest.substr(static_cast<size_t>(p - rest.data()) + 1));
+  };
+  const uint64_t H = hidden;
+  if (auto b = block("double_blocks.")) {
+    const std::string d = fmt::format("transformer_blocks.{}.", b->first);
+    static constexpr std::pair<std::string_view, std::string_view> kWhole[] = {
+        {"img_attn.proj", "attn.to_out.0"},     {"txt_attn.proj", "attn.to_add_out"},
+        {"img_mlp.0", "ff.net.0.proj"},         {"img_mlp.2", "ff.net.2"},
+        {"txt_mlp.0", "ff_context.net.0.proj"}, {"txt_mlp.2", "ff_context.net.2"},
+        {"img_mod.lin", "norm1.linear"},        {"txt_mod.lin", "norm1_context.linear"},
+    };
+    for (const auto& [from, to] : kWhole)
+      if (b->second == from) out.emplace_back(d + std::string(to), 0, 0);
+    if (b->second == "img_attn.qkv")
+      for (int k = 0; k < 3; ++k)
+        out.emplace_back(d + std::string(k == 0   ? "attn.to_q"
+                                         : k == 1 ? "attn.to_k"
+                                                  : "attn.to_v"),
+                         k * H, H);
+    if (b->second == "txt_attn.qkv")
+      for (int k = 0; k < 3; ++k)
+        out.emplace_back(d + std::string(k == 0   ? "attn.add_q_proj"
+                                         : k == 1 ? "attn.add_k_proj"
+                                                  : "attn.add_v_proj"),
+                         k * H, H);
+    return out;
+  }
+  if (auto b = block("single_blocks.")) {
+    const std::string d = fmt::format("single_transformer_blocks.{}.", b->first);
+    if (b->second == "linear1") {
+      out.emplace_back(d + "attn.to_q", 0, H);
+      out.emplace_back(d + "attn.to_k", H, H);
+      out.emplace_back(d + "attn.to_v", 2 * H, H);
+      out.emplace_back(d + "proj_mlp", 3 * H, 4 * H);
+    }
+    if (b->second == "linear2") out.emplace_back(d + "proj_out", 0, 0);
+    if (b->second == "modulation.lin") out.emplace_back(d + "norm.linear", 0, 0);
+    return out;
+  }
+  static constexpr std::pair<std::string_view, std::string_view> kTop[] = {
+      {"img_in", "x_embedder"},
+      {"txt_in", "context_embedder"},
+      {"time_in.in_layer", "time_text_embed.timestep_embedder.linear_1"},
+      {"time_in.out_layer", "time_text_embed.timestep_embedder.linear_2"},
+      {"vector_in.in_layer", "time_text_embed.text_embedder.linear_1"},
+      {"vector_in.out_layer", "time_text_embed.text_embedder.linear_2"},
+      {"guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1"},
+      {"guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2"},
+      {"final_layer.linear", "proj_out"},
+  };
+  for (const auto& [from, to] : kTop)
+    if (bfl == from) out.emplace_back(std::string(to), 0, 0);
+  return out;
+}
+
+std::string underscored(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c == '.') c = '_';
+  return out;
+}
+
+std::string_view without_weight(std::string_view n) {
+  return n.ends_with(".weight") ? n.substr(0, n.size() - 7) : std::string_view();
+}
+
+/// OpenCLIP text-transformer local name (no ".weight") -> Hugging Face CLIP names, with the
+/// q/k/v rows of the fused in_proj.
+std::vector<std::pair<std::string, int>> openclip_as_hf(std::string_view oc) {
+  std::vector<std::pair<std::string, int>> out;  // (hf name, q/k/v index or -1)
+  constexpr std::string_view kHead = "transformer.resblocks.";
+  if (!oc.starts_with(kHead)) return out;
+  std::string_view rest = oc.substr(kHead.size());
+  unsigned layer = 0;
+  auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), layer);
+  if (ec != std::errc() || p == rest.data() + rest.size() || *p != '.') return out;
+  const std::string_view tail = rest.substr(static_cast<size_t>(p - rest.data()) + 1);
+  const std::string hf = fmt::format("text_model.encoder.layers.{}.", layer);
+  if (tail == "attn.in_proj") {
+    out.emplace_back(hf + "self_attn.q_proj", 0);
+    out.emplace_back(hf + "self_attn.k_proj", 1);
+    out.emplace_back(hf + "self_attn.v_proj", 2);
+  } else if (tail == "attn.out_proj") {
+    out.emplace_back(hf + "self_attn.out_proj", -1);
+  } else if (tail == "mlp.c_fc") {
+    out.emplace_back(hf + "mlp.fc1", -1);
+  } else if (tail == "mlp.c_proj") {
+    out.emplace_back(hf + "mlp.fc2", -1);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<LoraName> lora_names(const Checkpoint& base, const Anatomy& a) {
+  std::vector<LoraName> out;
+  auto add = [&](std::string key, LoraNaming n, LoraTarget t) {
+    out.push_back(LoraName{std::move(key), n, std::move(t)});
+  };
+  const bool flux = a.family == "flux";
+  const bool sd1like = a.family == "sd1" || a.family == "sd2";
+  for (const Component& c : a.components) {
+    if (c.role != Role::kDiffusionModel && c.role != Role::kTextEncoder) continue;
+    std::vector<std::string> locals;
+    for (size_t i : c.tensors) locals.push_back(component_local_name(c, base.tensors[i].name));
+    std::optional<UNetNames> unet;
+    if (c.kind == PartKind::kUNet && c.naming == Naming::kLdm) unet.emplace(locals);
+    // The kohya and diffusers prefixes of this part, the one its own tools write first.
+    std::vector<std::string> kohya, diffusers;
+    switch (c.kind) {
+      case PartKind::kUNet:
+      case PartKind::kMMDiT:
+      case PartKind::kFluxDiT:
+        kohya = {"lora_unet_"};
+        diffusers = {c.kind == PartKind::kUNet ? "unet." : "transformer."};
+        break;
+      case PartKind::kClipL:
+      case PartKind::kClipH:
+        kohya = sd1like ? std::vector<std::string>{"lora_te_", "lora_te1_"}
+                        : std::vector<std::string>{"lora_te1_", "lora_te_"};
+        diffusers = {"text_encoder."};
+        break;
+      case PartKind::kClipG:
+        kohya = {"lora_te2_"};
+        diffusers = {"text_encoder_2."};
+        break;
+      case PartKind::kT5xxl:
+        kohya = {"lora_te3_"};
+        if (flux) kohya.push_back("lora_te2_");  // OneTrainer's FLUX files
+        diffusers = {flux ? "text_encoder_2." : "text_encoder_3."};
+        break;
+      default:
+        break;
+    }
+    for (size_t k = 0; k < c.tensors.size(); ++k) {
+      const TensorInfo& t = base.tensors[c.tensors[k]];
+      std::string_view local = without_weight(locals[k]);
+      // OpenCLIP's fused projection is "attn.in_proj_weight" (an attribute, not a module).
+      if (c.naming == Naming::kOpenClip && locals[k].ends_with(".attn.in_proj_weight"))
+        local = std::string_view(locals[k]).substr(0, locals[k].size() - 7);
+      if (local.empty() || t.shape.size() < 2) continue;
+      // ComfyUI's own names: the base's, and without a leading "model.".
+      const std::string full(t.name.substr(0, t.name.size() - (locals[k].size() - local.size())));
+      add(full, LoraNaming::kComfy, whole(&t));
+      if (full.starts_with("model.")) add(full.substr(6), LoraNaming::kComfy, whole(&t));
+      if (c.naming == Naming::kOpenClip) {
+        for (const auto& [hf, qkv] : openclip_as_hf(local)) {
+          LoraTarget tg = whole(&t);
+          if (qkv >= 0 && t.shape[0] % 3 == 0) {
+            tg.rows = t.shape[0] / 3;
+            tg.row0 = tg.rows * static_cast<uint64_t>(qkv);
+          }
+          for (const std::string& p : kohya) add(p + underscored(hf), LoraNaming::kKohya, tg);
+          for (const std::string& p : diffusers) add(p + hf, LoraNaming::kDiffusers, tg);
+        }
+        continue;
+      }
+      std::string named(local);
+      if (c.kind == PartKind::kFluxDiT && c.naming == Naming::kBfl && t.shape.size() == 2) {
+        // diffusers/PEFT (transformer.), OneTrainer (lora_transformer_), SimpleTuner LyCORIS
+        // (lycoris_): diffusers paths, q/k/v as slices of the fused BFL tensors.
+        for (const auto& [dn, row0, rows] : flux_as_diffusers(local, t.shape[1])) {
+          const LoraTarget tg{&t, row0, rows, ""};
+          add("transformer." + dn, LoraNaming::kDiffusers, tg);
+          add("lora_transformer_" + underscored(dn), LoraNaming::kOneTrainer, tg);
+          add("lycoris_" + underscored(dn), LoraNaming::kLycoris, tg);
+        }
+        if (local == "final_layer.adaLN_modulation.1") {
+          const LoraTarget tg{
+              &t, 0, 0,
+              "diffusers' norm_out.linear holds (scale, shift) where the BFL "
+              "tensor holds (shift, scale); the swapped halves are not applied yet"};
+          add("transformer.norm_out.linear", LoraNaming::kDiffusers, tg);
+          add("lora_transformer_norm_out_linear", LoraNaming::kOneTrainer, tg);
+        }
+      }
+      if (unet) {
+        auto d = unet->to_diffusers(std::string(local) + ".weight");
+        if (d) {
+          const std::string dn(without_weight(*d));
+          add("unet." + dn, LoraNaming::kDiffusers, whole(&t));
+          // kohya names SD1/SD2's UNet in diffusers paths, SDXL's in SGM ones.
+          if (sd1like) add("lora_unet_" + underscored(dn), LoraNaming::kKohya, whole(&t));
+        }
+        if (!sd1like) add("lora_unet_" + underscored(local), LoraNaming::kKohya, whole(&t));
+        continue;
+      }
+      for (const std::string& p : kohya) add(p + underscored(named), LoraNaming::kKohya, whole(&t));
+      for (const std::string& p : diffusers) add(p + named, LoraNaming::kDiffusers, whole(&t));
+    }
+  }
+  return out;
+}
+
+}  // namespace ckptkit::detail

@@ -1,0 +1,44 @@
+// Internal: the names every LoRA convention gives the weights of a base model.
+//
+// One table serves matching (a LoRA's module name -> the base tensor it changes), extraction
+// (a base tensor -> the name to write) and conversion (a module in one convention -> the same
+// module in another). Built from the base itself, the way loaders build their key maps.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ckptkit/anatomy.h"
+#include "ckptkit/safetensors.h"
+
+namespace ckptkit::detail {
+
+/// The naming conventions of LoRA modules.
+enum class LoraNaming : uint8_t {
+  kKohya,       ///< lora_unet_ / lora_te[N]_ + module path with '.' -> '_'
+  kDiffusers,   ///< unet. / text_encoder[_N]. / transformer. + diffusers module path
+  kComfy,       ///< the base's own tensor name without ".weight"
+  kOneTrainer,  ///< FLUX: lora_transformer_ + diffusers path with '_'
+  kLycoris,     ///< FLUX (SimpleTuner): lycoris_ + diffusers path with '_'
+};
+
+/// Where a module name lands: a base tensor, or a slice of its rows.
+struct LoraTarget {
+  const TensorInfo* tensor = nullptr;
+  uint64_t row0 = 0, rows = 0;  ///< rows = 0: the whole tensor
+  std::string reason;           ///< set: the module is known but not applied (why)
+};
+
+struct LoraName {
+  std::string key;  ///< the module name (no factor suffix)
+  LoraNaming naming;
+  LoraTarget target;
+};
+
+/// Every module name of every convention for the 2-D and 4-D weights of the base's diffusion
+/// model and text encoders. Within one convention the first name of a target is the one its
+/// own tools write (kohya: lora_te_ for SD1/SD2's encoder, lora_te1_ elsewhere).
+std::vector<LoraName> lora_names(const Checkpoint& base, const Anatomy& a);
+
+}  // namespace ckptkit::detail
