@@ -228,4 +228,19 @@ std::vector<LoraName> lora_names(const Checkpoint& base, const Anatomy& a) {
   return out;
 }
 
+LoraNaming naming_of(LoraFormat f) {
+  return f == LoraFormat::kKohya ? LoraNaming::kKohya : LoraNaming::kDiffusers;
+}
+
+LoraFactorKeys lora_factor_keys(LoraFormat f, const std::string& module) {
+  switch (f) {
+    case LoraFormat::kKohya:
+      return {module + ".lora_down.weight", module + ".lora_up.weight", module + ".alpha"};
+    case LoraFormat::kDiffusers:
+    case LoraFormat::kPeft:
+      return {module + ".lora_A.weight", module + ".lora_B.weight", ""};
+  }
+  return {};
+}
+
 }  // namespace ckptkit::detail

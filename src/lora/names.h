@@ -41,4 +41,18 @@ struct LoraName {
 /// own tools write (kohya: lora_te_ for SD1/SD2's encoder, lora_te1_ elsewhere).
 std::vector<LoraName> lora_names(const Checkpoint& base, const Anatomy& a);
 
+/// The file formats LoRA tools write: the naming convention of the modules and the keys of
+/// their factors.
+enum class LoraFormat : uint8_t { kKohya, kDiffusers, kPeft };
+
+/// The names `lora_names` gives a module in this format.
+LoraNaming naming_of(LoraFormat f);
+
+/// The keys of a low-rank module's factors in this format; `alpha` empty: the format stores no
+/// alpha tensor (the scale goes elsewhere: see the format's writer).
+struct LoraFactorKeys {
+  std::string down, up, alpha;
+};
+LoraFactorKeys lora_factor_keys(LoraFormat f, const std::string& module);
+
 }  // namespace ckptkit::detail
