@@ -6,7 +6,8 @@
 set -euo pipefail
 
 build_pkgs=(g++ cmake ninja-build pkg-config make libfmt-dev libcli11-dev libsimdjson-dev
-            libhwy-dev libgtest-dev libbenchmark-dev zlib1g-dev libssl-dev libtomlplusplus-dev)
+            libhwy-dev libgtest-dev libbenchmark-dev zlib1g-dev libssl-dev libtomlplusplus-dev
+            liblapacke-dev libopenblas-dev)
 # Tests: PyTorch and NumPy are the oracles; clang + its runtime build the fuzzers; GNU time
 # measures peak memory in benchmarks; openssl and b3sum are independent hash oracles; strace
 # shows that outputs are fsynced before their link and their folder after it.

@@ -152,6 +152,75 @@ struct BakeReport {
 Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<LoraInput>& loras,
                               const std::string& out_path, const BakeOptions& options);
 
+/// The file format of a LoRA written by ckptkit (docs/lora.md): kohya (lora_down/lora_up/alpha,
+/// kohya module names), diffusers or PEFT (lora_A/lora_B, diffusers module paths).
+enum class LoraWriteFormat : uint8_t { kKohya, kDiffusers, kPeft };
+
+struct ExtractOptions {
+  uint64_t rank = 32;                  ///< of linear and 1×1 convolution modules
+  std::optional<uint64_t> conv_rank;   ///< set: also 3×3 convolutions (ResNet blocks), this rank
+  bool text_encoders = false;          ///< also the text encoders' modules
+  double min_diff = 0.01;              ///< a text encoder whose max |ΔW| is below: left out
+  std::optional<double> alpha;         ///< none: alpha = rank (scale 1)
+  std::optional<double> clamp_quantile = 0.99;  ///< none: no clamp
+  bool exact = false;                  ///< full SVD instead of the randomized one
+  LoraWriteFormat format = LoraWriteFormat::kKohya;
+  DType dtype = DType::F16;            ///< of the written factors
+  bool allow_dangerous = false;
+  SafetensorsLimits limits;
+  RunOptions run;
+};
+
+struct ExtractReport {
+  RunStats stats;
+  std::string architecture;  ///< the base's
+  uint64_t modules = 0;
+  uint64_t unchanged = 0;    ///< modules whose ΔW is all zero (written as zeros)
+  /// Share of ‖ΔW‖_F the rank-r factors keep, over the modules that changed.
+  double mean_kept = 0, min_kept = 1;
+  std::string min_kept_module;
+  std::vector<std::string> notes;
+};
+
+/// `lora extract`: a LoRA whose modules approximate TUNED − BASE at the given rank: for every
+/// target module, ΔW in F32, its truncated SVD, singular values folded into `up` (kohya), up
+/// and down clamped at the quantile of their values, written in `format` (docs/lora.md).
+Result<ExtractReport> extract_lora(const std::string& tuned_path, const std::string& base_path,
+                                   const std::string& out_path, const ExtractOptions& options);
+
+/// kohya's dynamic rank rules (resize_lora.py): the rank kept from the singular values.
+enum class ResizeRule : uint8_t { kFixed, kSvRatio, kSvFro, kSvCumulative };
+
+struct ResizeOptions {
+  uint64_t rank = 4;                  ///< the new rank, or the cap of a dynamic rule
+  std::optional<uint64_t> conv_rank;  ///< of 3×3 convolution modules; none: `rank`
+  ResizeRule rule = ResizeRule::kFixed;
+  double param = 0;                   ///< the dynamic rule's parameter
+  std::optional<DType> dtype;         ///< none: the input's
+  bool allow_dangerous = false;
+  SafetensorsLimits limits;
+  RunOptions run;
+};
+
+struct ResizeReport {
+  RunStats stats;
+  struct Module {
+    std::string name;
+    uint64_t old_rank = 0, new_rank = 0;
+    double new_alpha = 0;
+    double fro_kept = 0;  ///< share of ‖ΔW‖_F kept
+    double sum_kept = 0;  ///< share of Σ singular values kept
+  };
+  std::vector<Module> modules;
+  uint64_t copied = 0;  ///< tensors that are no low-rank factor, copied
+  std::vector<std::string> notes;
+};
+
+/// `lora resize`: each LoRA/LoCon module's ΔW = up · down (exact SVD, through QRs of the
+/// factors) cut to the new rank; alpha = old alpha / old rank × new rank (kohya's rule).
+Result<ResizeReport> resize_lora(const std::string& in_path, const std::string& out_path,
+                                 const ResizeOptions& options);
+
 /// Groups `ck`'s tensors into modules. `file` (may be null) is read for the alpha scalars;
 /// without it alphas are unknown. Inconsistent modules are listed in `errors`, not refused:
 /// inspect shows them, the ops that apply a LoRA refuse a file with errors.

@@ -1,4 +1,4 @@
-// `ckptkit lora bake` — apply LoRAs to a base model (docs/lora.md).
+// `ckptkit lora bake|extract|resize` — apply, extract and resize LoRAs (docs/lora.md).
 #include <fmt/format.h>
 
 #include <charconv>
@@ -145,14 +145,262 @@ Runner setup_bake(CLI::App& sub) {
   };
 }
 
+
+Result<DType> parse_float_dtype(const std::string& s) {
+  auto d = parse_dtype_flag(s);
+  if (!d) return d.status();
+  if (!*d || !is_float(**d))
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("--dtype {}: a floating-point type is needed (f16, bf16, f32)", s));
+  return **d;
+}
+
+Runner setup_extract(CLI::App& sub) {
+  struct Opts {
+    std::string tuned, base, out, format = "kohya", dtype = "f16";
+    uint64_t rank = 0;
+    std::optional<uint64_t> conv_rank;
+    std::optional<double> alpha;
+    double clamp = 0.99, min_diff = 0.01;
+    bool no_clamp = false, exact = false, text_encoders = false, json = false, quiet = false,
+         allow_dangerous = false;
+    WriteFlags write;
+  };
+  auto o = std::make_shared<Opts>();
+  sub.add_option("TUNED", o->tuned, "the finetuned model")->required();
+  sub.add_option("BASE", o->base, "the model it was tuned from")->required();
+  sub.add_option("-o,--output", o->out, "output LoRA (.safetensors)")->required();
+  sub.add_option("--rank", o->rank, "rank of the linear and 1x1 convolution modules")->required();
+  sub.add_option("--conv-rank", o->conv_rank,
+                 "also extract the 3x3 convolutions of the UNet's ResNet blocks, at this rank "
+                 "(LoCon)");
+  sub.add_flag("--text-encoders", o->text_encoders,
+               "also the text encoders' attention and MLP (a text encoder that did not change, "
+               "max |dW| < --min-diff, is left out)");
+  sub.add_option("--min-diff", o->min_diff, "see --text-encoders")->default_val(0.01);
+  sub.add_option("--alpha", o->alpha,
+                 "alpha to write (up is scaled so that alpha/rank x up x down is unchanged); "
+                 "default: alpha = rank");
+  sub.add_option("--clamp-quantile", o->clamp,
+                 "clamp up and down to [-q, q] where q is this quantile of their values (kohya)")
+      ->default_val(0.99);
+  sub.add_flag("--no-clamp", o->no_clamp, "write the SVD factors unclamped");
+  sub.add_flag("--exact", o->exact,
+               "full SVD of every dW (LAPACK gesdd, as torch.linalg.svd) instead of the "
+               "randomized one");
+  sub.add_option("--format", o->format, "kohya (default), diffusers or peft key names")
+      ->default_str("kohya");
+  sub.add_option("--dtype", o->dtype, "precision of the factors: f16 (default), bf16 or f32")
+      ->default_str("f16");
+  sub.add_flag("--json", o->json, "print the report as JSON on stdout");
+  sub.add_flag("-q,--quiet", o->quiet, "print nothing on success");
+  sub.add_flag("--allow-dangerous", o->allow_dangerous,
+               "read PyTorch files even if `scan` finds code in them (only tensors are taken)");
+  o->write.add_to(sub);
+  sub.footer(
+      "For each module kohya targets (attention and MLP projections of the UNet/DiT; with\n"
+      "--conv-rank the ResNet convolutions; with --text-encoders CLIP's attention and MLP),\n"
+      "dW = TUNED - BASE in F32 and its truncated SVD: a randomized range finder (16 extra\n"
+      "columns, 2 power iterations) or, with --exact, LAPACK's full SVD. The singular values go\n"
+      "into up (kohya), alpha = rank, then up and down are clamped at the 0.99 quantile of their\n"
+      "values as kohya does (an exact selection, no size limit). Streams module by module:\n"
+      "memory holds the modules in flight. The report gives the share of ||dW|| kept.\n\n"
+      "Examples:\n"
+      "  ckptkit lora extract my_finetune.safetensors sd_xl_base_1.0.safetensors --rank 64 \\\n"
+      "      -o my_finetune-r64.safetensors\n"
+      "  ckptkit lora extract tuned.safetensors v1-5.safetensors --rank 32 --conv-rank 16 \\\n"
+      "      --text-encoders --format diffusers -o tuned-lora.safetensors");
+  return [o] {
+    ExtractOptions options;
+    auto run = o->write.to_options();
+    if (!run) return report_error(run.status());
+    options.run = *run;
+    options.rank = o->rank;
+    options.conv_rank = o->conv_rank;
+    options.text_encoders = o->text_encoders;
+    options.min_diff = o->min_diff;
+    options.alpha = o->alpha;
+    options.clamp_quantile = o->no_clamp ? std::nullopt : std::optional<double>(o->clamp);
+    options.exact = o->exact;
+    options.allow_dangerous = o->allow_dangerous;
+    if (o->format == "kohya") options.format = LoraWriteFormat::kKohya;
+    else if (o->format == "diffusers") options.format = LoraWriteFormat::kDiffusers;
+    else if (o->format == "peft") options.format = LoraWriteFormat::kPeft;
+    else
+      return report_error(Status(ErrorCode::kInvalidArgument,
+                                 fmt::format("--format {}: kohya, diffusers or peft", o->format)));
+    auto dtype = parse_float_dtype(o->dtype);
+    if (!dtype) return report_error(dtype.status());
+    options.dtype = *dtype;
+    for (const std::string* p : {&o->tuned, &o->base}) {
+      std::optional<Verdict> verdict;
+      if (auto rc = scan_gate(*p, "extract from", options.limits, options.allow_dangerous, verdict))
+        return *rc;
+    }
+    auto report = extract_lora(o->tuned, o->base, o->out, options);
+    if (!report) return report_error(report.status());
+    if (o->json) {
+      JsonWriter w;
+      w.begin_object();
+      w.key("output").value(o->out);
+      w.key("architecture").value(report->architecture);
+      w.key("modules").value(report->modules);
+      w.key("unchanged").value(report->unchanged);
+      w.key("mean_kept").value(report->mean_kept);
+      w.key("min_kept").value(report->min_kept);
+      w.key("min_kept_module").value(report->min_kept_module);
+      w.key("notes").begin_array();
+      for (const std::string& n : report->notes) w.value(n);
+      w.end_array();
+      w.key("output_bytes").value(report->stats.bytes_written);
+      w.key("seconds").value(fmt::format("{:.3f}", report->stats.seconds));
+      w.end_object();
+      std::fputs(w.str().c_str(), stdout);
+      return kExitOk;
+    }
+    if (o->quiet) return kExitOk;
+    std::string out = fmt::format(
+        "extracted {} modules of {} in {:.2f} s\n  share of ||dW|| kept at rank {}: {:.1f}% on "
+        "average, lowest {:.1f}% ({})\n",
+        report->modules, report->architecture, report->stats.seconds, o->rank,
+        100 * report->mean_kept, 100 * report->min_kept, report->min_kept_module);
+    for (const std::string& n : report->notes) out += fmt::format("  note: {}\n", n);
+    out += fmt::format("  wrote {} ({})\n", o->out, human_bytes(report->stats.bytes_written));
+    std::fputs(out.c_str(), stderr);
+    return kExitOk;
+  };
+}
+
+Runner setup_resize(CLI::App& sub) {
+  struct Opts {
+    std::string in, out, dynamic, dtype = "keep";
+    uint64_t rank = 0;
+    std::optional<uint64_t> conv_rank;
+    bool json = false, quiet = false, verbose = false, allow_dangerous = false;
+    WriteFlags write;
+  };
+  auto o = std::make_shared<Opts>();
+  sub.add_option("LORA", o->in, "the LoRA to resize")->required();
+  sub.add_option("-o,--output", o->out, "output LoRA (.safetensors)")->required();
+  sub.add_option("--rank", o->rank, "the new rank (with --dynamic: the largest rank kept)")
+      ->required();
+  sub.add_option("--conv-rank", o->conv_rank, "the new rank of 3x3 convolution modules (default: --rank)");
+  sub.add_option("--dynamic", o->dynamic,
+                 "choose each module's rank from its singular values, kohya's rules: "
+                 "sv_ratio=X (keep values above max/X), sv_fro=X (keep X of the Frobenius norm), "
+                 "sv_cumulative=X (keep X of their sum)");
+  sub.add_option("--dtype", o->dtype, "precision of the output: f16, bf16, f32 or keep (the input's)")
+      ->default_str("keep");
+  sub.add_flag("-v,--verbose", o->verbose, "list every module's new rank and the norm it keeps");
+  sub.add_flag("--json", o->json, "print the report as JSON on stdout (every module)");
+  sub.add_flag("-q,--quiet", o->quiet, "print nothing on success");
+  sub.add_flag("--allow-dangerous", o->allow_dangerous,
+               "read PyTorch files even if `scan` finds code in them (only tensors are taken)");
+  o->write.add_to(sub);
+  sub.footer(
+      "Each lora_down/lora_up (or lora_A/lora_B) module's dW = up x down is cut to the new rank\n"
+      "by its exact SVD, which QRs of the two factors give without forming dW; the singular\n"
+      "values go into up and alpha becomes old alpha / old rank x new rank, so the strength is\n"
+      "unchanged (kohya's resize_lora.py rules, including the rank its sv_ratio rule keeps: one\n"
+      "more than the values above the threshold). A rank above a module's own is not padded.\n"
+      "LoHa, LoKr and full-diff modules are copied; DoRA is refused.\n\n"
+      "Examples:\n"
+      "  ckptkit lora resize flux-style-r128.safetensors --rank 32 -o flux-style-r32.safetensors\n"
+      "  ckptkit lora resize big.safetensors --rank 64 --dynamic sv_fro=0.9 -o small.safetensors");
+  return [o] {
+    ResizeOptions options;
+    auto run = o->write.to_options();
+    if (!run) return report_error(run.status());
+    options.run = *run;
+    options.rank = o->rank;
+    options.conv_rank = o->conv_rank;
+    options.allow_dangerous = o->allow_dangerous;
+    if (!o->dynamic.empty()) {
+      const size_t eq = o->dynamic.find('=');
+      const std::string rule = o->dynamic.substr(0, eq);
+      double v = 0;
+      const std::string num = eq == std::string::npos ? "" : o->dynamic.substr(eq + 1);
+      auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
+      if (rule == "sv_ratio") options.rule = ResizeRule::kSvRatio;
+      else if (rule == "sv_fro") options.rule = ResizeRule::kSvFro;
+      else if (rule == "sv_cumulative") options.rule = ResizeRule::kSvCumulative;
+      if (options.rule == ResizeRule::kFixed || num.empty() || ec != std::errc() ||
+          p != num.data() + num.size())
+        return report_error(Status(
+            ErrorCode::kInvalidArgument,
+            fmt::format("--dynamic {}: expected sv_ratio=X, sv_fro=X or sv_cumulative=X",
+                        o->dynamic)));
+      options.param = v;
+    }
+    auto dtype = parse_dtype_flag(o->dtype);
+    if (!dtype) return report_error(dtype.status());
+    options.dtype = *dtype;
+    std::optional<Verdict> verdict;
+    if (auto rc = scan_gate(o->in, "resize", options.limits, options.allow_dangerous, verdict))
+      return *rc;
+    auto report = resize_lora(o->in, o->out, options);
+    if (!report) return report_error(report.status());
+    double fro = 0;
+    for (const auto& m : report->modules) fro += m.fro_kept;
+    fro /= static_cast<double>(std::max<size_t>(1, report->modules.size()));
+    if (o->json) {
+      JsonWriter w;
+      w.begin_object();
+      w.key("output").value(o->out);
+      w.key("mean_fro_kept").value(fro);
+      w.key("modules").begin_array();
+      for (const auto& m : report->modules) {
+        w.begin_object();
+        w.key("name").value(m.name);
+        w.key("old_rank").value(m.old_rank);
+        w.key("new_rank").value(m.new_rank);
+        w.key("new_alpha").value(m.new_alpha);
+        w.key("fro_kept").value(m.fro_kept);
+        w.key("sum_kept").value(m.sum_kept);
+        w.end_object();
+      }
+      w.end_array();
+      w.key("copied").value(report->copied);
+      w.key("notes").begin_array();
+      for (const std::string& n : report->notes) w.value(n);
+      w.end_array();
+      w.key("output_bytes").value(report->stats.bytes_written);
+      w.key("seconds").value(fmt::format("{:.3f}", report->stats.seconds));
+      w.end_object();
+      std::fputs(w.str().c_str(), stdout);
+      return kExitOk;
+    }
+    if (o->quiet) return kExitOk;
+    std::string out;
+    if (o->verbose)
+      for (const auto& m : report->modules)
+        out += fmt::format("  {:<72} rank {} -> {}, alpha {:g}, ||dW|| kept {:.1f}%, sum(S) "
+                           "kept {:.1f}%\n",
+                           m.name, m.old_rank, m.new_rank, m.new_alpha, 100 * m.fro_kept,
+                           100 * m.sum_kept);
+    out += fmt::format("resized {} modules in {:.2f} s; share of ||dW|| kept: {:.1f}% on average\n",
+                       report->modules.size(), report->stats.seconds, 100 * fro);
+    for (const std::string& n : report->notes) out += fmt::format("  note: {}\n", n);
+    out += fmt::format("  wrote {} ({})\n", o->out, human_bytes(report->stats.bytes_written));
+    std::fputs(out.c_str(), stderr);
+    return kExitOk;
+  };
+}
+
 }  // namespace
 
 Runner setup_lora(CLI::App& sub) {
   sub.require_subcommand(1);
   auto* bake = sub.add_subcommand("bake", "add LoRAs to a base model's weights, streamed");
   Runner bake_run = setup_bake(*bake);
-  return [bake, bake_run] {
+  auto* extract = sub.add_subcommand("extract", "a LoRA from the difference of two models");
+  Runner extract_run = setup_extract(*extract);
+  auto* resize = sub.add_subcommand("resize", "cut a LoRA's modules to a smaller rank");
+  Runner resize_run = setup_resize(*resize);
+  return [=] {
     if (bake->parsed()) return bake_run();
+    if (extract->parsed()) return extract_run();
+    if (resize->parsed()) return resize_run();
     return kExitError;
   };
 }

@@ -40,14 +40,8 @@ struct Patch {
 /// Reads a factor as F32; an error for NaN or infinity (a LoRA never carries them).
 Status load_f32(const OpenedInput& in, const TensorInfo& t, const std::string& module,
                 std::vector<float>& out) {
-  auto p = in.producer(t, DType::F32);
-  const uint64_t n = t.numel();
-  out.resize(n);
-  std::vector<uint8_t> scratch(n * std::max<uint64_t>(1, p->scratch_bytes_per_element()));
-  CKPT_RETURN_IF_ERROR(p->produce(
-      0, n, std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), n * sizeof(float)),
-      scratch));
-  for (uint64_t i = 0; i < n; ++i)
+  CKPT_RETURN_IF_ERROR(detail::read_f32(in, t, out));
+  for (uint64_t i = 0; i < out.size(); ++i)
     if (!std::isfinite(out[i]))
       return Status(ErrorCode::kInvalidArgument,
                     fmt::format("module {}: factor {} holds {} at element {}: refusing to bake it",

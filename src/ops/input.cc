@@ -181,4 +181,14 @@ std::string file_stem(const std::string& path) {
   return name;
 }
 
+Status read_f32(const OpenedInput& in, const TensorInfo& t, std::vector<float>& out) {
+  auto p = in.producer(t, DType::F32);
+  const uint64_t n = t.numel();
+  out.resize(n);
+  std::vector<uint8_t> scratch(n * std::max<uint64_t>(1, p->scratch_bytes_per_element()));
+  return p->produce(
+      0, n, std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), n * sizeof(float)),
+      scratch);
+}
+
 }  // namespace ckptkit::detail

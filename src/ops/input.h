@@ -72,6 +72,10 @@ class OpenedInput {
   std::optional<InputFile> spill_file_;
 };
 
+/// Every element of `t` as F32, read through its producer (for ops that need a whole tensor in
+/// memory: the factors of a LoRA module, the ΔW of an extraction).
+Status read_f32(const OpenedInput& in, const TensorInfo& t, std::vector<float>& out);
+
 /// The values of a small tensor (at most `max_elements`, integer or floating point) as doubles,
 /// read in place; nullopt when it cannot be (a deflated storage, a type that does not cast).
 /// For the few value checks made beside the tensor table: position_ids, noise schedules.
