@@ -205,7 +205,8 @@ Result<std::vector<float>> product_singular_values(const float* up, const float*
   const lapack_int info =
       LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'N', static_cast<lapack_int>(cm),
                      static_cast<lapack_int>(cn), core.data(), static_cast<lapack_int>(cn),
-                     s.data(), nullptr, 1, nullptr, 1);
+                     s.data(), nullptr, static_cast<lapack_int>(cm), nullptr,
+                     static_cast<lapack_int>(cn));
   if (info != 0) return lapack_error("sgesdd", info);
   return s;
 }
