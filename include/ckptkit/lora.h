@@ -120,6 +120,10 @@ struct LoraInput {
 struct BakeOptions {
   std::optional<DType> dtype;  ///< of changed and unchanged float tensors; none: the base's
   bool strict = false;         ///< a module that lands nowhere is an error (nothing written)
+  /// FP8 outputs of changed tensors: stochastic rounding (seeded, reproducible) instead of
+  /// round-to-nearest.
+  bool fp8_stochastic = false;
+  uint64_t seed = 0;
   bool allow_dangerous = false;
   std::optional<Verdict> verdict;  ///< the base's scan verdict when the caller has it
   SafetensorsLimits limits;

@@ -31,7 +31,8 @@ Result<LoraInput> parse_lora_arg(const std::string& arg) {
 
 Runner setup_bake(CLI::App& sub) {
   struct Opts {
-    std::string base, out, dtype = "keep";
+    std::string base, out, dtype = "keep", fp8_rounding = "nearest";
+    uint64_t seed = 0;
     std::vector<std::string> loras;
     std::optional<double> strength_te;
     bool strict = false, json = false, quiet = false, allow_dangerous = false;
@@ -48,6 +49,14 @@ Runner setup_bake(CLI::App& sub) {
                  "precision of the output's float tensors: f16, bf16, f32, f8_e4m3, f8_e5m2 or "
                  "keep (the base's)")
       ->default_str("keep");
+  sub.add_option("--fp8-rounding", o->fp8_rounding,
+                 "FP8 outputs of changed tensors: nearest (default, as kohya and torch's cast) "
+                 "or stochastic (each value to one of its two FP8 neighbours with probability "
+                 "by nearness, so small deltas survive on average, as ComfyUI does)")
+      ->check(CLI::IsMember({"nearest", "stochastic"}))
+      ->default_str("nearest");
+  sub.add_option("--seed", o->seed, "seed of --fp8-rounding stochastic (same seed, same bytes)")
+      ->default_val(0);
   sub.add_flag("--strict", o->strict,
                "refuse (exit 1, nothing written) when a module lands on no tensor of the base");
   sub.add_flag("--json", o->json, "print the report as JSON on stdout");
@@ -76,6 +85,8 @@ Runner setup_bake(CLI::App& sub) {
     options.run = *run;
     options.strict = o->strict;
     options.allow_dangerous = o->allow_dangerous;
+    options.fp8_stochastic = o->fp8_rounding == "stochastic";
+    options.seed = o->seed;
     auto dtype = parse_dtype_flag(o->dtype);
     if (!dtype) return report_error(dtype.status());
     options.dtype = *dtype;

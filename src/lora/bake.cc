@@ -4,6 +4,7 @@
 // operations gives the same bits.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -50,11 +51,61 @@ Status load_f32(const OpenedInput& in, const TensorInfo& t, const std::string& m
   return Status::ok();
 }
 
+uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : s) h = (h ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+/// FP8 rounding to one of the two neighbours of x with probability proportional to nearness
+/// (docs/lora.md), the uniform draw u = SplitMix64(key + element index) / 2^64 per element, so
+/// the result does not depend on chunking or threads. Values beyond the largest finite FP8
+/// value are clamped to it; NaN stays NaN.
+Status fp8_stochastic(DType to, const float* x, uint8_t* out, uint64_t count, uint64_t key,
+                      uint64_t first) {
+  const float max = to == DType::F8_E4M3 ? 448.0f : 57344.0f;
+  std::vector<float> v(x, x + count), d(count), alt(count);
+  for (float& f : v)
+    if (!std::isnan(f)) f = std::clamp(f, -max, max);
+  CKPT_RETURN_IF_ERROR(cast_elements(DType::F32, to, v.data(), out, count));
+  CKPT_RETURN_IF_ERROR(cast_elements(to, DType::F32, out, d.data(), count));
+  std::vector<uint8_t> other(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    const uint8_t n = out[i], sign = n & 0x80, mag = n & 0x7F;
+    if (std::isnan(v[i]) || d[i] == v[i]) {
+      other[i] = n;
+      continue;
+    }
+    // Sign-magnitude: the magnitudes of one sign are ordered like their bit patterns.
+    other[i] = std::abs(d[i]) > std::abs(v[i]) ? static_cast<uint8_t>(sign | (mag - 1))
+                                               : static_cast<uint8_t>(sign | (mag + 1));
+  }
+  CKPT_RETURN_IF_ERROR(cast_elements(to, DType::F32, other.data(), alt.data(), count));
+  for (uint64_t i = 0; i < count; ++i) {
+    if (other[i] == out[i]) continue;
+    // `other` is taken with probability proportional to its nearness to v: a / (a + b).
+    const double a = std::abs(static_cast<double>(v[i]) - d[i]);
+    const double b = std::abs(static_cast<double>(v[i]) - alt[i]);
+    const double p_other = a / (a + b);
+    const double u = static_cast<double>(splitmix64(key + first + i) >> 11) * 0x1.0p-53;
+    if (u < p_other) out[i] = other[i];
+  }
+  return Status::ok();
+}
+
 class BakeProducer final : public TensorProducer {
  public:
+  /// `stochastic_key`: set, an FP8 output is rounded stochastically with this key.
   BakeProducer(std::unique_ptr<TensorProducer> base, std::vector<Patch> patches, DType out,
-               const Shape& shape)
-      : base_(std::move(base)), patches_(std::move(patches)), out_(out) {
+               const Shape& shape, std::optional<uint64_t> stochastic_key = std::nullopt)
+      : base_(std::move(base)), patches_(std::move(patches)), out_(out), key_(stochastic_key) {
     numel_ = 1;
     for (uint64_t d : shape) numel_ *= d;
     cols_ = shape.empty() || shape[0] == 0 ? 1 : numel_ / shape[0];
@@ -111,6 +162,8 @@ class BakeProducer final : public TensorProducer {
     }
     if (done_.fetch_add(count) + count == numel_) release();
     if (out_ == DType::F32) return Status::ok();
+    if (key_ && (out_ == DType::F8_E4M3 || out_ == DType::F8_E5M2))
+      return fp8_stochastic(out_, x, out.data(), count, *key_, first);
     return cast_elements(DType::F32, out_, x, out.data(), count);
   }
 
@@ -259,6 +312,7 @@ class BakeProducer final : public TensorProducer {
   std::unique_ptr<TensorProducer> base_;
   std::vector<Patch> patches_;
   DType out_;
+  std::optional<uint64_t> key_;
   uint64_t numel_ = 0, cols_ = 1;
   mutable std::vector<Factors> factors_;
   mutable std::once_flag load_once_;
@@ -434,9 +488,12 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
       continue;
     }
     ++report.tensors_changed;
+    std::optional<uint64_t> key;
+    if (options.fp8_stochastic) key = splitmix64(options.seed ^ fnv1a(t.name));
     plan.tensors.push_back({t.name, to, t.shape,
                             std::make_unique<BakeProducer>(base->producer(t, DType::F32),
-                                                           std::move(it->second), to, t.shape)});
+                                                           std::move(it->second), to, t.shape,
+                                                           key)});
   }
   plan.metadata = bck.metadata;
   if (bck.format != FileFormat::kSafetensors) plan.metadata.emplace("format", "pt");
