@@ -124,6 +124,13 @@ struct BakeOptions {
   /// round-to-nearest.
   bool fp8_stochastic = false;
   uint64_t seed = 0;
+  /// Per-block strength, by merge's block names (IN00…OUT11, M00, joint_blocks.N,
+  /// double_blocks.N, single_blocks.N, text_encoder): multiplies every LoRA's strength for the
+  /// modules on that block's tensors. Blocks not named: 1.
+  std::map<std::string, double> block_strength;
+  /// A supermerger block-weight string (25/26 values, SDXL 19/20), applied first; entries of
+  /// block_strength override it.
+  std::string block_weights;
   bool allow_dangerous = false;
   std::optional<Verdict> verdict;  ///< the base's scan verdict when the caller has it
   SafetensorsLimits limits;

@@ -30,6 +30,8 @@
 
 namespace ckptkit {
 
+struct Anatomy;
+
 enum class MergeMethod : uint8_t {
   kWeightedSum,      ///< A·(1−α) + B·α; with N inputs Σ wᵢ·Xᵢ
   kAddDifference,    ///< A + (B − C)·α
@@ -171,6 +173,10 @@ std::vector<std::string> merge_block_names(std::string_view family, unsigned dep
 /// output_blocks.N → OUTnn, time_embed and label_emb → IN00, out → the last OUT (the
 /// convention of kohya's block-weighted merge and supermerger).
 std::string merge_block_of(std::string_view family, std::string_view key);
+
+/// The α group of every tensor of `ck` analyzed as `a` (by index): its block name, or
+/// text_encoder, vae, other.
+std::vector<std::string> merge_groups(const Checkpoint& ck, const Anatomy& a);
 
 /// A supermerger block-weight string: 25 values (IN00…OUT11) or 26 (BASE first); for SDXL
 /// also 19/20 values, and of 25/26 only the positions SDXL has are used (IN09–IN11 and

@@ -31,7 +31,8 @@ Result<LoraInput> parse_lora_arg(const std::string& arg) {
 
 Runner setup_bake(CLI::App& sub) {
   struct Opts {
-    std::string base, out, dtype = "keep", fp8_rounding = "nearest";
+    std::string base, out, dtype = "keep", fp8_rounding = "nearest", block_weights;
+    std::vector<std::string> blocks;
     uint64_t seed = 0;
     std::vector<std::string> loras;
     std::optional<double> strength_te;
@@ -57,6 +58,13 @@ Runner setup_bake(CLI::App& sub) {
       ->default_str("nearest");
   sub.add_option("--seed", o->seed, "seed of --fp8-rounding stochastic (same seed, same bytes)")
       ->default_val(0);
+  sub.add_option("--block", o->blocks,
+                 "NAME=X: multiply the strength of modules on block NAME by X (merge's block "
+                 "names: IN00…OUT11, M00; joint_blocks.N; double_blocks.N, single_blocks.N; "
+                 "text_encoder); repeatable");
+  sub.add_option("--block-weights", o->block_weights,
+                 "a supermerger block-weight string (25 or 26 values with BASE first; SDXL 19/20), "
+                 "--block entries override it");
   sub.add_flag("--strict", o->strict,
                "refuse (exit 1, nothing written) when a module lands on no tensor of the base");
   sub.add_flag("--json", o->json, "print the report as JSON on stdout");
@@ -77,7 +85,9 @@ Runner setup_bake(CLI::App& sub) {
       "Examples:\n"
       "  ckptkit lora bake sd_xl_base_1.0.safetensors detail.safetensors:0.8 style.safetensors \\\n"
       "      -o sdxl-detail-style.safetensors\n"
-      "  ckptkit lora bake v1-5.safetensors my_lora.safetensors --strength-te 0.5 -o baked.safetensors");
+      "  ckptkit lora bake v1-5.safetensors my_lora.safetensors --strength-te 0.5 -o baked.safetensors\n"
+      "  ckptkit lora bake sd_xl_base_1.0.safetensors style.safetensors --block IN04=0 --block IN05=0 \\\n"
+      "      -o style-outputs-only.safetensors");
   return [o] {
     BakeOptions options;
     auto run = o->write.to_options();
@@ -86,6 +96,18 @@ Runner setup_bake(CLI::App& sub) {
     options.strict = o->strict;
     options.allow_dangerous = o->allow_dangerous;
     options.fp8_stochastic = o->fp8_rounding == "stochastic";
+    options.block_weights = o->block_weights;
+    for (const std::string& b : o->blocks) {
+      const size_t eq = b.find('=');
+      double v = 0;
+      const std::string num = eq == std::string::npos ? "" : b.substr(eq + 1);
+      auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
+      if (eq == std::string::npos || eq == 0 || num.empty() || ec != std::errc() ||
+          p != num.data() + num.size())
+        return report_error(Status(ErrorCode::kInvalidArgument,
+                                   fmt::format("--block {}: give NAME=X, e.g. OUT03=0.5", b)));
+      options.block_strength[b.substr(0, eq)] = v;
+    }
     options.seed = o->seed;
     auto dtype = parse_dtype_flag(o->dtype);
     if (!dtype) return report_error(dtype.status());

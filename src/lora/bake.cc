@@ -9,11 +9,13 @@
 #include <cmath>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
 #include "ckptkit/anatomy.h"
 #include "ckptkit/cast.h"
 #include "ckptkit/lora.h"
+#include "ckptkit/merge.h"
 #include "io/errors.h"
 #include "ops/input.h"
 #include "pipeline/plan.h"
@@ -373,6 +375,31 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
                   base_path);
   BakeReport report;
   report.architecture = ba.architecture;
+  // Per-block strength: the merge group of every base tensor, and the weights asked for.
+  const std::vector<std::string> groups = merge_groups(bck, ba);
+  std::map<std::string, double> block = {};
+  if (!options.block_weights.empty()) {
+    CKPT_ASSIGN_OR_RETURN(block, parse_block_weights(options.block_weights, ba.family));
+  }
+  for (const auto& [k, v] : options.block_strength) block[k] = v;
+  if (!block.empty()) {
+    std::set<std::string> have(groups.begin(), groups.end());
+    have.insert("text_encoder");
+    for (const auto& [k, v] : block) {
+      if (!std::isfinite(v))
+        return Status(ErrorCode::kInvalidArgument,
+                      fmt::format("block strength {}={} is not a finite number", k, v));
+      if (!have.count(k) && k != "vae" && k != "other") {
+        std::string names;
+        for (const std::string& h : have)
+          if (h != "vae" && h != "other") names += (names.empty() ? "" : " ") + h;
+        return Status(ErrorCode::kInvalidArgument,
+                      fmt::format("the base ({}) has no block {}; its blocks: {}",
+                                  ba.architecture, k, names),
+                      base_path);
+      }
+    }
+  }
 
   std::vector<std::unique_ptr<OpenedInput>> opened;
   std::map<size_t, std::vector<Patch>> patches;  // base tensor index -> patches, LoRA order
@@ -450,8 +477,10 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
       const double scale = p.full || !m.alpha || m.rank == 0
                                ? 1.0
                                : *m.alpha / static_cast<double>(m.rank);
-      p.factor = static_cast<float>(strength * scale);
       const size_t bi = index_of.at(mm.base_tensor);
+      const auto bw = block.find(groups[bi]);
+      const double block_strength = bw == block.end() ? 1.0 : bw->second;
+      p.factor = static_cast<float>(strength * block_strength * scale);
       const TensorInfo& bt = bck.tensors[bi];
       p.row0 = mm.rows ? mm.rows->first : 0;
       p.rows = mm.rows ? mm.rows->second - mm.rows->first : (bt.shape.empty() ? 1 : bt.shape[0]);

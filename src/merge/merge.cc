@@ -124,7 +124,7 @@ bool compatible(const Anatomy& a, const Anatomy& b) {
 }
 
 /// The α group of every tensor of `ck` (by index).
-std::vector<std::string> groups_of(const Checkpoint& ck, const Anatomy& a) {
+std::vector<std::string> groups_of_impl(const Checkpoint& ck, const Anatomy& a) {
   std::vector<std::string> g(ck.tensors.size(), "other");
   const std::string fam = block_family(a);
   for (const Component& c : a.components) {
@@ -535,7 +535,7 @@ Result<MergeBlocks> list_merge_blocks(const std::string& path, const Safetensors
   MergeBlocks out;
   out.architecture = a.architecture;
   out.family = block_family(a);
-  const std::vector<std::string> g = groups_of(ck, a);
+  const std::vector<std::string> g = groups_of_impl(ck, a);
   std::map<std::string, MergeGroup> by;
   for (size_t i = 0; i < g.size(); ++i) {
     MergeGroup& m = by[g[i]];
@@ -597,7 +597,7 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
   }
   const std::string family = block_family(aa);
   const Checkpoint& cka = in[0].in->checkpoint();
-  const std::vector<std::string> groups = groups_of(cka, aa);
+  const std::vector<std::string> groups = groups_of_impl(cka, aa);
 
   // 2. α per group: the supermerger string, then the named values over it.
   std::map<std::string, double> block_alpha;
@@ -908,6 +908,10 @@ Result<MergeReport> merge_models(const std::string& out_path, const MergeOptions
   if (run.label == "writing") run.label = "merging";
   CKPT_ASSIGN_OR_RETURN(report.stats, execute_plan(plan, out_path, run));
   return report;
+}
+
+std::vector<std::string> merge_groups(const Checkpoint& ck, const Anatomy& a) {
+  return groups_of_impl(ck, a);
 }
 
 }  // namespace ckptkit

@@ -1,0 +1,127 @@
+"""Options of `lora bake`. Per-block strength (`--block NAME=X`, `--block-weights STRING`):
+modules on a block's tensors get strength x X, exactly as a bake at that strength would give,
+and the other blocks are untouched by it; an unknown block is refused.
+
+`lora bake --dtype f8_e4m3 --fp8-rounding stochastic`: a delta smaller than half an FP8 step
+vanishes with round-to-nearest but survives on average with stochastic rounding: every value
+is one of its two FP8 neighbours, the share rounded up matches the distance (0.03 / 0.125 of
+the way from 1.0 to 1.125), the bytes are reproducible for a seed and differ for another."""
+import os
+import unittest
+
+import numpy as np
+
+from ckpt_testlib import (TempDirTest, layout_table, read_safetensors_header, run,
+                          write_safetensors, write_sparse_safetensors)
+
+Q = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+MODULE = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+
+
+def e4m3(byte):
+    """Decodes an F8_E4M3 (fn) byte, written from the format's definition."""
+    s = -1.0 if byte & 0x80 else 1.0
+    e, m = (byte >> 3) & 0xF, byte & 7
+    if e == 0:
+        return s * m / 8 * 2.0 ** -6
+    return s * (1 + m / 8) * 2.0 ** (e - 7)
+
+
+K2 = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn1.to_k.weight"
+MODULE2 = "lora_unet_down_blocks_0_attentions_1_transformer_blocks_0_attn1_to_k"
+
+
+class BakeBlocks(TempDirTest):
+    def setUp(self):
+        super().setUp()
+        rng = np.random.default_rng(5)
+        self.base = write_sparse_safetensors(
+            self.path("base.safetensors"), layout_table("sd15-ldm"),
+            {Q: rng.normal(0, 0.05, (320, 320)).astype(np.float32).tobytes(),
+             K2: rng.normal(0, 0.05, (320, 320)).astype(np.float32).tobytes()})
+        self.lora = self.path("lora.safetensors")
+        t = []
+        for m in (MODULE, MODULE2):
+            t += [(m + ".lora_down.weight", "F32", [4, 320], rng.normal(0, 0.1, (4, 320)).astype(np.float32).tobytes()),
+                  (m + ".lora_up.weight", "F32", [320, 4], rng.normal(0, 0.1, (320, 4)).astype(np.float32).tobytes()),
+                  (m + ".alpha", "F32", [], np.float32(2).tobytes())]
+        write_safetensors(self.lora, t)
+
+    def tensors(self, name, *args, lora=None):
+        out = self.path(name)
+        run("lora", "bake", self.base, lora or self.lora, "-o", out, "-q", *args)
+        h = read_safetensors_header(out)
+        got = {}
+        with open(out, "rb") as f:
+            for n, _, _, (b, e) in h["entries"]:
+                if n in (Q, K2):
+                    f.seek(8 + h["n"] + b)
+                    got[n] = f.read(e - b)
+        return got
+
+    def test_block_strength_is_a_strength_on_that_block(self):
+        full = self.tensors("full.safetensors")
+        half = self.tensors("half.safetensors", lora=self.lora + ":0.5")
+        blk = self.tensors("blk.safetensors", "--block", "IN01=0.5")
+        self.assertEqual(blk[Q], half[Q])
+        self.assertNotEqual(blk[Q], full[Q])
+        self.assertEqual(blk[K2], full[K2])
+        # supermerger string: BASE, IN00…IN11, M00, OUT00…OUT11; IN01 is the third value.
+        w = ["1"] * 26
+        w[2] = "0.5"
+        s = self.tensors("str.safetensors", "--block-weights", ",".join(w))
+        self.assertEqual(s, blk)
+        # --block overrides the string.
+        o = self.tensors("ovr.safetensors", "--block-weights", ",".join(w), "--block", "IN01=1")
+        self.assertEqual(o, full)
+
+    def test_unknown_block_is_refused(self):
+        out = self.path("x.safetensors")
+        p = run("lora", "bake", self.base, self.lora, "-o", out, "--block", "double_blocks.3=0",
+                check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("no block double_blocks.3", p.stderr)
+        self.assertIn("OUT11", p.stderr)
+        self.assertFalse(os.path.exists(out))
+
+
+class BakeFp8(TempDirTest):
+    def setUp(self):
+        super().setUp()
+        self.base = write_sparse_safetensors(self.path("base.safetensors"), layout_table("sd15-ldm"),
+                                             {Q: np.ones((320, 320), np.float32).tobytes()})
+        self.lora = self.path("lora.safetensors")
+        write_safetensors(self.lora, [
+            (MODULE + ".lora_down.weight", "F32", [1, 320], np.ones((1, 320), np.float32).tobytes()),
+            (MODULE + ".lora_up.weight", "F32", [320, 1], np.full((320, 1), 0.03, np.float32).tobytes()),
+            (MODULE + ".alpha", "F32", [], np.float32(1).tobytes()),
+        ])
+
+    def baked(self, name, *args):
+        out = self.path(name)
+        run("lora", "bake", self.base, self.lora, "-o", out, "--dtype", "f8_e4m3", "-q", *args)
+        h = read_safetensors_header(out)
+        (b, e), = [r for n, _, _, r in h["entries"] if n == Q]
+        with open(out, "rb") as f:
+            f.seek(8 + h["n"] + b)
+            return f.read(e - b)
+
+    def test_stochastic_keeps_small_deltas_on_average(self):
+        near = self.baked("n.safetensors")
+        self.assertEqual(set(near), {0x38})  # 1.0: the delta is lost
+        s1 = self.baked("s1.safetensors", "--fp8-rounding", "stochastic", "--seed", "1")
+        s1b = self.baked("s1b.safetensors", "--fp8-rounding", "stochastic", "--seed", "1", "--threads", "1")
+        s2 = self.baked("s2.safetensors", "--fp8-rounding", "stochastic", "--seed", "2")
+        self.assertEqual(set(s1), {0x38, 0x39})  # 1.0 and 1.125 only
+        self.assertEqual(e4m3(0x39), 1.125)
+        up = sum(1 for b in s1 if b == 0x39) / len(s1)
+        p = (np.float32(1) + np.float32(0.03) - 1.0) / 0.125
+        self.assertAlmostEqual(up, p, delta=0.01)
+        self.assertEqual(s1, s1b)
+        self.assertNotEqual(s1, s2)
+        mean = sum(e4m3(b) for b in s1) / len(s1)
+        self.assertAlmostEqual(mean, 1.03, delta=0.002)
+
+
+if __name__ == "__main__":
+    unittest.main()
