@@ -131,6 +131,8 @@ struct BakeOptions {
   /// A supermerger block-weight string (25/26 values, SDXL 19/20), applied first; entries of
   /// block_strength override it.
   std::string block_weights;
+  /// Set: write a GGUF of the baked model (as `convert --quant` writes one), not safetensors.
+  std::optional<GgufConvertOptions> gguf;
   bool allow_dangerous = false;
   std::optional<Verdict> verdict;  ///< the base's scan verdict when the caller has it
   SafetensorsLimits limits;

@@ -31,7 +31,8 @@ Result<LoraInput> parse_lora_arg(const std::string& arg) {
 
 Runner setup_bake(CLI::App& sub) {
   struct Opts {
-    std::string base, out, dtype = "keep", fp8_rounding = "nearest", block_weights;
+    std::string base, out, dtype = "keep", fp8_rounding = "nearest", block_weights, quant,
+        target = "comfyui";
     std::vector<std::string> blocks;
     uint64_t seed = 0;
     std::vector<std::string> loras;
@@ -58,6 +59,12 @@ Runner setup_bake(CLI::App& sub) {
       ->default_str("nearest");
   sub.add_option("--seed", o->seed, "seed of --fp8-rounding stochastic (same seed, same bytes)")
       ->default_val(0);
+  sub.add_option("--quant", o->quant,
+                 "write a GGUF instead (-o NAME.gguf): the baked model quantized as `convert "
+                 "--quant` would quantize it (q8_0, q6_k, q5_k_m, q4_k_m, …, f16, bf16)");
+  sub.add_option("--target", o->target, "GGUF loader with --quant: comfyui (default) or sdcpp")
+      ->check(CLI::IsMember({"comfyui", "sdcpp"}))
+      ->default_str("comfyui");
   sub.add_option("--block", o->blocks,
                  "NAME=X: multiply the strength of modules on block NAME by X (merge's block "
                  "names: IN00…OUT11, M00; joint_blocks.N; double_blocks.N, single_blocks.N; "
@@ -87,7 +94,8 @@ Runner setup_bake(CLI::App& sub) {
       "      -o sdxl-detail-style.safetensors\n"
       "  ckptkit lora bake v1-5.safetensors my_lora.safetensors --strength-te 0.5 -o baked.safetensors\n"
       "  ckptkit lora bake sd_xl_base_1.0.safetensors style.safetensors --block IN04=0 --block IN05=0 \\\n"
-      "      -o style-outputs-only.safetensors");
+      "      -o style-outputs-only.safetensors\n"
+      "  ckptkit lora bake flux1-dev.safetensors style.safetensors --quant q8_0 -o flux-style-Q8_0.gguf");
   return [o] {
     BakeOptions options;
     auto run = o->write.to_options();
@@ -97,6 +105,7 @@ Runner setup_bake(CLI::App& sub) {
     options.allow_dangerous = o->allow_dangerous;
     options.fp8_stochastic = o->fp8_rounding == "stochastic";
     options.block_weights = o->block_weights;
+    if (!o->quant.empty()) options.gguf = GgufConvertOptions{o->quant, o->target};
     for (const std::string& b : o->blocks) {
       const size_t eq = b.find('=');
       double v = 0;

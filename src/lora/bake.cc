@@ -14,6 +14,7 @@
 
 #include "ckptkit/anatomy.h"
 #include "ckptkit/cast.h"
+#include "ckptkit/gguf.h"
 #include "ckptkit/lora.h"
 #include "ckptkit/merge.h"
 #include "io/errors.h"
@@ -355,7 +356,17 @@ std::string kinds_not_applied(const LoraFile& l) {
 Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<LoraInput>& loras,
                               const std::string& out_path, const BakeOptions& options) {
   if (loras.empty()) return Status(ErrorCode::kInvalidArgument, "no LoRA to bake");
-  CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
+  if (options.gguf) {
+    if (options.dtype)
+      return Status(ErrorCode::kInvalidArgument,
+                    "--dtype does not apply with --quant: the GGUF types follow the target "
+                    "loader's policy (docs/gguf.md)");
+    if (!out_path.ends_with(".gguf"))
+      return Status(ErrorCode::kInvalidArgument,
+                    "--quant writes a GGUF file: give the output a .gguf name", out_path);
+  } else {
+    CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
+  }
   CKPT_RETURN_IF_ERROR(check_output_path(out_path, options.run.force));
   detail::OpenOptions bo;
   bo.limits.safetensors = options.limits;
@@ -505,6 +516,50 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
     opened.push_back(std::move(in));
   }
 
+  std::string prov = "[";
+  for (size_t i = 0; i < loras.size(); ++i)
+    prov += fmt::format("{}{{\"file\":{},\"strength\":{},\"strength_te\":{},\"applied\":{}}}",
+                        i ? "," : "",
+                        json_string(std::filesystem::path(loras[i].path).filename().string()),
+                        loras[i].strength, loras[i].strength_te.value_or(loras[i].strength),
+                        report.loras[i].applied);
+  prov += "]";
+  auto key_of = [&](const TensorInfo& t) -> std::optional<uint64_t> {
+    if (!options.fp8_stochastic) return std::nullopt;
+    return splitmix64(options.seed ^ fnv1a(t.name));
+  };
+  RunOptions run = options.run;
+  if (run.label == RunOptions{}.label) run.label = "baking";
+  if (options.gguf) {
+    // Bake, then quantize as `convert --quant` would the baked file: the changed tensors'
+    // producers replace the base's in the GGUF plan.
+    const size_t changed = patches.size();
+    detail::ProducerOverride baked = [&](const TensorInfo& t, DType to)
+        -> std::unique_ptr<TensorProducer> {
+      auto it = patches.find(static_cast<size_t>(&t - bck.tensors.data()));
+      if (it == patches.end()) return nullptr;
+      ++report.tensors_changed;
+      auto p = std::make_unique<BakeProducer>(base->producer(t, DType::F32),
+                                              std::move(it->second), to, t.shape, key_of(t));
+      patches.erase(it);
+      return p;
+    };
+    ConvertReport cr;
+    const detail::GgufSource source = detail::gguf_source(ba, bck, *options.gguf, cr);
+    CKPT_ASSIGN_OR_RETURN(Plan plan, detail::gguf_plan(*base, ba, source, *options.gguf,
+                                                       base_path, cr, &baked));
+    for (const auto& in : opened) in->add_inputs(plan);
+    plan.gguf_kv.push_back(gguf_kv("ckptkit.lora_bake", prov));
+    for (std::string& n : cr.notes) report.notes.push_back(std::move(n));
+    if (report.tensors_changed < changed)
+      report.notes.push_back(fmt::format(
+          "{} changed tensors are not in the GGUF (text encoders: ComfyUI loads them from "
+          "their own files; bake into a safetensors file for those, or use --target sdcpp)",
+          changed - report.tensors_changed));
+    CKPT_ASSIGN_OR_RETURN(report.stats, execute_plan(plan, out_path, run));
+    return report;
+  }
+
   Plan plan;
   base->add_inputs(plan);
   for (const auto& in : opened) in->add_inputs(plan);
@@ -517,27 +572,15 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
       continue;
     }
     ++report.tensors_changed;
-    std::optional<uint64_t> key;
-    if (options.fp8_stochastic) key = splitmix64(options.seed ^ fnv1a(t.name));
     plan.tensors.push_back({t.name, to, t.shape,
                             std::make_unique<BakeProducer>(base->producer(t, DType::F32),
                                                            std::move(it->second), to, t.shape,
-                                                           key)});
+                                                           key_of(t))});
   }
   plan.metadata = bck.metadata;
   if (bck.format != FileFormat::kSafetensors) plan.metadata.emplace("format", "pt");
   plan.metadata.erase("modelspec.hash_sha256");
-  std::string prov = "[";
-  for (size_t i = 0; i < loras.size(); ++i)
-    prov += fmt::format("{}{{\"file\":{},\"strength\":{},\"strength_te\":{},\"applied\":{}}}",
-                        i ? "," : "",
-                        json_string(std::filesystem::path(loras[i].path).filename().string()),
-                        loras[i].strength, loras[i].strength_te.value_or(loras[i].strength),
-                        report.loras[i].applied);
-  prov += "]";
   plan.metadata["ckptkit.lora_bake"] = prov;
-  RunOptions run = options.run;
-  if (run.label == RunOptions{}.label) run.label = "baking";
   CKPT_ASSIGN_OR_RETURN(report.stats, execute_plan(plan, out_path, run));
   return report;
 }

@@ -52,7 +52,7 @@ void add_t5_hparams(const std::vector<std::pair<const TensorInfo*, std::string>>
 
 Result<Plan> gguf_plan(const OpenedInput& in, const Anatomy& a, const GgufSource& source,
                        const GgufConvertOptions& go, const std::string& in_path,
-                       ConvertReport& report) {
+                       ConvertReport& report, const ProducerOverride* override) {
   CKPT_ASSIGN_OR_RETURN(const QuantScheme* scheme, find_quant_scheme(go.quant));
   GgufTarget target;
   if (go.target == "comfyui")
@@ -126,16 +126,20 @@ Result<Plan> gguf_plan(const OpenedInput& in, const Anatomy& a, const GgufSource
   for (const auto& [t, name] : chosen) {
     const GgufTensorPlan p = policy.decide(name, t->shape, t->dtype);
     PlannedTensor out{name, p.stored, t->shape, nullptr};
+    std::unique_ptr<TensorProducer> replaced;
+    const bool computable = is_float(p.stored) || is_quantized(p.stored);
+    if (override && computable) replaced = (*override)(*t, p.quantized ? DType::F32 : p.stored);
     if (p.quantized) {
       // A tensor already in the first step's type is not rounded again: the second step
-      // reads that file's values as they are (NaN payloads included).
-      const DType stage = p.stage == t->dtype ? DType::F32 : p.stage;
-      out.producer = make_quantize_producer(in.producer(*t, DType::F32), stage, p.stored, path,
-                                            p.stored_shape.empty() ? 1 : p.stored_shape.back());
-    } else if (!is_float(p.stored) && !is_quantized(p.stored)) {
+      // reads that file's values as they are (NaN payloads included). New values are.
+      const DType stage = p.stage == t->dtype && !replaced ? DType::F32 : p.stage;
+      out.producer = make_quantize_producer(
+          replaced ? std::move(replaced) : in.producer(*t, DType::F32), stage, p.stored, path,
+          p.stored_shape.empty() ? 1 : p.stored_shape.back());
+    } else if (!computable) {
       out.producer = in.producer(*t, t->dtype);
     } else {
-      out.producer = in.producer(*t, p.stored);
+      out.producer = replaced ? std::move(replaced) : in.producer(*t, p.stored);
     }
     if (p.reshaped) {
       out.gguf_ne.assign(p.stored_shape.rbegin(), p.stored_shape.rend());
@@ -162,6 +166,24 @@ Result<Plan> gguf_plan(const OpenedInput& in, const Anatomy& a, const GgufSource
   return plan;
 }
 
+GgufSource gguf_source(const Anatomy& a, const Checkpoint& ck, const GgufConvertOptions& go,
+                       ConvertReport& report) {
+  GgufSource source;
+  const Component* dm = a.find(Role::kDiffusionModel);
+  if (dm == nullptr) {
+    source.component = a.find(PartKind::kT5xxl);
+    source.t5 = source.component != nullptr;
+  } else if (go.target == "comfyui") {
+    source.component = dm;
+    if (dm->tensors.size() < ck.tensors.size())
+      report.notes.push_back(fmt::format(
+          "only the diffusion model is written ({} of {} tensors): ComfyUI loads text encoders "
+          "and the VAE from their own files (ckptkit split --quant)",
+          dm->tensors.size(), ck.tensors.size()));
+  }
+  return source;
+}
+
 Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_path,
                                       const std::string& out_path, const ConvertOptions& options,
                                       ConvertReport report) {
@@ -173,19 +195,7 @@ Result<ConvertReport> convert_to_gguf(OpenedInput& in, const std::string& in_pat
   // ComfyUI-GGUF's UNet loader takes the diffusion model alone with its single-file prefix
   // stripped; stable-diffusion.cpp takes the file as it is. A file with no diffusion model but
   // a T5-XXL is that encoder.
-  GgufSource source;
-  const Component* dm = a.find(Role::kDiffusionModel);
-  if (dm == nullptr) {
-    source.component = a.find(PartKind::kT5xxl);
-    source.t5 = source.component != nullptr;
-  } else if (options.gguf->target == "comfyui") {
-    source.component = dm;
-    if (dm->tensors.size() < ck.tensors.size())
-      report.notes.push_back(fmt::format(
-          "only the diffusion model is written ({} of {} tensors): ComfyUI loads text encoders "
-          "and the VAE from their own files (ckptkit split --quant)",
-          dm->tensors.size(), ck.tensors.size()));
-  }
+  const GgufSource source = gguf_source(a, ck, *options.gguf, report);
   CKPT_ASSIGN_OR_RETURN(Plan plan, gguf_plan(in, a, source, *options.gguf, in_path, report));
   RunOptions run = options.run;
   if (run.label == RunOptions{}.label) run.label = "quantizing";

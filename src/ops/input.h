@@ -6,6 +6,7 @@
 // Thread safety: immutable after open(); producers may run concurrently.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -90,10 +91,23 @@ struct GgufSource {
   bool t5 = false;
 };
 
+/// Replaces the values of some tensors of a GGUF plan: returns the producer of tensor `t` as
+/// `to` (F32 for a quantized tensor), or null to read `t` from the input as it is. A replaced
+/// tensor is rounded through the loader's first step even when the input is in that type
+/// already (its values are new). `lora bake --quant` passes its baked tensors this way.
+using ProducerOverride =
+    std::function<std::unique_ptr<TensorProducer>(const TensorInfo& t, DType to)>;
+
 /// The plan of a GGUF file (docs/gguf.md): each tensor copied, cast or quantized as the target
 /// loader's tool chain does. `report` gets the counts, types and notes.
 Result<Plan> gguf_plan(const OpenedInput& in, const Anatomy& a, const GgufSource& source,
                        const GgufConvertOptions& go, const std::string& in_path,
+                       ConvertReport& report, const ProducerOverride* override = nullptr);
+
+/// What `convert --quant` writes of a model for the target loader: ComfyUI's UNet loader takes
+/// the diffusion model alone; stable-diffusion.cpp the whole file; a file with no diffusion
+/// model but a T5-XXL is that encoder. Notes what is left out in `report`.
+GgufSource gguf_source(const Anatomy& a, const Checkpoint& ck, const GgufConvertOptions& go,
                        ConvertReport& report);
 
 /// convert_file's GGUF branch (ops/convert_gguf.cc): `report` has the input's facts filled in.

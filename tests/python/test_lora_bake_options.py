@@ -11,6 +11,8 @@ import unittest
 
 import numpy as np
 
+import ggml_oracle
+
 from ckpt_testlib import (TempDirTest, layout_table, read_safetensors_header, run,
                           write_safetensors, write_sparse_safetensors)
 
@@ -83,6 +85,61 @@ class BakeBlocks(TempDirTest):
         self.assertIn("no block double_blocks.3", p.stderr)
         self.assertIn("OUT11", p.stderr)
         self.assertFalse(os.path.exists(out))
+
+
+class BakeGguf(TempDirTest):
+    """`lora bake --quant` equals bake to safetensors, then `convert --quant`, tensor for tensor
+    as real ggml's gguf reader sees both files (convert's quantization is the one checked
+    against ggml_quantize_chunk in test_gguf_convert)."""
+
+    def ggml_tensors(self, path):
+        lib = ggml_oracle.lib()
+        ctx = lib.gguf_init_from_file(path.encode(), ggml_oracle.GgufInitParams(True, None))
+        self.assertTrue(ctx, f"ggml rejected {path}")
+        try:
+            base = lib.gguf_get_data_offset(ctx)
+            rows = [(lib.gguf_get_tensor_name(ctx, i).decode(), lib.gguf_get_tensor_type(ctx, i),
+                     base + lib.gguf_get_tensor_offset(ctx, i), lib.gguf_get_tensor_size(ctx, i))
+                    for i in range(lib.gguf_get_n_tensors(ctx))]
+        finally:
+            lib.gguf_free(ctx)
+        out = {}
+        with open(path, "rb") as f:
+            for name, typ, off, size in rows:
+                f.seek(off)
+                out[name] = (typ, f.read(size))
+        return out
+
+    def test_bake_then_quantize_in_one_go(self):
+        rng = np.random.default_rng(9)
+        rows = [(n, "F16" if n in (Q, K2) else dt, s) for n, dt, s in layout_table("sd15-ldm")]
+        base = write_sparse_safetensors(
+            self.path("base.safetensors"), rows,
+            {Q: rng.normal(0, 0.05, (320, 320)).astype(np.float16).tobytes(),
+             K2: rng.normal(0, 0.05, (320, 320)).astype(np.float16).tobytes()})
+        lora = self.path("lora.safetensors")
+        write_safetensors(lora, [
+            (MODULE + ".lora_down.weight", "F32", [4, 320], rng.normal(0, 0.1, (4, 320)).astype(np.float32).tobytes()),
+            (MODULE + ".lora_up.weight", "F32", [320, 4], rng.normal(0, 0.1, (320, 4)).astype(np.float32).tobytes()),
+            (MODULE + ".alpha", "F32", [], np.float32(2).tobytes())])
+        baked = self.path("baked.safetensors")
+        run("lora", "bake", base, lora + ":0.7", "-o", baked, "-q")
+        run("convert", baked, "-o", self.path("two-steps.gguf"), "--quant", "q8_0", "-q")
+        run("lora", "bake", base, lora + ":0.7", "-o", self.path("one-go.gguf"), "--quant", "q8_0", "-q")
+        run("convert", base, "-o", self.path("unbaked.gguf"), "--quant", "q8_0", "-q")
+        two = self.ggml_tensors(self.path("two-steps.gguf"))
+        one = self.ggml_tensors(self.path("one-go.gguf"))
+        unbaked = self.ggml_tensors(self.path("unbaked.gguf"))
+        self.assertEqual(one, two)
+        q = Q[len("model.diffusion_model."):]
+        self.assertEqual(one[q][0], 8)  # Q8_0
+        self.assertNotEqual(one[q], unbaked[q])
+        k2 = K2[len("model.diffusion_model."):]
+        self.assertEqual(one[k2], unbaked[k2])
+        p = run("lora", "bake", base, lora, "-o", self.path("x.safetensors"), "--quant", "q8_0",
+                check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(".gguf", p.stderr)
 
 
 class BakeFp8(TempDirTest):
