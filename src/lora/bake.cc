@@ -36,7 +36,11 @@ struct Patch {
   /// The other factors by suffix ("lora_mid.weight", "hada_w1_a", "lokr_w2", …).
   std::map<std::string, const TensorInfo*, std::less<>> other;
   bool full = false;
-  float factor = 1.0f;
+  float factor = 1.0f;  ///< strength · alpha / rank; DoRA: alpha / rank
+  /// DoRA: the magnitude vector (dora_scale, lora_magnitude_vector) and the strength that
+  /// interpolates between the weight and its decomposed update.
+  const TensorInfo* dora = nullptr;
+  float dora_strength = 1.0f;
   uint64_t row0 = 0, rows = 0;  ///< rows of the base tensor it changes (rows = all: its shape[0])
   std::string module;
 };
@@ -128,40 +132,15 @@ class BakeProducer final : public TensorProducer {
     }
     float* x = out_ == DType::F32 ? reinterpret_cast<float*>(out.data())
                                   : reinterpret_cast<float*>(scratch.data());
-    std::span<uint8_t> sub = scratch.subspan(out_ == DType::F32 ? 0 : count * sizeof(float));
-    CKPT_RETURN_IF_ERROR(base_->produce(
-        first, count, std::span<uint8_t>(reinterpret_cast<uint8_t*>(x), count * sizeof(float)),
-        sub));
-    std::vector<float> acc;
-    for (size_t pi = 0; pi < patches_.size(); ++pi) {
-      const Patch& p = patches_[pi];
-      const Factors& f = factors_[pi];
-      // Row by row over the chunk: elements [c0, c1) of row o.
-      for (uint64_t e = first; e < first + count;) {
-        const uint64_t o = e / cols_, c0 = e % cols_;
-        const uint64_t c1 = std::min(cols_, c0 + (first + count - e));
-        float* xo = x + (e - first);
-        if (o >= p.row0 && o < p.row0 + p.rows) {
-          const uint64_t ro = o - p.row0;
-          const uint64_t n = c1 - c0;
-          acc.assign(n, 0.0f);
-          if (!f.delta.empty()) {
-            const float* d = f.delta.data() + ro * cols_ + c0;
-            for (uint64_t c = 0; c < n; ++c) acc[c] = d[c];
-          } else {
-            // ΔW[o, c] = Σ_k up[o, k] · down[k, c], k in index order.
-            for (uint64_t k = 0; k < f.rank; ++k) {
-              const float u = f.up[ro * f.rank + k];
-              const float* d = f.down.data() + k * cols_ + c0;
-              float* a = acc.data();
-              for (uint64_t c = 0; c < n; ++c) a[c] = a[c] + u * d[c];
-            }
-          }
-          const float s = p.factor;
-          for (uint64_t c = 0; c < n; ++c) xo[c] = xo[c] + acc[c] * s;
-        }
-        e += c1 - c0;
-      }
+    if (!whole_.empty()) {
+      // A DoRA module needs whole rows or columns: the tensor was computed once in load().
+      std::copy_n(whole_.data() + first, count, x);
+    } else {
+      std::span<uint8_t> sub = scratch.subspan(out_ == DType::F32 ? 0 : count * sizeof(float));
+      CKPT_RETURN_IF_ERROR(base_->produce(
+          first, count, std::span<uint8_t>(reinterpret_cast<uint8_t*>(x), count * sizeof(float)),
+          sub));
+      for (size_t pi = 0; pi < patches_.size(); ++pi) apply(pi, x, first, count);
     }
     if (done_.fetch_add(count) + count == numel_) release();
     if (out_ == DType::F32) return Status::ok();
@@ -176,6 +155,99 @@ class BakeProducer final : public TensorProducer {
     std::vector<float> delta;  ///< the whole ΔW (full diff, LoHa, LoKr, Tucker)
     uint64_t rank = 0;
   };
+
+  /// Adds patch `pi`'s ΔW times its factor to elements [first, first + count) of the tensor,
+  /// held at `x`, in the documented order.
+  void apply(size_t pi, float* x, uint64_t first, uint64_t count) const {
+    const Patch& p = patches_[pi];
+    const Factors& f = factors_[pi];
+    std::vector<float> acc;
+    // Row by row over the chunk: elements [c0, c1) of row o.
+    for (uint64_t e = first; e < first + count;) {
+      const uint64_t o = e / cols_, c0 = e % cols_;
+      const uint64_t c1 = std::min(cols_, c0 + (first + count - e));
+      float* xo = x + (e - first);
+      if (o >= p.row0 && o < p.row0 + p.rows) {
+        const uint64_t ro = o - p.row0;
+        const uint64_t n = c1 - c0;
+        acc.assign(n, 0.0f);
+        if (!f.delta.empty()) {
+          const float* d = f.delta.data() + ro * cols_ + c0;
+          for (uint64_t c = 0; c < n; ++c) acc[c] = d[c];
+        } else {
+          // ΔW[o, c] = Σ_k up[o, k] · down[k, c], k in index order.
+          for (uint64_t k = 0; k < f.rank; ++k) {
+            const float u = f.up[ro * f.rank + k];
+            const float* d = f.down.data() + k * cols_ + c0;
+            float* a = acc.data();
+            for (uint64_t c = 0; c < n; ++c) a[c] = a[c] + u * d[c];
+          }
+        }
+        const float s = p.factor;
+        for (uint64_t c = 0; c < n; ++c) xo[c] = xo[c] + acc[c] * s;
+      }
+      e += c1 - c0;
+    }
+  }
+
+  /// The whole tensor with every patch applied, for a tensor with a DoRA module (docs/lora.md):
+  /// Wc = W + ΔW · alpha/rank on its rows; the norm of each row of Wc (each column when the
+  /// magnitude vector has one value per input); W_dora = Wc · (m / norm); W = W + strength ·
+  /// (W_dora − W).
+  Status materialize() const {
+    whole_.resize(numel_);
+    std::vector<uint8_t> scratch(numel_ * std::max<uint64_t>(1, base_->scratch_bytes_per_element()));
+    CKPT_RETURN_IF_ERROR(base_->produce(
+        0, numel_,
+        std::span<uint8_t>(reinterpret_cast<uint8_t*>(whole_.data()), numel_ * sizeof(float)),
+        scratch));
+    std::vector<uint8_t>().swap(scratch);
+    for (size_t pi = 0; pi < patches_.size(); ++pi) {
+      const Patch& p = patches_[pi];
+      if (!p.dora) {
+        apply(pi, whole_.data(), 0, numel_);
+        continue;
+      }
+      std::vector<float> m;
+      CKPT_RETURN_IF_ERROR(load_f32(*p.lora, *p.dora, p.module, m));
+      float* w = whole_.data() + p.row0 * cols_;
+      std::vector<float> wc(w, w + p.rows * cols_);
+      apply(pi, wc.data(), p.row0 * cols_, p.rows * cols_);
+      // One value per output row ((out), (out, 1, …): LyCORIS's wd_on_output, PEFT), else one
+      // per input column ((1, in, …)).
+      const bool per_row = m.size() == p.rows && (p.dora->shape.empty() || p.dora->shape[0] == p.rows);
+      if (!per_row && m.size() != cols_)
+        return Status(ErrorCode::kInvalidArgument,
+                      fmt::format("module {}: its magnitude vector has {} values; the weight has "
+                                  "{} rows and {} columns",
+                                  p.module, m.size(), p.rows, cols_),
+                      p.lora->file().path());
+      std::vector<double> norm2(per_row ? p.rows : cols_, 0.0);
+      for (uint64_t o = 0; o < p.rows; ++o)
+        for (uint64_t c = 0; c < cols_; ++c) {
+          const double v = wc[o * cols_ + c];
+          norm2[per_row ? o : c] += v * v;
+        }
+      std::vector<float> g(norm2.size());
+      for (size_t i = 0; i < g.size(); ++i) {
+        if (norm2[i] == 0)
+          return Status(ErrorCode::kInvalidArgument,
+                        fmt::format("module {}: a {} of W + ΔW is all zero: DoRA's norm is "
+                                    "undefined there",
+                                    p.module, per_row ? "row" : "column"),
+                        p.lora->file().path());
+        g[i] = static_cast<float>(static_cast<double>(m[i]) / std::sqrt(norm2[i]));
+      }
+      const float st = p.dora_strength;
+      for (uint64_t o = 0; o < p.rows; ++o)
+        for (uint64_t c = 0; c < cols_; ++c) {
+          const float wd = wc[o * cols_ + c] * g[per_row ? o : c];
+          float& x = w[o * cols_ + c];
+          x = x + st * (wd - x);
+        }
+    }
+    return Status::ok();
+  }
 
   /// A × B for A (n × r) and B (r × m), each element summed over r in index order.
   static std::vector<float> product(const std::vector<float>& a, const std::vector<float>& b,
@@ -299,12 +371,15 @@ class BakeProducer final : public TensorProducer {
                                   p.module, f.delta.size(), p.rows * cols_),
                       p.lora->file().path());
     }
+    for (const Patch& p : patches_)
+      if (p.dora) return materialize();
     return Status::ok();
   }
 
   /// The factors are dropped once every element was produced: memory holds the factors of
   /// the tensors in flight, not of the whole LoRA.
   void release() const {
+    std::vector<float>().swap(whole_);
     for (Factors& f : factors_) {
       std::vector<float>().swap(f.up);
       std::vector<float>().swap(f.down);
@@ -318,6 +393,7 @@ class BakeProducer final : public TensorProducer {
   std::optional<uint64_t> key_;
   uint64_t numel_ = 0, cols_ = 1;
   mutable std::vector<Factors> factors_;
+  mutable std::vector<float> whole_;  ///< the finished tensor, when a DoRA module needs it
   mutable std::once_flag load_once_;
   mutable Status load_status_;
   mutable std::atomic<uint64_t> done_{0};
@@ -342,7 +418,6 @@ std::string json_string(std::string_view s) {
 std::string kinds_not_applied(const LoraFile& l) {
   std::map<std::string, uint64_t> n;
   for (const LoraModule& m : l.modules) {
-    if (m.dora) ++n["DoRA"];
     if (m.kind == LoraKind::kLoha && m.conv) ++n["LoHa with Tucker cores"];
     if (m.kind == LoraKind::kLokr && m.delta_shape.empty()) ++n["LoKr with a Tucker core"];
   }
@@ -446,8 +521,8 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
     if (std::string k = kinds_not_applied(lf); !k.empty())
       return Status(ErrorCode::kUnsupported,
                     fmt::format("this LoRA has modules bake does not apply yet ({}); LoRA, LoCon "
-                                "(with or without lora_mid), LoHa, LoKr and full-diff modules are "
-                                "baked",
+                                "(with or without lora_mid), LoHa, LoKr, full-diff and DoRA "
+                                "modules are baked",
                                 k),
                     li.path);
     BakeReport::PerLora pl;
@@ -491,7 +566,16 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
       const size_t bi = index_of.at(mm.base_tensor);
       const auto bw = block.find(groups[bi]);
       const double block_strength = bw == block.end() ? 1.0 : bw->second;
-      p.factor = static_cast<float>(strength * block_strength * scale);
+      if (auto d = p.other.find("dora_scale"); d != p.other.end()) p.dora = d->second;
+      if (auto d = p.other.find("lora_magnitude_vector.weight"); d != p.other.end()) p.dora = d->second;
+      if (auto d = p.other.find("lora_magnitude_vector"); d != p.other.end()) p.dora = d->second;
+      if (p.dora) {
+        // DoRA: ΔW at alpha/rank inside the decomposition; the strength interpolates.
+        p.factor = static_cast<float>(scale);
+        p.dora_strength = static_cast<float>(strength * block_strength);
+      } else {
+        p.factor = static_cast<float>(strength * block_strength * scale);
+      }
       const TensorInfo& bt = bck.tensors[bi];
       p.row0 = mm.rows ? mm.rows->first : 0;
       p.rows = mm.rows ? mm.rows->second - mm.rows->first : (bt.shape.empty() ? 1 : bt.shape[0]);

@@ -44,6 +44,8 @@ constexpr Suffix kSuffixes[] = {
     {".down.weight", Factor::kDown, "xlabs"},
     {".up.weight", Factor::kUp, "xlabs"},
     {".dora_scale", Factor::kDora, ""},
+    {".lora_magnitude_vector.weight", Factor::kDora, "peft"},
+    {".lora_magnitude_vector", Factor::kDora, "peft"},
     {".alpha", Factor::kAlpha, ""},
     {".hada_w1_a", Factor::kHadaW1A, "lycoris"},
     {".hada_w1_b", Factor::kHadaW1B, "lycoris"},

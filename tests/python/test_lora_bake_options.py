@@ -142,6 +142,53 @@ class BakeGguf(TempDirTest):
         self.assertIn(".gguf", p.stderr)
 
 
+class BakeDora(TempDirTest):
+    """DoRA modules (docs/lora.md): Wc = W + (up @ down) * alpha / rank; the norm of each row of
+    Wc (magnitude with one value per output, LyCORIS's wd_on_output and PEFT) or of each column
+    (one value per input); W' = W + strength * (Wc * m / norm - W). torch 1.13 computes the same
+    formula; the norms' summation order differs, hence a float tolerance."""
+
+    def test_dora_rows_and_columns(self):
+        import torch
+        rng = np.random.default_rng(4)
+        w = {Q: rng.normal(0, 0.05, (320, 320)).astype(np.float32),
+             K2: rng.normal(0, 0.05, (320, 320)).astype(np.float32)}
+        base = write_sparse_safetensors(self.path("base.safetensors"), layout_table("sd15-ldm"),
+                                        {n: v.tobytes() for n, v in w.items()})
+        lora = self.path("dora.safetensors")
+        f = {}
+        t = []
+        for m, shape in ((MODULE, (320, 1)), (MODULE2, (1, 320))):
+            down = rng.normal(0, 0.1, (4, 320)).astype(np.float32)
+            up = rng.normal(0, 0.1, (320, 4)).astype(np.float32)
+            mag = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+            f[m] = (up, down, mag)
+            t += [(m + ".lora_down.weight", "F32", [4, 320], down.tobytes()),
+                  (m + ".lora_up.weight", "F32", [320, 4], up.tobytes()),
+                  (m + ".alpha", "F32", [], np.float32(2).tobytes()),
+                  (m + ".dora_scale", "F32", list(shape), mag.tobytes())]
+        write_safetensors(lora, t)
+        out = self.path("out.safetensors")
+        run("lora", "bake", base, lora + ":0.8", "-o", out, "-q")
+        h = read_safetensors_header(out)
+        got = {}
+        with open(out, "rb") as fh:
+            for n, _, _, (b, e) in h["entries"]:
+                if n in w:
+                    fh.seek(8 + h["n"] + b)
+                    got[n] = np.frombuffer(fh.read(e - b), "<f4").reshape(320, 320)
+        for name, m, dim in ((Q, MODULE, 1), (K2, MODULE2, 0)):
+            up, down, mag = (torch.from_numpy(a) for a in f[m])
+            W = torch.from_numpy(w[name])
+            wc = W + (up @ down) * (2 / 4)
+            norm = wc.norm(dim=dim, keepdim=True)
+            want = W + 0.8 * (wc * (mag / norm) - W)
+            np.testing.assert_allclose(got[name], want.numpy(), rtol=2e-5, atol=1e-7)
+            # Not a plain LoRA: the decomposition changed the result.
+            plain = W + 0.8 * (up @ down) * 0.5
+            self.assertGreater(float((torch.from_numpy(got[name].copy()) - plain).abs().max()), 1e-3)
+
+
 class BakeFp8(TempDirTest):
     def setUp(self):
         super().setUp()
