@@ -143,6 +143,16 @@ class Extract(TempDirTest):
         p = run("inspect", self.path("k.safetensors"), "--against", self.base, "--json")
         self.assertEqual(p.returncode, 0)
 
+    def test_diffusers_names_are_the_published_ones(self):
+        # diffusers' own LoRAs (lora-peft-sd15: attention only, rank 4, F32) name every module
+        # the way ckptkit names the same modules; ckptkit also writes the MLP and projections.
+        self.extract("d.safetensors", "--rank", "4", "--text-encoders", "--format", "diffusers",
+                     "--dtype", "f32")
+        ours = {(n, dt, tuple(s)) for n, dt, s, _ in read_safetensors_header(self.path("d.safetensors"))["entries"]}
+        published = {(n, dt, tuple(s)) for n, dt, s in layout_table("lora-peft-sd15")}
+        self.assertEqual(published - ours, set())
+        self.assertFalse(any(n.endswith(".alpha") for n, _, _ in ours))
+
     def test_unchanged_text_encoder_is_left_out(self):
         rows = layout_table("sd15-ldm")
         te = "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
