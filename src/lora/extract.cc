@@ -22,6 +22,7 @@
 #include "ckptkit/lora.h"
 #include "io/output.h"
 #include "lora/names.h"
+#include "lora/producers.h"
 #include "lora/svd.h"
 #include "ops/input.h"
 #include "pipeline/plan.h"
@@ -38,7 +39,7 @@ bool both_holes(const OpenedInput& a, const TensorInfo& at, const OpenedInput& b
          b.producer(bt, DType::F32)->is_hole(0, bt.numel());
 }
 
-struct Job {
+struct Job final : detail::FactorJob {
   const OpenedInput* tuned = nullptr;
   const OpenedInput* base = nullptr;
   const TensorInfo* tt = nullptr;
@@ -49,14 +50,10 @@ struct Job {
   std::optional<double> clamp;
   detail::SvdOptions svd;
 
-  std::once_flag once;
-  Status status;
-  std::vector<float> up, down;
-  std::atomic<uint64_t> written{0};
   double kept = 1.0;
   bool zero = false;
 
-  Status compute() {
+  Status compute() override {
     if (both_holes(*tuned, *tt, *base, *bt)) {
       zero = true;
       up.assign(m * k, 0.0f);
@@ -108,48 +105,6 @@ struct Job {
     return Status::ok();
   }
 
-  void written_once(uint64_t count) {
-    if (written.fetch_add(count) + count == up.size() + down.size()) {
-      std::vector<float>().swap(up);
-      std::vector<float>().swap(down);
-    }
-  }
-};
-
-class FactorProducer final : public TensorProducer {
- public:
-  FactorProducer(std::shared_ptr<Job> job, bool up, DType out)
-      : job_(std::move(job)), up_(up), out_(out) {}
-  uint64_t scratch_bytes_per_element() const override { return 0; }
-  Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
-                 std::span<uint8_t>) const override {
-    std::call_once(job_->once, [&] { job_->status = job_->compute(); });
-    CKPT_RETURN_IF_ERROR(job_->status);
-    const std::vector<float>& v = up_ ? job_->up : job_->down;
-    CKPT_RETURN_IF_ERROR(cast_elements(DType::F32, out_, v.data() + first, out.data(), count));
-    job_->written_once(count);
-    return Status::ok();
-  }
-
- private:
-  std::shared_ptr<Job> job_;
-  bool up_;
-  DType out_;
-};
-
-/// A scalar (alpha) of the output dtype.
-class ScalarProducer final : public TensorProducer {
- public:
-  ScalarProducer(float v, DType out) : v_(v), out_(out) {}
-  uint64_t scratch_bytes_per_element() const override { return 0; }
-  Status produce(uint64_t, uint64_t count, std::span<uint8_t> out,
-                 std::span<uint8_t>) const override {
-    return cast_elements(DType::F32, out_, &v_, out.data(), count);
-  }
-
- private:
-  float v_;
-  DType out_;
 };
 
 std::string_view kohya_version(std::string_view family) {
@@ -384,16 +339,16 @@ Result<ExtractReport> extract_lora(const std::string& tuned_path, const std::str
           Shape s{j.k, t.shape.size() == 4 ? t.shape[1] : j.n};
           if (conv) s.insert(s.end(), {t.shape[2], t.shape[3]});
           plan.tensors.push_back(
-              {keys.down, options.dtype, s, std::make_unique<FactorProducer>(jobs[i], false, options.dtype)});
+              {keys.down, options.dtype, s, std::make_unique<detail::FactorProducer>(jobs[i], false, options.dtype)});
         } else if (pass == 1) {
           Shape s{j.m, j.k};
           if (conv) s.insert(s.end(), {1, 1});
           plan.tensors.push_back(
-              {keys.up, options.dtype, s, std::make_unique<FactorProducer>(jobs[i], true, options.dtype)});
+              {keys.up, options.dtype, s, std::make_unique<detail::FactorProducer>(jobs[i], true, options.dtype)});
         } else if (!keys.alpha.empty()) {
           const double alpha = options.alpha ? *options.alpha : static_cast<double>(j.k);
           plan.tensors.push_back({keys.alpha, options.dtype, Shape{},
-                                  std::make_unique<ScalarProducer>(static_cast<float>(alpha), options.dtype)});
+                                  std::make_unique<detail::ScalarProducer>(static_cast<float>(alpha), options.dtype)});
         }
       }
   }

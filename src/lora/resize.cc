@@ -17,6 +17,7 @@
 #include "ckptkit/cast.h"
 #include "ckptkit/lora.h"
 #include "io/output.h"
+#include "lora/producers.h"
 #include "lora/svd.h"
 #include "ops/input.h"
 #include "pipeline/plan.h"
@@ -89,65 +90,25 @@ uint64_t kohya_rank(const std::vector<float>& s, uint64_t len, uint64_t cap, Res
   return std::min(new_rank, cap);
 }
 
-class PairProducer final : public TensorProducer {
- public:
-  struct Shared {
-    const OpenedInput* in = nullptr;
-    const Pair* pair = nullptr;
-    std::once_flag once;
-    Status status;
-    std::vector<float> up, down;  ///< new: m × k, k × n
-    std::atomic<uint64_t> written{0};
-    Status compute() {
-      const Pair& p = *pair;
-      std::vector<float> u0, d0;
-      CKPT_RETURN_IF_ERROR(load_pair(*in, p, u0, d0));
-      auto svd = detail::product_svd(u0.data(), d0.data(), p.m, p.r, p.n);
-      if (!svd) return svd.status();
-      const uint64_t k = p.new_rank;
-      up.assign(p.m * k, 0.0f);
-      down.assign(k * p.n, 0.0f);
-      const uint64_t have = std::min(k, svd->k);
-      for (uint64_t i = 0; i < p.m; ++i)
-        for (uint64_t j = 0; j < have; ++j) up[i * k + j] = svd->u[i * svd->k + j] * svd->s[j];
-      std::copy_n(svd->vt.begin(), have * p.n, down.begin());
-      return Status::ok();
-    }
-  };
-  PairProducer(std::shared_ptr<Shared> s, bool up, DType out)
-      : s_(std::move(s)), up_(up), out_(out) {}
-  uint64_t scratch_bytes_per_element() const override { return 0; }
-  Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
-                 std::span<uint8_t>) const override {
-    std::call_once(s_->once, [&] { s_->status = s_->compute(); });
-    CKPT_RETURN_IF_ERROR(s_->status);
-    const std::vector<float>& v = up_ ? s_->up : s_->down;
-    CKPT_RETURN_IF_ERROR(cast_elements(DType::F32, out_, v.data() + first, out.data(), count));
-    if (s_->written.fetch_add(count) + count == s_->up.size() + s_->down.size()) {
-      std::vector<float>().swap(s_->up);
-      std::vector<float>().swap(s_->down);
-    }
+/// One module's new factors: the exact truncated SVD of up · down, singular values into up.
+struct PairJob final : detail::FactorJob {
+  const OpenedInput* in = nullptr;
+  const Pair* pair = nullptr;
+  Status compute() override {
+    const Pair& p = *pair;
+    std::vector<float> u0, d0;
+    CKPT_RETURN_IF_ERROR(load_pair(*in, p, u0, d0));
+    auto svd = detail::product_svd(u0.data(), d0.data(), p.m, p.r, p.n);
+    if (!svd) return svd.status();
+    const uint64_t k = p.new_rank;
+    up.assign(p.m * k, 0.0f);
+    down.assign(k * p.n, 0.0f);
+    const uint64_t have = std::min(k, svd->k);
+    for (uint64_t i = 0; i < p.m; ++i)
+      for (uint64_t j = 0; j < have; ++j) up[i * k + j] = svd->u[i * svd->k + j] * svd->s[j];
+    std::copy_n(svd->vt.begin(), have * p.n, down.begin());
     return Status::ok();
   }
-
- private:
-  std::shared_ptr<Shared> s_;
-  bool up_;
-  DType out_;
-};
-
-class ScalarProducer final : public TensorProducer {
- public:
-  ScalarProducer(float v, DType out) : v_(v), out_(out) {}
-  uint64_t scratch_bytes_per_element() const override { return 0; }
-  Status produce(uint64_t, uint64_t count, std::span<uint8_t> out,
-                 std::span<uint8_t>) const override {
-    return cast_elements(DType::F32, out_, &v_, out.data(), count);
-  }
-
- private:
-  float v_;
-  DType out_;
 };
 
 std::string rule_name(ResizeRule r) {
@@ -299,7 +260,7 @@ Result<ResizeReport> resize_lora(const std::string& in_path, const std::string& 
     }
     const Pair* p = at[i];
     if (!p) continue;  // up and alpha go with their down
-    auto shared = std::make_shared<PairProducer::Shared>();
+    auto shared = std::make_shared<PairJob>();
     shared->in = in.get();
     shared->pair = p;
     Shape ds = p->down->shape, us = p->up->shape;
@@ -307,8 +268,8 @@ Result<ResizeReport> resize_lora(const std::string& in_path, const std::string& 
     us[1] = p->new_rank;
     const DType dd = options.dtype ? *options.dtype : p->down->dtype;
     const DType ud = options.dtype ? *options.dtype : p->up->dtype;
-    plan.tensors.push_back({p->down->name, dd, ds, std::make_unique<PairProducer>(shared, false, dd)});
-    plan.tensors.push_back({p->up->name, ud, us, std::make_unique<PairProducer>(shared, true, ud)});
+    plan.tensors.push_back({p->down->name, dd, ds, std::make_unique<detail::FactorProducer>(shared, false, dd)});
+    plan.tensors.push_back({p->up->name, ud, us, std::make_unique<detail::FactorProducer>(shared, true, ud)});
     if (p->alpha) {
       const DType ad = options.dtype && is_float(p->alpha->dtype) ? *options.dtype : p->alpha->dtype;
       if (!is_float(ad))
@@ -317,7 +278,7 @@ Result<ResizeReport> resize_lora(const std::string& in_path, const std::string& 
                                   dtype_name(ad)),
                       in_path);
       plan.tensors.push_back({p->alpha->name, ad, p->alpha->shape,
-                              std::make_unique<ScalarProducer>(static_cast<float>(p->new_alpha), ad)});
+                              std::make_unique<detail::ScalarProducer>(static_cast<float>(p->new_alpha), ad)});
     }
   }
   plan.metadata = ck.metadata;

@@ -71,6 +71,37 @@ void gaussian(std::vector<float>& out, uint64_t seed) {
   }
 }
 
+/// The QR route of a product: up = Qu Ru (m × r), downᵀ = Qd Rd (n × r), core = Ru Rdᵀ (r × r).
+/// Qu and Qd are left as geqrf's reflectors (sorgqr forms them when the vectors are wanted).
+struct QrCore {
+  std::vector<float> qu, qd, tau_u, tau_d, core;
+};
+Result<QrCore> qr_core(const float* up, const float* down, uint64_t m, uint64_t r, uint64_t n) {
+  const auto M = static_cast<lapack_int>(m), N = static_cast<lapack_int>(n),
+             R = static_cast<lapack_int>(r);
+  QrCore q;
+  q.qu.assign(up, up + m * r);
+  q.qd.resize(n * r);
+  for (uint64_t i = 0; i < r; ++i)
+    for (uint64_t j = 0; j < n; ++j) q.qd[j * r + i] = down[i * n + j];
+  q.tau_u.resize(r);
+  q.tau_d.resize(r);
+  lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, M, R, q.qu.data(), R, q.tau_u.data());
+  if (info != 0) return lapack_error("sgeqrf", info);
+  info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, N, R, q.qd.data(), R, q.tau_d.data());
+  if (info != 0) return lapack_error("sgeqrf", info);
+  std::vector<float> ru(r * r, 0.0f), rd(r * r, 0.0f);
+  for (uint64_t i = 0; i < r; ++i)
+    for (uint64_t j = i; j < r; ++j) {
+      ru[i * r + j] = q.qu[i * r + j];
+      rd[i * r + j] = q.qd[i * r + j];
+    }
+  q.core.resize(r * r);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, R, R, 1.0f, ru.data(), R, rd.data(), R,
+              0.0f, q.core.data(), R);
+  return q;
+}
+
 }  // namespace
 
 int blas_threads(int n) {
@@ -136,27 +167,14 @@ Result<Svd> product_svd(const float* up, const float* down, uint64_t m, uint64_t
   }
   // up = Qu Ru, downᵀ = Qd Rd: up·down = Qu (Ru Rdᵀ) Qdᵀ; the SVD of the r × r core rotates
   // the two bases.
-  std::vector<float> qu(up, up + m * r), qd(n * r);
-  for (uint64_t i = 0; i < r; ++i)
-    for (uint64_t j = 0; j < n; ++j) qd[j * r + i] = down[i * n + j];
-  std::vector<float> tau_u(r), tau_d(r);
-  lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, M, R, qu.data(), R, tau_u.data());
-  if (info != 0) return lapack_error("sgeqrf", info);
-  info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, N, R, qd.data(), R, tau_d.data());
-  if (info != 0) return lapack_error("sgeqrf", info);
-  std::vector<float> ru(r * r, 0.0f), rd(r * r, 0.0f);
-  for (uint64_t i = 0; i < r; ++i)
-    for (uint64_t j = i; j < r; ++j) {
-      ru[i * r + j] = qu[i * r + j];
-      rd[i * r + j] = qd[i * r + j];
-    }
-  info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, M, R, R, qu.data(), R, tau_u.data());
+  CKPT_ASSIGN_OR_RETURN(QrCore q, qr_core(up, down, m, r, n));
+  lapack_int info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, M, R, R, q.qu.data(), R, q.tau_u.data());
   if (info != 0) return lapack_error("sorgqr", info);
-  info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, N, R, R, qd.data(), R, tau_d.data());
+  info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, N, R, R, q.qd.data(), R, q.tau_d.data());
   if (info != 0) return lapack_error("sorgqr", info);
-  std::vector<float> core(r * r);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, R, R, 1.0f, ru.data(), R, rd.data(), R,
-              0.0f, core.data(), R);
+  std::vector<float>& qu = q.qu;
+  std::vector<float>& qd = q.qd;
+  std::vector<float>& core = q.core;
   CKPT_ASSIGN_OR_RETURN(Svd c, gesdd(core, r, r));
   Svd out;
   out.m = m, out.n = n, out.k = r;
@@ -183,22 +201,8 @@ Result<std::vector<float>> product_singular_values(const float* up, const float*
                 core.data(), N);
     cm = m, cn = n;
   } else {
-    std::vector<float> qu(up, up + m * r), qd(n * r), tau(r);
-    for (uint64_t i = 0; i < r; ++i)
-      for (uint64_t j = 0; j < n; ++j) qd[j * r + i] = down[i * n + j];
-    lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, M, R, qu.data(), R, tau.data());
-    if (info != 0) return lapack_error("sgeqrf", info);
-    info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, N, R, qd.data(), R, tau.data());
-    if (info != 0) return lapack_error("sgeqrf", info);
-    std::vector<float> ru(r * r, 0.0f), rd(r * r, 0.0f);
-    for (uint64_t i = 0; i < r; ++i)
-      for (uint64_t j = i; j < r; ++j) {
-        ru[i * r + j] = qu[i * r + j];
-        rd[i * r + j] = qd[i * r + j];
-      }
-    core.resize(r * r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, R, R, 1.0f, ru.data(), R, rd.data(),
-                R, 0.0f, core.data(), R);
+    CKPT_ASSIGN_OR_RETURN(QrCore q, qr_core(up, down, m, r, n));
+    core = std::move(q.core);
     cm = r, cn = r;
   }
   std::vector<float> s(std::min(cm, cn));
