@@ -158,10 +158,10 @@ struct BakeReport {
 /// (match_lora), streamed tensor by tensor. Each changed tensor is computed in F32 in this
 /// order (docs/lora.md): base value; then per LoRA in the order given, the module's ΔW element
 /// as a sum over the rank in index order, times the factor strength·alpha/rank rounded once to
-/// F32, added; then rounded once to the output dtype. Refused before writing (InvalidArgument):
-/// a LoRA of another family, a LoRA with factor errors, module kinds not applied yet (LoHa/LoKr
-/// with Tucker cores), with `strict` any module that lands nowhere. A NaN or infinity in a
-/// factor stops the run with nothing written.
+/// F32, added (DoRA modules: the decomposition of docs/lora.md on the whole tensor); then
+/// rounded once to the output dtype. Refused before writing (InvalidArgument): a LoRA of
+/// another family, a LoRA with factor errors, with `strict` any module that lands nowhere. A NaN
+/// or infinity in a factor stops the run with nothing written.
 Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<LoraInput>& loras,
                               const std::string& out_path, const BakeOptions& options);
 

@@ -263,6 +263,34 @@ class BakeProducer final : public TensorProducer {
     return out;
   }
 
+  /// A Tucker-decomposed factor (LyCORIS's LoHa/LoKr on convolutions): t (r1, r2, kh, kw),
+  /// a (r1, P), b (r2, Q) -> M (P, Q, kh, kw) with T[i, q, :] = Σ_j t[i, j, :] · b[j, q] and
+  /// M[p, q, :] = Σ_i a[i, p] · T[i, q, :], each sum in index order.
+  static std::vector<float> tucker(const std::vector<float>& t, const Shape& ts,
+                                   const std::vector<float>& a, const Shape& as,
+                                   const std::vector<float>& b, const Shape& bs) {
+    const uint64_t r1 = ts[0], r2 = ts[1], hw = ts[2] * ts[3], P = as[1], Q = bs[1];
+    std::vector<float> tt(r1 * Q * hw, 0.0f), m(P * Q * hw, 0.0f);
+    for (uint64_t i = 0; i < r1; ++i)
+      for (uint64_t j = 0; j < r2; ++j)
+        for (uint64_t q = 0; q < Q; ++q) {
+          const float bj = b[j * Q + q];
+          const float* ti = t.data() + (i * r2 + j) * hw;
+          float* o = tt.data() + (i * Q + q) * hw;
+          for (uint64_t h = 0; h < hw; ++h) o[h] = o[h] + ti[h] * bj;
+        }
+    for (uint64_t i = 0; i < r1; ++i)
+      for (uint64_t p = 0; p < P; ++p) {
+        const float ai = a[i * P + p];
+        for (uint64_t q = 0; q < Q; ++q) {
+          const float* ti = tt.data() + (i * Q + q) * hw;
+          float* o = m.data() + (p * Q + q) * hw;
+          for (uint64_t h = 0; h < hw; ++h) o[h] = o[h] + ai * ti[h];
+        }
+      }
+    return m;
+  }
+
   Status load_factor(const Patch& p, std::string_view suffix, std::vector<float>& out,
                      Shape* shape = nullptr) const {
     auto it = p.other.find(suffix);
@@ -304,6 +332,18 @@ class BakeProducer final : public TensorProducer {
         CKPT_RETURN_IF_ERROR(load_factor(p, "hada_w1_b", b, &sb));
         CKPT_RETURN_IF_ERROR(load_factor(p, "hada_w2_a", c, &sc));
         CKPT_RETURN_IF_ERROR(load_factor(p, "hada_w2_b", d, &sd));
+        if (p.other.count("hada_t1")) {
+          // With Tucker cores: ΔW = tucker(t1, w1_a, w1_b) ⊙ tucker(t2, w2_a, w2_b).
+          std::vector<float> t1, t2;
+          Shape st1, st2;
+          CKPT_RETURN_IF_ERROR(load_factor(p, "hada_t1", t1, &st1));
+          CKPT_RETURN_IF_ERROR(load_factor(p, "hada_t2", t2, &st2));
+          std::vector<float> m1 = tucker(t1, st1, a, sa, b, sb);
+          std::vector<float> m2 = tucker(t2, st2, c, sc, d, sd);
+          f.delta.resize(m1.size());
+          for (size_t i = 0; i < m1.size(); ++i) f.delta[i] = m1[i] * m2[i];
+          return Status::ok();
+        }
         const uint64_t m = b.size() / sb[0];
         std::vector<float> p1 = product(a, b, sa[0], sa[1], m);
         std::vector<float> p2 = product(c, d, sc[0], sc[1], d.size() / sd[0]);
@@ -333,7 +373,19 @@ class BakeProducer final : public TensorProducer {
         };
         uint64_t r1 = 0, c1 = 0, r2 = 0, c2 = 0;
         CKPT_RETURN_IF_ERROR(side("lokr_w1", "lokr_w1_a", "lokr_w1_b", a, r1, c1));
-        CKPT_RETURN_IF_ERROR(side("lokr_w2", "lokr_w2_a", "lokr_w2_b", b, r2, c2));
+        if (p.other.count("lokr_t2")) {
+          // w2 = tucker(t2, w2_a, w2_b): (out, in, kh, kw), its columns flattened.
+          std::vector<float> t2, wa, wb;
+          Shape st2, sa2, sb2;
+          CKPT_RETURN_IF_ERROR(load_factor(p, "lokr_t2", t2, &st2));
+          CKPT_RETURN_IF_ERROR(load_factor(p, "lokr_w2_a", wa, &sa2));
+          CKPT_RETURN_IF_ERROR(load_factor(p, "lokr_w2_b", wb, &sb2));
+          b = tucker(t2, st2, wa, sa2, wb, sb2);
+          r2 = sa2[1];
+          c2 = b.size() / r2;
+        } else {
+          CKPT_RETURN_IF_ERROR(side("lokr_w2", "lokr_w2_a", "lokr_w2_b", b, r2, c2));
+        }
         f.delta.resize(r1 * r2 * c1 * c2);
         const uint64_t cols = c1 * c2;
         for (uint64_t i = 0; i < r1; ++i)
@@ -413,17 +465,6 @@ std::string json_string(std::string_view s) {
     }
   }
   return out + "\"";
-}
-
-std::string kinds_not_applied(const LoraFile& l) {
-  std::map<std::string, uint64_t> n;
-  for (const LoraModule& m : l.modules) {
-    if (m.kind == LoraKind::kLoha && m.conv) ++n["LoHa with Tucker cores"];
-    if (m.kind == LoraKind::kLokr && m.delta_shape.empty()) ++n["LoKr with a Tucker core"];
-  }
-  std::string s;
-  for (const auto& [k, c] : n) s += fmt::format("{}{} {}", s.empty() ? "" : ", ", c, k);
-  return s;
 }
 
 }  // namespace
@@ -517,13 +558,6 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
                     fmt::format("{} module(s) are inconsistent (first: {}: {}); `ckptkit inspect` "
                                 "lists them",
                                 lf.errors.size(), lf.errors[0].key, lf.errors[0].message),
-                    li.path);
-    if (std::string k = kinds_not_applied(lf); !k.empty())
-      return Status(ErrorCode::kUnsupported,
-                    fmt::format("this LoRA has modules bake does not apply yet ({}); LoRA, LoCon "
-                                "(with or without lora_mid), LoHa, LoKr, full-diff and DoRA "
-                                "modules are baked",
-                                k),
                     li.path);
     BakeReport::PerLora pl;
     pl.path = li.path;

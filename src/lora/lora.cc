@@ -235,23 +235,33 @@ LoraFile read_lora(const Checkpoint& ck, const InputFile* file) {
       };
       Shape s1, s2;
       uint64_t r1 = 0, r2 = 0;
-      if (!side(Factor::kLokrW1, Factor::kLokrW1A, Factor::kLokrW1B, s1, r1) ||
-          !side(Factor::kLokrW2, Factor::kLokrW2A, Factor::kLokrW2B, s2, r2) || s1.size() != 2 ||
-          s2.size() < 2) {
+      // With a Tucker core t2 (r, r, kh, kw), w2_a is (r, out) and w2_b (r, in): w2 is
+      // (out, in, kh, kw).
+      auto tucker_side = [&](Shape& s, uint64_t& rank) {
+        if (!p.has(Factor::kLokrT2) || !p.has(Factor::kLokrW2A) || !p.has(Factor::kLokrW2B))
+          return false;
+        const Shape &t = shape(Factor::kLokrT2), &a = shape(Factor::kLokrW2A),
+                    &b = shape(Factor::kLokrW2B);
+        if (t.size() != 4 || a.size() != 2 || b.size() != 2 || t[0] != a[0] || t[1] != b[0])
+          return false;
+        s = {a[1], b[1], t[2], t[3]};
+        rank = t[0];
+        return true;
+      };
+      const bool w2_ok = p.has(Factor::kLokrT2)
+                             ? tucker_side(s2, r2)
+                             : side(Factor::kLokrW2, Factor::kLokrW2A, Factor::kLokrW2B, s2, r2);
+      if (!side(Factor::kLokrW1, Factor::kLokrW1A, Factor::kLokrW1B, s1, r1) || !w2_ok ||
+          s1.size() != 2 || s2.size() < 2) {
         bad("LoKr needs lokr_w1 (or lokr_w1_a and lokr_w1_b) and lokr_w2 (or lokr_w2_a and "
             "lokr_w2_b) whose shapes agree");
         continue;
       }
       // ComfyUI's and LyCORIS's rank for alpha: the w2 pair's when w2 is decomposed.
       m.rank = r2 ? r2 : r1;
-      if (p.has(Factor::kLokrT2)) {
-        m.rank = shape(Factor::kLokrT2)[0];
-        m.conv = true;
-      } else {
-        m.delta_shape = {s1[0] * s2[0], s1[1] * s2[1]};
-        for (size_t d = 2; d < s2.size(); ++d) m.delta_shape.push_back(s2[d]);
-        m.conv = s2.size() == 4;
-      }
+      m.delta_shape = {s1[0] * s2[0], s1[1] * s2[1]};
+      for (size_t d = 2; d < s2.size(); ++d) m.delta_shape.push_back(s2[d]);
+      m.conv = s2.size() == 4;
     } else if (p.has(Factor::kDiff)) {
       m.kind = LoraKind::kFull;
       m.delta_shape = shape(Factor::kDiff);

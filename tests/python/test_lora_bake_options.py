@@ -6,6 +6,7 @@ and the other blocks are untouched by it; an unknown block is refused.
 vanishes with round-to-nearest but survives on average with stochastic rounding: every value
 is one of its two FP8 neighbours, the share rounded up matches the distance (0.03 / 0.125 of
 the way from 1.0 to 1.125), the bytes are reproducible for a seed and differ for another."""
+import json
 import os
 import unittest
 
@@ -187,6 +188,56 @@ class BakeDora(TempDirTest):
             # Not a plain LoRA: the decomposition changed the result.
             plain = W + 0.8 * (up @ down) * 0.5
             self.assertGreater(float((torch.from_numpy(got[name].copy()) - plain).abs().max()), 1e-3)
+
+
+class BakeTuckerLycoris(TempDirTest):
+    """LoHa and LoKr with Tucker cores on a 3x3 convolution (LyCORIS's einsum
+    'i j k l, j r, i p -> p r k l'), against torch.einsum: LoHa ΔW = m1 ⊙ m2 · alpha / rank,
+    LoKr ΔW = kron(w1, w2) · alpha / rank with w2 from its core."""
+
+    def test_tucker_loha_and_lokr(self):
+        import torch
+        rng = np.random.default_rng(8)
+        conv = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"   # [320, 320, 3, 3]
+        conv2 = "model.diffusion_model.input_blocks.2.0.in_layers.2.weight"  # [320, 320, 3, 3]
+        w = {n: rng.normal(0, 0.05, (320, 320, 3, 3)).astype(np.float32) for n in (conv, conv2)}
+        base = write_sparse_safetensors(self.path("base.safetensors"), layout_table("sd15-ldm"),
+                                        {n: v.tobytes() for n, v in w.items()})
+        g = lambda *s: rng.normal(0, 0.2, s).astype(np.float32)
+        m1 = "lora_unet_down_blocks_0_resnets_0_conv1"
+        m2 = "lora_unet_down_blocks_0_resnets_1_conv1"
+        r = 4
+        loha = {"hada_w1_a": g(r, 320), "hada_w1_b": g(r, 320), "hada_t1": g(r, r, 3, 3),
+                "hada_w2_a": g(r, 320), "hada_w2_b": g(r, 320), "hada_t2": g(r, r, 3, 3)}
+        lokr = {"lokr_w1": g(4, 4), "lokr_w2_a": g(r, 80), "lokr_w2_b": g(r, 80), "lokr_t2": g(r, r, 3, 3)}
+        t = [(m1 + "." + k, "F32", list(v.shape), v.tobytes()) for k, v in loha.items()]
+        t += [(m2 + "." + k, "F32", list(v.shape), v.tobytes()) for k, v in lokr.items()]
+        t += [(m1 + ".alpha", "F32", [], np.float32(2).tobytes()),
+              (m2 + ".alpha", "F32", [], np.float32(2).tobytes())]
+        lora = self.path("lyco.safetensors")
+        write_safetensors(lora, t)
+        out = self.path("out.safetensors")
+        run("lora", "bake", base, lora, "-o", out, "-q")
+        h = read_safetensors_header(out)
+        got = {}
+        with open(out, "rb") as fh:
+            for n, _, _, (b, e) in h["entries"]:
+                if n in w:
+                    fh.seek(8 + h["n"] + b)
+                    got[n] = np.frombuffer(fh.read(e - b), "<f4").reshape(320, 320, 3, 3)
+        T = lambda d: {k: torch.from_numpy(v) for k, v in d.items()}
+        a = T(loha)
+        ein = lambda core, wb, wa: torch.einsum("i j k l, j r, i p -> p r k l", core, wb, wa)
+        dw1 = ein(a["hada_t1"], a["hada_w1_b"], a["hada_w1_a"]) * ein(a["hada_t2"], a["hada_w2_b"], a["hada_w2_a"])
+        k = T(lokr)
+        w2 = ein(k["lokr_t2"], k["lokr_w2_b"], k["lokr_w2_a"]).contiguous()
+        dw2 = torch.kron(k["lokr_w1"].unsqueeze(2).unsqueeze(3), w2)
+        for name, dw in ((conv, dw1), (conv2, dw2)):
+            want = torch.from_numpy(w[name]) + dw * (2 / r)
+            np.testing.assert_allclose(got[name], want.numpy(), rtol=1e-5, atol=1e-6)
+            self.assertGreater(float(np.abs(got[name] - w[name]).max()), 1e-3)
+        p = run("inspect", lora, "--against", base, "--json")
+        self.assertEqual(json.loads(p.stdout)["unmatched"], 0)
 
 
 class BakeFp8(TempDirTest):
