@@ -236,9 +236,27 @@ LoraFactorKeys lora_factor_keys(LoraFormat f, const std::string& module) {
   switch (f) {
     case LoraFormat::kKohya:
       return {module + ".lora_down.weight", module + ".lora_up.weight", module + ".alpha"};
-    case LoraFormat::kDiffusers:
     case LoraFormat::kPeft:
+      // PEFT's state dict (get_peft_model_state_dict), under diffusers' component prefixes.
       return {module + ".lora_A.weight", module + ".lora_B.weight", ""};
+    case LoraFormat::kDiffusers: {
+      // What diffusers' save_lora_weights holds: the UNet pipelines' training scripts pass the
+      // PEFT state dict through convert_state_dict_to_diffusers (PEFT_TO_DIFFUSERS in
+      // diffusers/utils/state_dict_utils.py: text-encoder q/k/v/out projections ->
+      // lora_linear_layer.down/up, attention to_q/to_k/to_v/to_out.0 -> lora.down/up, the rest
+      // kept as lora_A/lora_B); the transformer pipelines (SD3, FLUX) save the PEFT keys as they
+      // are, and their loader reads no other (convert_unet_state_dict_to_peft).
+      if (!module.starts_with("transformer.")) {
+        for (std::string_view p : {".q_proj", ".k_proj", ".v_proj", ".out_proj"})
+          if (module.ends_with(p))
+            return {module + ".lora_linear_layer.down.weight",
+                    module + ".lora_linear_layer.up.weight", ""};
+        for (std::string_view p : {"to_k", "to_q", "to_v", "to_out.0"})
+          if (module.ends_with(p))
+            return {module + ".lora.down.weight", module + ".lora.up.weight", ""};
+      }
+      return {module + ".lora_A.weight", module + ".lora_B.weight", ""};
+    }
   }
   return {};
 }
