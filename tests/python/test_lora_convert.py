@@ -259,6 +259,22 @@ class DeltaUnchanged(ConvertTest):
         convert(d1, "kohya", k2)
         self.same_delta([(k0, d1), (k0, k2)], "sdxl-sgm", 2e-3)
 
+    def test_comfy_in_proj_splits_into_q_k_v(self):
+        """A ComfyUI-named module on OpenCLIP-G's whole in_proj: kohya and diffusers name its
+        thirds, so it is split (down copied, up by rows, alpha kept / folded)."""
+        rng = np.random.default_rng(11)
+        m = "conditioner.embedders.1.model.transformer.resblocks.3.attn.in_proj"
+        c0, k1, d2 = (self.path(n) for n in ("c0.safetensors", "k1.safetensors", "d2.safetensors"))
+        random_lora(c0, {m: (m + ".lora_down.weight", m + ".lora_up.weight", [4, 1280],
+                             [3840, 4])}, rng, "F32", {m: 2.0})
+        base = self.base("sdxl-sgm")
+        rep = convert(c0, "kohya", k1, "--base", base)
+        self.assertEqual([(x["module"], x["action"], x["rank"], x["alpha"]) for x in rep["modules"]],
+                         [(f"lora_te2_text_model_encoder_layers_3_self_attn_{p}_proj", "split", 4, 2.0)
+                          for p in "qkv"])
+        convert(c0, "diffusers", d2, "--base", base)
+        self.same_delta([(c0, k1), (c0, d2)], "sdxl-sgm", 1e-6)
+
 
 FLUX_DIFFUSERS = {
     # module: (rank, alpha or None)
