@@ -193,7 +193,8 @@ struct LoraConvertReport {
 /// rows). ΔW of every base tensor is unchanged: alpha is corrected when fusing (or, when the
 /// parts' scales differ, each part's scale is folded into its factors and alpha = rank), and
 /// the diffusers and PEFT files, whose loaders read no alpha tensor, get the scale folded into
-/// the factors. Refused before writing: not a LoRA, inconsistent factors, a module that lands
+/// the factors and a lora_adapter_metadata header (each module's rank, lora_alpha = rank) for
+/// diffusers; an input's lora_adapter_metadata gives its modules' scales. Refused before writing: not a LoRA, inconsistent factors, a module that lands
 /// nowhere or has no name in the format, LyCORIS/full/DoRA modules for diffusers or PEFT (or
 /// needing a split or fuse), a family other than the base's.
 Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::string& out_path,

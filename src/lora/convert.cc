@@ -122,47 +122,140 @@ bool same_family(std::string_view lora, std::string_view base) {
          (lora == "sd1" && base == "sd2") || (lora == "sd2" && base == "sd1");
 }
 
-/// diffusers' lora_adapter_metadata (a LoraConfig per component as JSON): the alpha it holds
-/// replaces the alpha tensors, which convert does not apply yet; refused unless it is scale 1.
-Status check_adapter_metadata(const Checkpoint& ck, const std::string& path) {
+/// diffusers' lora_adapter_metadata header (diffusers loaders/lora_base.py): per component
+/// ("unet", "text_encoder", "transformer", …) the fields of its PEFT LoraConfig as
+/// "<component>.<field>"; diffusers builds the LoraConfig from it instead of the weights.
+struct AdapterConfig {
+  double r = 8, lora_alpha = 8;  // LoraConfig's defaults
+  bool rslora = false;
+  std::map<std::string, double> rank_pattern, alpha_pattern;
+};
+
+/// A PEFT pattern key applies to `path` when it is the path or a dotted suffix of it (PEFT
+/// matches `(.*\.)?key$`); keys using other regular-expression syntax are not supported.
+std::optional<double> pattern_value(const std::map<std::string, double>& pattern,
+                                    const std::string& path, bool& unsupported) {
+  std::optional<double> v;
+  for (const auto& [key, value] : pattern) {
+    if (key.find_first_of("*+?()[]{}|^$\\") != std::string::npos) unsupported = true;
+    if (path == key || (path.ends_with(key) && path[path.size() - key.size() - 1] == '.'))
+      v = value;
+  }
+  return v;
+}
+
+/// The alpha each module gets from lora_adapter_metadata, set on the modules (alpha =
+/// scale × rank); an error when the header cannot be read exactly or disagrees with the
+/// factors.
+Status apply_adapter_metadata(const Checkpoint& ck, LoraFile& lf, const std::string& path) {
   auto it = ck.metadata.find("lora_adapter_metadata");
   if (it == ck.metadata.end()) return Status::ok();
+  auto bad = [&](std::string why) {
+    return Status(ErrorCode::kUnsupported,
+                  fmt::format("its scale is in the lora_adapter_metadata header, which {}: "
+                              "converting would change the LoRA's strength",
+                              why),
+                  path);
+  };
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
-  bool scale_one = parser.parse(it->second).get(doc) == simdjson::SUCCESS && doc.is_object();
-  if (scale_one) {
-    std::map<std::string, double> r, alpha;
-    for (auto [k, v] : doc.get_object()) {
-      std::string_view key = k;
-      const size_t dot = key.rfind('.');
-      const std::string comp(dot == std::string_view::npos ? "" : key.substr(0, dot));
-      const std::string_view field = dot == std::string_view::npos ? key : key.substr(dot + 1);
-      double x = 0;
-      if ((field == "r" || field == "lora_alpha") && v.get_double().get(x) != simdjson::SUCCESS) {
-        int64_t i = 0;
-        if (v.get_int64().get(i) != simdjson::SUCCESS) scale_one = false;
-        x = static_cast<double>(i);
-      }
-      if (field == "r") r[comp] = x;
-      if (field == "lora_alpha") alpha[comp] = x;
-      if (field == "alpha_pattern" || field == "rank_pattern") {
-        simdjson::dom::object o;
-        if (v.get_object().get(o) != simdjson::SUCCESS || o.size() != 0) scale_one = false;
-      }
-      if (field == "use_rslora") {
-        bool b = false;
-        if (v.get_bool().get(b) != simdjson::SUCCESS || b) scale_one = false;
+  if (parser.parse(it->second).get(doc) != simdjson::SUCCESS || !doc.is_object())
+    return bad("is not a JSON object");
+  auto number = [](simdjson::dom::element v, double& out) {
+    int64_t i = 0;
+    if (v.get_double().get(out) == simdjson::SUCCESS) return true;
+    if (v.get_int64().get(i) != simdjson::SUCCESS) return false;
+    out = static_cast<double>(i);
+    return true;
+  };
+  std::map<std::string, AdapterConfig> configs;
+  for (auto [k, v] : doc.get_object()) {
+    const std::string_view key = k;
+    const size_t dot = key.find('.');
+    if (dot == std::string_view::npos) continue;
+    AdapterConfig& c = configs[std::string(key.substr(0, dot))];
+    const std::string_view field = key.substr(dot + 1);
+    if (field == "r" && !number(v, c.r)) return bad("has an r that is not a number");
+    if (field == "lora_alpha" && !number(v, c.lora_alpha))
+      return bad("has a lora_alpha that is not a number");
+    if (field == "use_rslora" && v.get_bool().get(c.rslora) != simdjson::SUCCESS)
+      return bad("has a use_rslora that is not true or false");
+    if (field == "use_dora") {
+      bool dora = false;
+      if (v.get_bool().get(dora) != simdjson::SUCCESS || dora) return bad("asks for DoRA");
+    }
+    if (field == "rank_pattern" || field == "alpha_pattern") {
+      simdjson::dom::object o;
+      if (v.get_object().get(o) != simdjson::SUCCESS) return bad("has a pattern that is no object");
+      for (auto [pk, pv] : o) {
+        double x = 0;
+        if (!number(pv, x)) return bad("has a pattern value that is not a number");
+        (field == "rank_pattern" ? c.rank_pattern : c.alpha_pattern)
+            .emplace(std::string(pk), x);
       }
     }
-    for (const auto& [comp, a] : alpha)
-      if (!r.count(comp) || r[comp] != a) scale_one = false;
   }
-  if (scale_one) return Status::ok();
-  return Status(ErrorCode::kUnsupported,
-                "its scale is in the lora_adapter_metadata header (a PEFT LoraConfig with "
-                "lora_alpha != r, alpha or rank patterns, or rsLoRA), which convert does not "
-                "apply yet: converting would change the LoRA's strength",
-                path);
+  for (LoraModule& m : lf.modules) {
+    const size_t dot = m.name.find('.');
+    if (dot == std::string::npos) continue;
+    auto c = configs.find(m.name.substr(0, dot));
+    if (c == configs.end()) continue;
+    const std::string local = m.name.substr(dot + 1);
+    bool unsupported = false;
+    const double r = pattern_value(c->second.rank_pattern, local, unsupported).value_or(c->second.r);
+    const double a =
+        pattern_value(c->second.alpha_pattern, local, unsupported).value_or(c->second.lora_alpha);
+    if (unsupported) return bad("uses regular-expression patterns convert does not read");
+    if (m.kind != LoraKind::kLora || m.rank == 0) continue;
+    if (r != static_cast<double>(m.rank))
+      return bad(fmt::format("gives module {} rank {:g} where its factors have rank {}", m.name,
+                             r, m.rank));
+    if (m.alpha) return bad(fmt::format("and an alpha tensor both scale module {}", m.name));
+    const double scale = c->second.rslora ? a / std::sqrt(r) : a / r;
+    m.alpha = scale * static_cast<double>(m.rank);
+  }
+  return Status::ok();
+}
+
+/// lora_adapter_metadata for a diffusers or PEFT output whose scales are all folded (scale 1):
+/// per component r = lora_alpha = the most common rank, the others in rank_pattern and
+/// alpha_pattern, target_modules every module; what diffusers' get_peft_kwargs would infer,
+/// except that it sets lora_alpha once from the first module's rank, which applies a file of
+/// mixed ranks at (that rank / rank) to the other modules.
+std::string adapter_metadata(const std::vector<std::pair<std::string, uint64_t>>& modules) {
+  std::map<std::string, std::vector<std::pair<std::string, uint64_t>>> by_component;
+  for (const auto& [name, rank] : modules) {
+    const size_t dot = name.find('.');
+    if (dot == std::string::npos) continue;
+    by_component[name.substr(0, dot)].emplace_back(name.substr(dot + 1), rank);
+  }
+  std::string out = "{";
+  auto quoted = [](std::string_view s) {
+    std::string q = "\"";
+    for (char c : s) {
+      if (c == '"' || c == '\\') q += '\\';
+      q += c;
+    }
+    return q + "\"";
+  };
+  for (const auto& [comp, mods] : by_component) {
+    std::map<uint64_t, uint64_t> count;
+    for (const auto& [n, r] : mods) ++count[r];
+    uint64_t common = 0, most = 0;
+    for (const auto& [r, c] : count)
+      if (c > most) common = r, most = c;
+    std::string pattern, targets;
+    for (const auto& [n, r] : mods) {
+      targets += fmt::format("{}{}", targets.empty() ? "" : ",", quoted(n));
+      if (r != common) pattern += fmt::format("{}{}:{}", pattern.empty() ? "" : ",", quoted(n), r);
+    }
+    out += fmt::format(
+        "{}\"{c}.alpha_pattern\":{{{p}}},\"{c}.lora_alpha\":{r},\"{c}.r\":{r},"
+        "\"{c}.rank_pattern\":{{{p}}},\"{c}.target_modules\":[{t}]",
+        out.size() > 1 ? "," : "", fmt::arg("c", comp), fmt::arg("p", pattern),
+        fmt::arg("r", common), fmt::arg("t", targets));
+  }
+  return out + "}";
 }
 
 /// One input module's share of a written module: its down rows and up columns `cols`, up's
@@ -237,7 +330,7 @@ Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::st
   if (la.layout != "lora")
     return Status(ErrorCode::kInvalidArgument, fmt::format("not a LoRA: it is {}", la.architecture),
                   in_path);
-  const LoraFile lf = read_lora(lck, &in->file());
+  LoraFile lf = read_lora(lck, &in->file());
   if (!lf.errors.empty())
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("{} module(s) are inconsistent (first: {}: {}); `ckptkit inspect` "
@@ -250,7 +343,7 @@ Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::st
                               "be lost",
                               lf.unknown_keys.size(), lf.unknown_keys[0]),
                   in_path);
-  CKPT_RETURN_IF_ERROR(check_adapter_metadata(lck, in_path));
+  CKPT_RETURN_IF_ERROR(apply_adapter_metadata(lck, lf, in_path));
 
   LoraConvertReport report;
   report.from = lf.format;
@@ -613,20 +706,33 @@ Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::st
   if (dropped > 0)
     report.notes.push_back(fmt::format(
         "{} split part(s) not written: the input changes none of their rows", dropped));
-  if (lf.missing_alpha > 0)
-    report.notes.push_back(fmt::format("{} modules had no alpha: read at scale 1", lf.missing_alpha));
+  uint64_t missing_alpha = 0;
+  for (const LoraModule& m : lf.modules)
+    if (!m.alpha && (m.kind == LoraKind::kLora || m.kind == LoraKind::kTucker ||
+                     m.kind == LoraKind::kLoha))
+      ++missing_alpha;
+  if (missing_alpha > 0)
+    report.notes.push_back(fmt::format("{} modules had no alpha: read at scale 1", missing_alpha));
   if (report.folded > 0)
     report.notes.push_back(fmt::format(
         "{} modules got their scale (alpha/rank) multiplied into their factors{}", report.folded,
         kohya ? " (parts of different scales fused: alpha = rank)"
-              : " (diffusers and PEFT files carry no alpha their loaders read)"));
-
+              : " (diffusers and PEFT loaders read no alpha tensor)"));
+  if (!kohya)
+    report.notes.push_back(
+        "lora_adapter_metadata records each module's rank with lora_alpha = rank (scale 1) for "
+        "diffusers");
   plan.metadata = lck.metadata;
   if (lck.format != FileFormat::kSafetensors) plan.metadata.emplace("format", "pt");
   // Hashes of the input's bytes and an adapter config of its scales no longer hold.
   for (const char* k : {"modelspec.hash_sha256", "sshs_model_hash", "sshs_legacy_hash",
                         "lora_adapter_metadata"})
     plan.metadata.erase(k);
+  if (!kohya) {
+    std::vector<std::pair<std::string, uint64_t>> written;
+    for (const LoraConvertReport::Output& o : report.outputs) written.emplace_back(o.module, o.rank);
+    plan.metadata["lora_adapter_metadata"] = adapter_metadata(written);
+  }
   const std::string names = report.names_from.starts_with("layout ")
                                 ? report.names_from
                                 : std::filesystem::path(report.names_from).filename().string();

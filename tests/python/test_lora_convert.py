@@ -29,7 +29,7 @@ UP = [".lora_up.weight", ".lora_B.weight", ".lora.up.weight", ".lora_linear_laye
 def load(path):
     data = open(path, "rb").read()
     n = struct.unpack("<Q", data[:8])[0]
-    h = json.loads(data[8:8 + n]); h.pop("__metadata__", None)
+    h = json.loads(data[8:8 + n]); meta = h.pop("__metadata__", None) or {}
     out = {}
     for k, v in h.items():
         b, e = v["data_offsets"]
@@ -39,6 +39,25 @@ def load(path):
         else:
             a = np.frombuffer(raw, {"F32": "<f4", "F16": "<f2"}[v["dtype"]]).astype(np.float32)
         out[k] = torch.from_numpy(a.copy()).reshape(v["shape"])
+    # diffusers' adapter config in the header (loaders/lora_base.py): LoraConfig fields per
+    # component; its scale lora_alpha/r (or the patterns' values) replaces alpha tensors.
+    cfg = json.loads(meta.get("lora_adapter_metadata", "{}"))
+    comps = {k.split(".", 1)[0] for k in cfg}
+    for m in {k[:-len(s)] for k in out for s in DOWN if k.endswith(s)}:
+        comp, local = m.split(".", 1) if "." in m else (m, "")
+        if comp not in comps:
+            continue
+        r = cfg.get(comp + ".r", 8)
+        a = cfg.get(comp + ".lora_alpha", 8)
+        for key, v in cfg.get(comp + ".rank_pattern", {}).items():
+            if local == key or local.endswith("." + key):
+                r = v
+        for key, v in cfg.get(comp + ".alpha_pattern", {}).items():
+            if local == key or local.endswith("." + key):
+                a = v
+        down = next(out[m + s] for s in DOWN if m + s in out)
+        assert r == down.shape[0], (m, r, down.shape)
+        out[m + ".alpha"] = torch.tensor(a / r * down.shape[0])
     return out
 def by_target(where):
     t = {}
@@ -242,6 +261,16 @@ class DeltaUnchanged(ConvertTest):
         convert(k0, "peft", p3)
         convert(p3, "kohya", k4)
         self.same_delta([(k0, d1), (k0, k2), (k0, p3), (k0, k4)], "sd15-ldm", 2e-3)
+        # diffusers builds each component's LoraConfig from the header: every module at its own
+        # rank with lora_alpha = rank (the scale is in the factors); the conv module's rank 4
+        # differs from the rest, so it needs the patterns.
+        cfg = json.loads(read_safetensors(d1)[0]["lora_adapter_metadata"])
+        self.assertEqual((cfg["unet.r"], cfg["unet.lora_alpha"]), (8, 8))
+        self.assertEqual(cfg["unet.rank_pattern"], {"down_blocks.0.resnets.0.conv1": 4})
+        self.assertEqual(cfg["unet.alpha_pattern"], {"down_blocks.0.resnets.0.conv1": 4})
+        d1_modules = modules_of(read_safetensors(d1)[1])
+        self.assertEqual(sorted(cfg["text_encoder.target_modules"] + cfg["unet.target_modules"]),
+                         sorted(m.split(".", 1)[1] for m in d1_modules))
         meta = read_safetensors(k2)[0]
         self.assertEqual(meta["ss_network_module"], "networks.lora")  # training facts kept
         # The same keys, and an alpha now for every module (the scale made explicit).
@@ -463,7 +492,7 @@ class Refusals(ConvertTest):
         peft_tensors = [(pm + ".lora_A.weight", "F32", [2, 320, 1, 1], bytes(2560)),
                         (pm + ".lora_B.weight", "F32", [320, 2, 1, 1], bytes(2560))]
         write_safetensors(peft, peft_tensors, {"lora_adapter_metadata": json.dumps(
-            {"unet.r": 2, "unet.lora_alpha": 4, "unet.alpha_pattern": {}})})
+            {"unet.r": 3, "unet.lora_alpha": 4, "unet.alpha_pattern": {}})})
         exists = self.path("exists.safetensors")
         with open(exists, "wb") as f:
             f.write(b"keep")
@@ -475,7 +504,7 @@ class Refusals(ConvertTest):
                 ([base, "--to", "kohya"], "not a LoRA"),
                 ([lokr, "--to", "kohya", "--base", base, "-o", exists], "exists"),
                 ([lokr, "--to", "kohya"], "--base FILE"),
-                ([peft, "--to", "kohya", "--base", base], "lora_adapter_metadata"),
+                ([peft, "--to", "kohya", "--base", base], "rank 3 where its factors have rank 2"),
         ]:
             with self.subTest(args=args[:3]):
                 out = [] if "-o" in args else ["-o", self.path("out.safetensors")]
@@ -488,9 +517,10 @@ class Refusals(ConvertTest):
         # LyCORIS modules keep every factor under kohya names.
         out = self.path("lokr-kohya.safetensors")
         write_safetensors(peft, peft_tensors, {"lora_adapter_metadata": json.dumps(
-            {"unet.r": 2, "unet.lora_alpha": 2, "unet.alpha_pattern": {}})})
+            {"unet.r": 8, "unet.lora_alpha": 8, "unet.rank_pattern": {pm[len("unet."):]: 2},
+             "unet.alpha_pattern": {"attentions.0.proj_out": 6}})})
         rep = convert(peft, "kohya", self.path("peft-kohya.safetensors"), "--base", base)
-        self.assertEqual(rep["modules"][0]["alpha"], 2.0)
+        self.assertEqual(rep["modules"][0]["alpha"], 6.0)  # the pattern's scale, 6/2
         self.assertNotIn("lora_adapter_metadata",
                          read_safetensors(self.path("peft-kohya.safetensors"))[0])
         rep = convert(lokr, "kohya", out, "--base", base)
