@@ -2,6 +2,7 @@
 // or split as the format names them, ΔW of every base tensor unchanged (ckptkit/lora.h,
 // docs/lora.md).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <simdjson.h>
 
 #include <atomic>
@@ -115,6 +116,27 @@ std::string_view reference_layout(std::string_view family) {
   if (family == "sd3") return "sd3-medium";
   if (family == "flux") return "flux1-dev-comfy-fp8-aio";
   return {};
+}
+
+/// The embedded reference layout of `family` as a tensor table (no data).
+Result<Checkpoint> reference_checkpoint(std::string_view family) {
+  const std::string_view layout = reference_layout(family);
+  if (layout.empty())
+    return Status(ErrorCode::kInternal, fmt::format("no reference layout for {}", family));
+  CKPT_ASSIGN_OR_RETURN(std::vector<TensorLayout> tl, load_layout(layout));
+  Checkpoint ck;
+  uint64_t at = 0;
+  for (const TensorLayout& t : tl) {
+    TensorInfo ti;
+    ti.name = t.name;
+    ti.dtype = t.dtype;
+    ti.shape = t.shape;
+    ti.begin = at;
+    at += dtype_bytes(t.dtype, shape_numel(t.shape).value_or(0)).value_or(0);
+    ti.end = at;
+    ck.tensors.push_back(std::move(ti));
+  }
+  return ck;
 }
 
 bool same_family(std::string_view lora, std::string_view base) {
@@ -376,29 +398,43 @@ Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::st
                     in_path);
     report.names_from = *options.base;
   } else {
-    const std::string_view layout = reference_layout(la.lora_base);
-    if (layout.empty())
-      return Status(ErrorCode::kInvalidArgument,
-                    "the model family of this LoRA is not determinable from its keys; name a "
-                    "base model of its family with --base FILE",
-                    in_path);
-    CKPT_ASSIGN_OR_RETURN(std::vector<TensorLayout> tl, load_layout(layout));
-    uint64_t at = 0;
-    for (const TensorLayout& t : tl) {
-      TensorInfo ti;
-      ti.name = t.name;
-      ti.dtype = t.dtype;
-      ti.shape = t.shape;
-      ti.begin = at;
-      at += dtype_bytes(t.dtype, shape_numel(t.shape).value_or(0)).value_or(0);
-      ti.end = at;
-      reference.tensors.push_back(std::move(ti));
+    // The family the LoRA's keys tell; else the one family whose reference every module lands
+    // in (a FLUX file in diffusers names without single blocks, say).
+    std::string family = la.lora_base;
+    if (family.empty()) {
+      std::vector<std::string> fits;
+      for (const char* f : {"sd1", "sd2", "sdxl", "sd3", "flux"}) {
+        CKPT_ASSIGN_OR_RETURN(Checkpoint ref, reference_checkpoint(f));
+        const Anatomy ra = analyze(ref, nullptr);
+        bool all = !lf.modules.empty();
+        for (const LoraModuleMatch& mm : match_lora(lf, ref, ra))
+          if (mm.base_tensor.empty()) all = false;
+        if (all) fits.push_back(f);
+      }
+      if (fits.size() != 1)
+        return Status(ErrorCode::kInvalidArgument,
+                      fmt::format("the model family of this LoRA is not determinable from its "
+                                  "keys{}; name a base model of its family with --base FILE",
+                                  fits.empty() ? std::string()
+                                               : fmt::format(" (its modules fit {})",
+                                                             fmt::join(fits, ", "))),
+                      in_path);
+      family = fits[0];
+      report.notes.push_back(fmt::format(
+          "family {}: the only one whose reference layout holds a tensor for every module",
+          family));
     }
+    CKPT_ASSIGN_OR_RETURN(reference, reference_checkpoint(family));
     bck = &reference;
     ba = analyze(reference, nullptr);
-    report.names_from = fmt::format("layout {}", layout);
+    report.names_from = fmt::format("layout {}", reference_layout(family));
   }
   report.family = ba.family;
+  if (!kohya && ba.family == "sd3")
+    return Status(ErrorCode::kUnsupported,
+                  "SD3's diffusers module names (transformer_blocks.N.attn.to_q, …) are not "
+                  "mapped to its MMDiT tensors yet: only --to kohya converts an SD3 LoRA",
+                  in_path);
 
   // Every module's target.
   const std::vector<LoraModuleMatch> matches = match_lora(lf, *bck, ba);
@@ -553,7 +589,10 @@ Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::st
     }
     const detail::LoraFactorKeys keys = detail::lora_factor_keys(fmt_to, u.name);
     const Factors& f0 = factors[first.module];
-    o.action = !plain ? (u.members.size() > 1 ? "fused" : "split")
+    // A part of one wider input module is split; one module (or several) on rows of the
+    // unit's tensor, fused (the rows no module changes zero).
+    const bool wider = u.members.size() == 1 && first.m0 <= u.o0 && first.m1 >= u.o1;
+    o.action = !plain ? (wider ? "split" : "fused")
                : u.name == m0.name && (m0.kind != LoraKind::kLora || f0.down->name == keys.down)
                    ? "kept"
                    : "renamed";

@@ -456,6 +456,27 @@ class FluxFuseSplit(ConvertTest):
         self.assertEqual((out[s]["rank"], out[s]["alpha"]), (16, 16.0))
         self.same_delta([(k0, d1), (k0, k2)], "flux1-dev-transformer", 1e-2)
 
+    def test_family_from_matching_and_text_encoders(self):
+        """diffusers FLUX names without single blocks do not tell the family by their keys; the
+        only reference every module lands in does. CLIP-L and T5 modules convert too."""
+        rng = np.random.default_rng(9)
+        d0, k1 = self.path("d0.safetensors"), self.path("k1.safetensors")
+        te = "text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
+        t5 = "text_encoder_2.encoder.block.0.layer.0.SelfAttention.q"
+        mods = {m: (m + ".lora_A.weight", m + ".lora_B.weight", [4, n], [n, 4])
+                for m, n in (("transformer.transformer_blocks.2.attn.to_k", H), (te, 768),
+                             (t5, 4096))}
+        random_lora(d0, mods, rng, "F32", {te: 2.0})
+        rep = convert(d0, "kohya", k1)
+        self.assertEqual(rep["family"], "flux")
+        self.assertIn("the only one whose reference layout", rep["notes"][0])
+        self.assertEqual(sorted(m["module"] for m in rep["modules"]), [
+            "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+            "lora_te3_encoder_block_0_layer_0_SelfAttention_q",
+            "lora_unet_double_blocks_2_img_attn_qkv"])
+        qkv = next(m for m in rep["modules"] if m["module"].startswith("lora_unet"))
+        self.assertEqual((qkv["action"], qkv["rank"], qkv["alpha"]), ("fused", 4, 4.0))
+
     @staticmethod
     def bf16(rng, shape_or_value):
         x = (np.atleast_1d(np.float32(shape_or_value)) if rng is None
@@ -484,6 +505,10 @@ class Refusals(ConvertTest):
         write_safetensors(nan, [(m + ".lora_down.weight", "F32", [2, 320, 1, 1], bad.tobytes()),
                                 (m + ".lora_up.weight", "F32", [320, 2, 1, 1], bytes(2560)),
                                 (m + ".alpha", "F32", [], np.float32(1).tobytes())])
+        sd3 = self.path("sd3.safetensors")
+        s3 = "lora_unet_joint_blocks_0_x_block_attn_qkv"
+        write_safetensors(sd3, [(s3 + ".lora_down.weight", "F32", [2, 1536], bytes(12288)),
+                                (s3 + ".lora_up.weight", "F32", [4608, 2], bytes(36864))])
         base = self.path("sd15-ldm.safetensors")
         run("sample", "--layout", "sd15-ldm", "-o", base, "--sparse", "-q", "--no-sync")
         # diffusers' adapter config in the header holds the scale: read only when it is 1.
@@ -503,7 +528,8 @@ class Refusals(ConvertTest):
                 ([nan, "--to", "peft", "--base", base], "NaN"),
                 ([base, "--to", "kohya"], "not a LoRA"),
                 ([lokr, "--to", "kohya", "--base", base, "-o", exists], "exists"),
-                ([lokr, "--to", "kohya"], "--base FILE"),
+                ([lokr, "--to", "kohya"], "(its modules fit sd1, sd2)"),
+                ([sd3, "--to", "diffusers"], "only --to kohya converts an SD3 LoRA"),
                 ([peft, "--to", "kohya", "--base", base], "rank 3 where its factors have rank 2"),
         ]:
             with self.subTest(args=args[:3]):
