@@ -477,6 +477,29 @@ class FluxFuseSplit(ConvertTest):
         qkv = next(m for m in rep["modules"] if m["module"].startswith("lora_unet"))
         self.assertEqual((qkv["action"], qkv["rank"], qkv["alpha"]), ("fused", 4, 4.0))
 
+    def test_onetrainer_and_comfyui_names_convert(self):
+        """The conventions convert reads but does not write: OneTrainer's lora_transformer_ q/k/v
+        (fused for kohya) and ComfyUI's diffusion_model. fused qkv (split for diffusers)."""
+        rng = np.random.default_rng(10)
+        ot = "lora_transformer_single_transformer_blocks_5_attn_to_"
+        mods = {ot + x: (ot + x + ".lora_down.weight", ot + x + ".lora_up.weight", [4, H], [H, 4])
+                for x in "qkv"}
+        o0, k1 = self.path("ot.safetensors"), self.path("ot-k.safetensors")
+        random_lora(o0, mods, rng, "F16", {ot + "q": 4.0, ot + "k": 4.0, ot + "v": 4.0})
+        rep = convert(o0, "kohya", k1)
+        self.assertEqual([(m["module"], m["action"], m["rank"], m["alpha"]) for m in rep["modules"]],
+                         [("lora_unet_single_blocks_5_linear1", "fused", 12, 12.0)])
+        cm = "diffusion_model.double_blocks.4.txt_attn.qkv"
+        c0, d1 = self.path("comfy.safetensors"), self.path("comfy-d.safetensors")
+        random_lora(c0, {cm: (cm + ".lora_down.weight", cm + ".lora_up.weight", [8, H], [3 * H, 8])},
+                    rng, "F16", {cm: 16.0})
+        rep = convert(c0, "diffusers", d1)
+        self.assertEqual(sorted(m["module"] for m in rep["modules"]), [
+            f"transformer.transformer_blocks.4.attn.add_{x}_proj" for x in "kqv"])
+        self.same_delta([(o0, k1)], "flux1-dev-transformer", 2e-3)
+        # ComfyUI's names are a full model's (model.diffusion_model. / diffusion_model.).
+        self.same_delta([(c0, d1)], "flux1-dev-comfy-fp8-aio", 2e-3)
+
     @staticmethod
     def bf16(rng, shape_or_value):
         x = (np.atleast_1d(np.float32(shape_or_value)) if rng is None
