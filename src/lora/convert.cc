@@ -621,7 +621,16 @@ Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::st
     }
     std::vector<double> fold;
     for (const Unit::Member& mb : u.members) {
-      fold.push_back(scale_of(mb.module) / keep);
+      const LoraModule& m = lf.modules[mb.module];
+      // kohya reads alpha 0 as alpha = rank, ComfyUI and bake as scale 0: kept as it is when
+      // copied, never turned into one reading.
+      if (m.alpha && *m.alpha == 0.0 && !(kohya && plain))
+        return Status(ErrorCode::kUnsupported,
+                      fmt::format("module {} has alpha 0, which kohya's loader reads as alpha = "
+                                  "rank and ComfyUI as scale 0: convert does not pick one reading",
+                                  m.name),
+                      in_path);
+      fold.push_back(keep == 0.0 ? 1.0 : scale_of(mb.module) / keep);
       if (fold.back() != 1.0) o.folded = true;
     }
     // Each part's rank columns: all of them, except for a module wider than the unit (a split),

@@ -532,6 +532,10 @@ class Refusals(ConvertTest):
         s3 = "lora_unet_joint_blocks_0_x_block_attn_qkv"
         write_safetensors(sd3, [(s3 + ".lora_down.weight", "F32", [2, 1536], bytes(12288)),
                                 (s3 + ".lora_up.weight", "F32", [4608, 2], bytes(36864))])
+        zero = self.path("zero-alpha.safetensors")
+        write_safetensors(zero, [(m + ".lora_down.weight", "F32", [2, 320, 1, 1], bytes(2560)),
+                                 (m + ".lora_up.weight", "F32", [320, 2, 1, 1], bytes(2560)),
+                                 (m + ".alpha", "F32", [], np.float32(0).tobytes())])
         base = self.path("sd15-ldm.safetensors")
         run("sample", "--layout", "sd15-ldm", "-o", base, "--sparse", "-q", "--no-sync")
         # diffusers' adapter config in the header holds the scale: read only when it is 1.
@@ -553,6 +557,7 @@ class Refusals(ConvertTest):
                 ([lokr, "--to", "kohya", "--base", base, "-o", exists], "exists"),
                 ([lokr, "--to", "kohya"], "(its modules fit sd1, sd2)"),
                 ([sd3, "--to", "diffusers"], "only --to kohya converts an SD3 LoRA"),
+                ([zero, "--to", "diffusers", "--base", base], "alpha 0"),
                 ([peft, "--to", "kohya", "--base", base], "rank 3 where its factors have rank 2"),
         ]:
             with self.subTest(args=args[:3]):
@@ -563,6 +568,9 @@ class Refusals(ConvertTest):
                 self.assertEqual(sorted(os.listdir(self.tmp)), before)
         with open(exists, "rb") as f:
             self.assertEqual(f.read(), b"keep")
+        # kohya to kohya copies alpha 0 as it is.
+        rep = convert(zero, "kohya", self.path("zero-k.safetensors"), "--base", base)
+        self.assertEqual((rep["modules"][0]["action"], rep["modules"][0]["alpha"]), ("kept", 0))
         # LyCORIS modules keep every factor under kohya names.
         out = self.path("lokr-kohya.safetensors")
         write_safetensors(peft, peft_tensors, {"lora_adapter_metadata": json.dumps(
