@@ -181,6 +181,7 @@ struct LoraConvertReport {
     bool folded = false;          ///< a scale was multiplied into the factors
   };
   std::vector<Output> outputs;
+  /// Written modules by action; `folded`: those with a scale multiplied into their factors.
   uint64_t kept = 0, renamed = 0, split = 0, fused = 0, folded = 0;
   std::vector<std::string> notes;
 };
