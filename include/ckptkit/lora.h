@@ -166,7 +166,7 @@ Result<BakeReport> bake_loras(const std::string& base_path, const std::vector<Lo
                               const std::string& out_path, const BakeOptions& options);
 
 /// The file format of a LoRA written by ckptkit (docs/lora.md): kohya (lora_down/lora_up/alpha,
-/// kohya module names), diffusers or PEFT (lora_A/lora_B, diffusers module paths).
+/// kohya module names), diffusers or PEFT (diffusers module paths, their tools' factor keys).
 enum class LoraWriteFormat : uint8_t { kKohya, kDiffusers, kPeft };
 
 struct ExtractOptions {
@@ -233,6 +233,55 @@ struct ResizeReport {
 /// factors) cut to the new rank; alpha = old alpha / old rank × new rank (kohya's rule).
 Result<ResizeReport> resize_lora(const std::string& in_path, const std::string& out_path,
                                  const ResizeOptions& options);
+
+/// `lora convert`: the same LoRA in another file format's names (docs/lora.md).
+struct LoraConvertOptions {
+  std::string to;                  ///< kohya, diffusers or peft
+  std::optional<std::string> base;  ///< a base model to name modules against; none: the
+                                    ///< reference layout of the LoRA's family
+  bool allow_dangerous = false;
+  SafetensorsLimits limits;
+  RunOptions run;
+};
+
+struct LoraConvertReport {
+  RunStats stats;
+  std::string from;        ///< the input's format (read_lora's)
+  std::string to;          ///< kohya, diffusers, peft
+  std::string family;      ///< of the base the names come from
+  std::string names_from;  ///< the base file, or "layout NAME" (the embedded reference)
+  uint64_t modules_in = 0;
+  /// One written module.
+  struct Output {
+    std::string module;
+    std::string action;  ///< kept, renamed, split (a part of one input), fused (several inputs)
+    std::vector<std::string> from;                ///< the input modules, in row order
+    std::vector<uint64_t> rank_in;                ///< their ranks
+    std::vector<std::optional<double>> alpha_in;  ///< their alphas (none: not stored)
+    uint64_t rank = 0;
+    std::optional<double> alpha;  ///< the alpha written; none: no alpha tensor (scale 1)
+    bool folded = false;          ///< a scale was multiplied into the factors
+  };
+  std::vector<Output> outputs;
+  /// Written modules by action; `folded`: those with a scale multiplied into their factors.
+  uint64_t kept = 0, renamed = 0, split = 0, fused = 0, folded = 0;
+  std::vector<std::string> notes;
+};
+
+/// Writes the modules of the LoRA at `in_path` under the names and factor keys of `options.to`,
+/// naming each module's target (a base tensor or rows of it, match_lora) by the first name the
+/// format's convention gives it (detail::lora_names). A module on rows of a tensor the format
+/// names whole is fused with the others on that tensor (down concatenated, up block-diagonal);
+/// a module on a tensor the format names by row slices is split (down copied, up split by
+/// rows). ΔW of every base tensor is unchanged: alpha is corrected when fusing (or, when the
+/// parts' scales differ, each part's scale is folded into its factors and alpha = rank), and
+/// the diffusers and PEFT files, whose loaders read no alpha tensor, get the scale folded into
+/// the factors and a lora_adapter_metadata header (each module's rank, lora_alpha = rank) for
+/// diffusers; an input's lora_adapter_metadata gives its modules' scales. Refused before writing: not a LoRA, inconsistent factors, a module that lands
+/// nowhere or has no name in the format, LyCORIS/full/DoRA modules for diffusers or PEFT (or
+/// needing a split or fuse), a family other than the base's.
+Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::string& out_path,
+                                       const LoraConvertOptions& options);
 
 /// Groups `ck`'s tensors into modules. `file` (may be null) is read for the alpha scalars;
 /// without it alphas are unknown. Inconsistent modules are listed in `errors`, not refused:

@@ -1,4 +1,5 @@
-// `ckptkit lora bake|extract|resize` — apply, extract and resize LoRAs (docs/lora.md).
+// `ckptkit lora bake|extract|resize|convert` — apply, extract, resize and rename LoRAs
+// (docs/lora.md).
 #include <fmt/format.h>
 
 #include <charconv>
@@ -429,6 +430,136 @@ Runner setup_resize(CLI::App& sub) {
   };
 }
 
+Runner setup_convert_lora(CLI::App& sub) {
+  struct Opts {
+    std::string in, out, to, base;
+    bool json = false, quiet = false, allow_dangerous = false;
+    WriteFlags write;
+  };
+  auto o = std::make_shared<Opts>();
+  sub.add_option("IN", o->in, "the LoRA to convert")->required();
+  sub.add_option("-o,--output", o->out, "output file (.safetensors)")->required();
+  sub.add_option("--to", o->to, "the format to write: kohya, diffusers or peft")
+      ->required()
+      ->check(CLI::IsMember({"kohya", "diffusers", "peft"}));
+  sub.add_option("--base", o->base,
+                 "a base model of the LoRA's family to name modules against (default: the "
+                 "family's embedded reference layout)");
+  sub.add_flag("--json", o->json, "print the report as JSON on stdout");
+  sub.add_flag("-q,--quiet", o->quiet, "print nothing on success");
+  sub.add_flag("--allow-dangerous", o->allow_dangerous,
+               "read PyTorch files even if `scan` finds code in them (only tensors are taken)");
+  o->write.add_to(sub);
+  sub.footer(
+      "Each module is matched to the base tensor (or rows of it) it changes, then written under\n"
+      "the name the target format's tools give that tensor. kohya names FLUX's fused q/k/v\n"
+      "(img_attn.qkv, linear1) whole, diffusers and PEFT by to_q/to_k/to_v(/proj_mlp): going to\n"
+      "diffusers/peft splits (down copied to each part, up split by rows); going to kohya fuses\n"
+      "(down concatenated, rank the sum, up block-diagonal, a missing part zero). ΔW of every\n"
+      "base tensor is unchanged: a fused module's alpha is the parts' scale × the summed rank,\n"
+      "or when the parts' alpha/rank differ each part's scale is multiplied into its factors\n"
+      "and alpha = rank (the split_qkv bug, sd-scripts #2204, avoided); diffusers and PEFT files\n"
+      "carry no alpha their loaders read, so alpha/rank goes into the factors (sqrt into each).\n"
+      "LoHa, LoKr, full-diff and DoRA modules are written in kohya naming only. A module that\n"
+      "lands nowhere or has no name in the format is refused; nothing is written (exit 2).\n\n"
+      "Examples:\n"
+      "  ckptkit lora convert flux_kohya.safetensors --to diffusers -o flux_diffusers.safetensors\n"
+      "  ckptkit lora convert pytorch_lora_weights.safetensors --to kohya -o my_lora.safetensors\n"
+      "  ckptkit lora convert my_lora.safetensors --to peft --base v1-5.safetensors -o peft.safetensors --json");
+  return [o] {
+    LoraConvertOptions options;
+    auto run = o->write.to_options();
+    if (!run) return report_error(run.status());
+    options.run = *run;
+    options.to = o->to;
+    options.allow_dangerous = o->allow_dangerous;
+    if (!o->base.empty()) options.base = o->base;
+    std::optional<Verdict> verdict;
+    if (auto rc = scan_gate(o->in, "convert", options.limits, options.allow_dangerous, verdict))
+      return *rc;
+    if (options.base) {
+      std::optional<Verdict> bv;
+      if (auto rc = scan_gate(*options.base, "name modules against", options.limits,
+                              options.allow_dangerous, bv))
+        return *rc;
+    }
+    auto report = convert_lora(o->in, o->out, options);
+    if (!report) return report_error(report.status());
+    if (o->json) {
+      JsonWriter w;
+      w.begin_object();
+      w.key("output").value(o->out);
+      w.key("from").value(report->from);
+      w.key("to").value(report->to);
+      w.key("family").value(report->family);
+      w.key("names_from").value(report->names_from);
+      w.key("modules_in").value(report->modules_in);
+      w.key("modules_out").value(static_cast<uint64_t>(report->outputs.size()));
+      w.key("kept").value(report->kept);
+      w.key("renamed").value(report->renamed);
+      w.key("split").value(report->split);
+      w.key("fused").value(report->fused);
+      w.key("scale_folded").value(report->folded);
+      w.key("modules").begin_array();
+      for (const auto& m : report->outputs) {
+        w.begin_object();
+        w.key("module").value(m.module);
+        w.key("action").value(m.action);
+        w.key("from").begin_inline_array();
+        for (const std::string& f : m.from) w.value(f);
+        w.end_array();
+        w.key("rank_in").begin_inline_array();
+        for (uint64_t r : m.rank_in) w.value(r);
+        w.end_array();
+        w.key("alpha_in").begin_inline_array();
+        for (const auto& a : m.alpha_in) a ? w.value(*a) : w.null();
+        w.end_array();
+        w.key("rank").value(m.rank);
+        w.key("alpha");
+        m.alpha ? w.value(*m.alpha) : w.null();
+        w.key("scale_folded").value(m.folded);
+        w.end_object();
+      }
+      w.end_array();
+      w.key("notes").begin_array();
+      for (const std::string& n : report->notes) w.value(n);
+      w.end_array();
+      w.key("output_bytes").value(report->stats.bytes_written);
+      w.key("seconds").value(fmt::format("{:.3f}", report->stats.seconds));
+      w.end_object();
+      std::fputs(w.str().c_str(), stdout);
+      return kExitOk;
+    }
+    if (o->quiet) return kExitOk;
+    std::string out = fmt::format(
+        "converted {} ({}, {}) to {}: {} modules in, {} out ({} kept, {} renamed, {} split "
+        "parts, {} fused) in {:.2f} s\n",
+        o->in, report->from, report->family, report->to, report->modules_in,
+        report->outputs.size(), report->kept, report->renamed, report->split, report->fused,
+        report->stats.seconds);
+    out += fmt::format("  names from {}\n", report->names_from);
+    size_t shown = 0;
+    for (const auto& m : report->outputs) {
+      if (m.action != "fused") continue;
+      if (++shown > 10) break;
+      std::string alphas;
+      for (size_t i = 0; i < m.from.size(); ++i)
+        alphas += fmt::format("{}{}/{}", i ? ", " : "",
+                              m.alpha_in[i] ? fmt::format("{:g}", *m.alpha_in[i]) : "none",
+                              m.rank_in[i]);
+      out += fmt::format("  {} {} <- {} module(s) (alpha/rank {}): rank {}, alpha {}{}\n",
+                         m.action, m.module, m.from.size(), alphas, m.rank,
+                         m.alpha ? fmt::format("{:g}", *m.alpha) : "none",
+                         m.folded ? ", scale folded into the factors" : "");
+    }
+    if (shown > 10) out += "  … (--json lists every module)\n";
+    for (const std::string& n : report->notes) out += fmt::format("  note: {}\n", n);
+    out += fmt::format("  wrote {} ({})\n", o->out, human_bytes(report->stats.bytes_written));
+    std::fputs(out.c_str(), stderr);
+    return kExitOk;
+  };
+}
+
 }  // namespace
 
 Runner setup_lora(CLI::App& sub) {
@@ -439,7 +570,11 @@ Runner setup_lora(CLI::App& sub) {
   Runner extract_run = setup_extract(*extract);
   auto* resize = sub.add_subcommand("resize", "cut a LoRA's modules to a smaller rank");
   Runner resize_run = setup_resize(*resize);
+  auto* convert = sub.add_subcommand(
+      "convert", "write a LoRA in another format's names (kohya, diffusers, peft)");
+  Runner convert_run = setup_convert_lora(*convert);
   return [=] {
+    if (convert->parsed()) return convert_run();
     if (bake->parsed()) return bake_run();
     if (extract->parsed()) return extract_run();
     if (resize->parsed()) return resize_run();

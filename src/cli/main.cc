@@ -34,7 +34,9 @@ constexpr Command kCommands[] = {
      "mix models tensor by tensor: weighted sum, add difference, slerp, TIES, DARE; per-block "
      "alpha; recipes",
      setup_merge},
-    {"lora", "LoRA adapters: bake them into a base model (inspect shows and matches them)",
+    {"lora",
+     "LoRA adapters: bake into a model, extract from two models, resize, convert between "
+     "formats (inspect shows and matches them)",
      setup_lora},
     {"meta", "show or edit safetensors metadata (the data is copied unchanged)", setup_meta},
     {"sample", "write a synthetic checkpoint with a published model's exact layout", setup_sample},

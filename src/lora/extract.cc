@@ -366,6 +366,13 @@ Result<ExtractReport> extract_lora(const std::string& tuned_path, const std::str
     if (auto v = kohya_version(family); !v.empty()) plan.metadata["ss_base_model_version"] = std::string(v);
     plan.metadata["ss_sd_model_name"] = std::filesystem::path(base_path).filename().string();
   }
+  if (options.format != LoraWriteFormat::kKohya) {
+    // diffusers reads no alpha tensor; without this header it would give every module the
+    // first module's rank as lora_alpha (a wrong scale for a --conv-rank of another rank).
+    std::vector<std::pair<std::string, uint64_t>> ranks;
+    for (const auto& j : jobs) ranks.emplace_back(j->name, j->k);
+    plan.metadata["lora_adapter_metadata"] = detail::lora_adapter_metadata(ranks);
+  }
   if (auto spec = modelspec_arch(family); !spec.empty()) {
     plan.metadata["modelspec.sai_model_spec"] = "1.0.0";
     plan.metadata["modelspec.architecture"] = std::string(spec);

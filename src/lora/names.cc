@@ -236,11 +236,70 @@ LoraFactorKeys lora_factor_keys(LoraFormat f, const std::string& module) {
   switch (f) {
     case LoraFormat::kKohya:
       return {module + ".lora_down.weight", module + ".lora_up.weight", module + ".alpha"};
-    case LoraFormat::kDiffusers:
     case LoraFormat::kPeft:
+      // PEFT's state dict (get_peft_model_state_dict), under diffusers' component prefixes.
       return {module + ".lora_A.weight", module + ".lora_B.weight", ""};
+    case LoraFormat::kDiffusers: {
+      // What diffusers' save_lora_weights holds: the UNet pipelines' training scripts pass the
+      // PEFT state dict through convert_state_dict_to_diffusers (PEFT_TO_DIFFUSERS in
+      // diffusers/utils/state_dict_utils.py: text-encoder q/k/v/out projections ->
+      // lora_linear_layer.down/up, attention to_q/to_k/to_v/to_out.0 -> lora.down/up, the rest
+      // kept as lora_A/lora_B); the transformer pipelines (SD3, FLUX) save the PEFT keys as they
+      // are, and their loader reads no other (convert_unet_state_dict_to_peft).
+      if (!module.starts_with("transformer.")) {
+        for (std::string_view p : {".q_proj", ".k_proj", ".v_proj", ".out_proj"})
+          if (module.ends_with(p))
+            return {module + ".lora_linear_layer.down.weight",
+                    module + ".lora_linear_layer.up.weight", ""};
+        for (std::string_view p : {"to_k", "to_q", "to_v", "to_out.0"})
+          if (module.ends_with(p))
+            return {module + ".lora.down.weight", module + ".lora.up.weight", ""};
+      }
+      return {module + ".lora_A.weight", module + ".lora_B.weight", ""};
+    }
   }
   return {};
+}
+
+/// lora_adapter_metadata for a diffusers or PEFT output whose scales are all folded (scale 1):
+/// per component r = lora_alpha = the most common rank, the others in rank_pattern and
+/// alpha_pattern, target_modules every module; what diffusers' get_peft_kwargs would infer,
+/// except that it sets lora_alpha once from the first module's rank, which applies a file of
+/// mixed ranks at (that rank / rank) to the other modules.
+std::string lora_adapter_metadata(const std::vector<std::pair<std::string, uint64_t>>& modules) {
+  std::map<std::string, std::vector<std::pair<std::string, uint64_t>>> by_component;
+  for (const auto& [name, rank] : modules) {
+    const size_t dot = name.find('.');
+    if (dot == std::string::npos) continue;
+    by_component[name.substr(0, dot)].emplace_back(name.substr(dot + 1), rank);
+  }
+  std::string out = "{";
+  auto quoted = [](std::string_view s) {
+    std::string q = "\"";
+    for (char c : s) {
+      if (c == '"' || c == '\\') q += '\\';
+      q += c;
+    }
+    return q + "\"";
+  };
+  for (const auto& [comp, mods] : by_component) {
+    std::map<uint64_t, uint64_t> count;
+    for (const auto& [n, r] : mods) ++count[r];
+    uint64_t common = 0, most = 0;
+    for (const auto& [r, c] : count)
+      if (c > most) common = r, most = c;
+    std::string pattern, targets;
+    for (const auto& [n, r] : mods) {
+      targets += fmt::format("{}{}", targets.empty() ? "" : ",", quoted(n));
+      if (r != common) pattern += fmt::format("{}{}:{}", pattern.empty() ? "" : ",", quoted(n), r);
+    }
+    out += fmt::format(
+        "{}\"{c}.alpha_pattern\":{{{p}}},\"{c}.lora_alpha\":{r},\"{c}.r\":{r},"
+        "\"{c}.rank_pattern\":{{{p}}},\"{c}.target_modules\":[{t}]",
+        out.size() > 1 ? "," : "", fmt::arg("c", comp), fmt::arg("p", pattern),
+        fmt::arg("r", common), fmt::arg("t", targets));
+  }
+  return out + "}";
 }
 
 }  // namespace ckptkit::detail

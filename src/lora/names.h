@@ -49,10 +49,21 @@ enum class LoraFormat : uint8_t { kKohya, kDiffusers, kPeft };
 LoraNaming naming_of(LoraFormat f);
 
 /// The keys of a low-rank module's factors in this format; `alpha` empty: the format stores no
-/// alpha tensor (the scale goes elsewhere: see the format's writer).
+/// alpha tensor, and its loaders (diffusers without adapter metadata, PEFT without its
+/// adapter_config.json, ComfyUI) apply scale 1: a writer folds alpha/rank into the factors.
+/// kohya: lora_down/lora_up/alpha; peft: lora_A/lora_B; diffusers: what its pipelines'
+/// save_lora_weights writes (lora.down/up for attention to_q/k/v/out.0 and
+/// lora_linear_layer.down/up for text-encoder q/k/v/out_proj outside `transformer.`, lora_A/B
+/// otherwise).
 struct LoraFactorKeys {
   std::string down, up, alpha;
 };
 LoraFactorKeys lora_factor_keys(LoraFormat f, const std::string& module);
+
+/// diffusers' lora_adapter_metadata header for a diffusers or PEFT file whose scales are all 1:
+/// per component (the module names' first part) r = lora_alpha = the most common rank, the
+/// others in rank_pattern and alpha_pattern, every module in target_modules. `modules`: (module
+/// name, rank).
+std::string lora_adapter_metadata(const std::vector<std::pair<std::string, uint64_t>>& modules);
 
 }  // namespace ckptkit::detail

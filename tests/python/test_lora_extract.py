@@ -143,15 +143,21 @@ class Extract(TempDirTest):
         p = run("inspect", self.path("k.safetensors"), "--against", self.base, "--json")
         self.assertEqual(p.returncode, 0)
 
-    def test_diffusers_names_are_the_published_ones(self):
-        # diffusers' own LoRAs (lora-peft-sd15: attention only, rank 4, F32) name every module
-        # the way ckptkit names the same modules; ckptkit also writes the MLP and projections.
-        self.extract("d.safetensors", "--rank", "4", "--text-encoders", "--format", "diffusers",
-                     "--dtype", "f32")
-        ours = {(n, dt, tuple(s)) for n, dt, s, _ in read_safetensors_header(self.path("d.safetensors"))["entries"]}
-        published = {(n, dt, tuple(s)) for n, dt, s in layout_table("lora-peft-sd15")}
-        self.assertEqual(published - ours, set())
-        self.assertFalse(any(n.endswith(".alpha") for n, _, _ in ours))
+    def test_diffusers_and_peft_names_are_the_published_ones(self):
+        # diffusers' own LoRAs (attention only, rank 4, F32) name every module the way ckptkit
+        # names the same modules, in diffusers' older keys (lora-diffusers-sd15) and PEFT's
+        # (lora-peft-sd15); ckptkit also writes the MLP and projections.
+        for fmt, layout in (("diffusers", "lora-diffusers-sd15"), ("peft", "lora-peft-sd15")):
+            out = f"{fmt}.safetensors"
+            self.extract(out, "--rank", "4", "--text-encoders", "--format", fmt, "--dtype", "f32")
+            h = read_safetensors_header(self.path(out))
+            ours = {(n, dt, tuple(s)) for n, dt, s, _ in h["entries"]}
+            published = {(n, dt, tuple(s)) for n, dt, s in layout_table(layout)}
+            self.assertEqual(published - ours, set(), fmt)
+            self.assertFalse(any(n.endswith(".alpha") for n, _, _ in ours))
+            meta = json.loads(h["metadata"]["lora_adapter_metadata"])
+            self.assertEqual(meta["unet.r"], 4)
+            self.assertEqual(meta["unet.lora_alpha"], 4)
 
     def test_unchanged_text_encoder_is_left_out(self):
         rows = layout_table("sd15-ldm")
