@@ -1,0 +1,76 @@
+// What a diffusers folder of each family holds, and the config.json of each of its parts,
+// derived from the weights: the numbers a loader reads to build the network (channels per
+// level, layers per block, attention per level, cross-attention width, text widths and depths)
+// come from tensor shapes; what shapes cannot tell (attention heads, sample size, the VAE's
+// latent scaling factor, the scheduler) is the family's published convention, one row of a
+// table. docs/models.md lists both with their sources.
+//
+// Thread safety: the tables are immutable.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptkit/anatomy.h"
+#include "ckptkit/status.h"
+#include "ckptkit/tensor.h"
+
+namespace ckptkit::detail {
+
+/// One part folder of a diffusers pipeline.
+struct DiffusersSlot {
+  std::string_view folder;      ///< unet, text_encoder, text_encoder_2, vae
+  PartKind kind;                ///< which part of the single file goes there
+  std::string_view library;     ///< diffusers, transformers
+  std::string_view class_name;  ///< UNet2DConditionModel, CLIPTextModel, …
+  std::string_view weights;     ///< diffusion_pytorch_model.safetensors, model.safetensors
+};
+
+struct DiffusersFamily {
+  std::string_view family;            ///< as in families.h: sd1, sdxl
+  std::string_view pipeline;          ///< model_index.json _class_name
+  std::string_view inpaint_pipeline;  ///< the same for a 9-channel (inpainting) UNet
+  std::vector<DiffusersSlot> slots;
+  /// model_index.json entries written as [null, null]: optional parts, and the tokenizers,
+  /// which weights cannot give.
+  std::vector<std::string_view> null_parts;
+  /// Extra model_index.json entries, as JSON text ("requires_safety_checker": false).
+  std::vector<std::pair<std::string_view, std::string_view>> pipeline_flags;
+  std::string_view scheduler_class;
+  /// The scheduler's settings (keys in order, JSON values), besides _class_name.
+  std::vector<std::pair<std::string_view, std::string_view>> scheduler;
+  uint64_t unet_sample_size;
+  /// diffusers' attention_head_dim: a fixed 8 heads (SD1), or width / 64 per level (SD2, SDXL).
+  bool heads_from_width;
+  uint64_t vae_sample_size;
+  std::string_view vae_scaling_factor;
+  bool vae_force_upcast;
+};
+
+/// nullptr when the family has no diffusers folder layout here.
+const DiffusersFamily* diffusers_family(std::string_view family);
+/// The family of a model_index.json `_class_name` (nullptr: not one this converts).
+const DiffusersFamily* diffusers_family_of_pipeline(std::string_view pipeline);
+
+using ShapeMap = std::map<std::string, Shape, std::less<>>;
+
+/// The config.json of each part, from its tensors (diffusers names) and the family's row.
+/// A tensor a loader would read a dimension from that is missing is an error naming it;
+/// `where` is the path the message names.
+Result<std::string> unet_config_json(const DiffusersFamily& fam, const ShapeMap& unet,
+                                     const std::string& where);
+Result<std::string> vae_config_json(const DiffusersFamily& fam, const ShapeMap& vae,
+                                    const std::string& where);
+/// CLIPTextModel (or CLIPTextModelWithProjection when it has text_projection.weight).
+Result<std::string> clip_config_json(PartKind kind, const ShapeMap& clip, DType dtype,
+                                     const std::string& where);
+std::string scheduler_config_json(const DiffusersFamily& fam);
+/// `pipeline`: fam.pipeline or fam.inpaint_pipeline.
+std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeline);
+
+/// The diffusers version the configs are written for (the keys they use exist since then).
+inline constexpr std::string_view kDiffusersVersion = "0.30.0";
+
+}  // namespace ckptkit::detail
