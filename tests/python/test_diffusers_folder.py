@@ -1,0 +1,531 @@
+"""`convert MODEL -o DIR --to diffusers` and `convert DIR -o MODEL.safetensors`, against the
+published layouts (data/layouts: the diffusers SD1.5 unet/text_encoder/vae, the SDXL diffusers
+UNet, HF-named CLIP-G) and PyTorch:
+
+* every part file holds exactly the published names, dtypes and shapes, metadata format: pt;
+* every tensor's bytes come from the right single-file tensor (each input tensor starts with
+  its own random bytes, so a wrong rename is seen), checked on a hand-written list of pairs
+  taken from the rules in docs/models.md;
+* single -> diffusers -> single gives back the whole file byte for byte (names, tensor bytes,
+  metadata; what the folder cannot hold travels in ckptkit_extra.safetensors);
+* each config.json agrees with the weight shapes, on an SD1.5 file and a 9-channel (inpaint)
+  one, and on SDXL;
+* the VAE's mid-block attention: the LDM 1x1 convolution and the diffusers linear layer give
+  the same result in PyTorch, and the bytes are torch's own reshape;
+* bad input: exit 2, a message naming the path and what was expected, nothing written.
+
+The inputs are sparse files of the published layouts written here from the format
+specification: holes except the first bytes of every tensor and a few whole tensors."""
+import json
+import os
+import unittest
+
+import numpy as np
+
+from ckpt_testlib import (TempDirTest, layout_table, read_safetensors_header, run,
+                          write_sparse_safetensors)
+
+PREFIX = 64  # random bytes written at the start of every tensor
+VAE_ATTN = [f"first_stage_model.{side}.mid.attn_1.{m}.{leaf}"
+            for side in ("encoder", "decoder") for m in ("q", "k", "v", "proj_out")
+            for leaf in ("weight", "bias")]
+POSITION_IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
+
+# Single-file name -> diffusers part and name, from the published conversion rules (the
+# diffusers and ComfyUI converters, docs/models.md), written out by hand.
+SD15_PAIRS = [
+    ("model.diffusion_model.input_blocks.0.0.weight", "unet", "conv_in.weight"),
+    ("model.diffusion_model.time_embed.2.bias", "unet", "time_embedding.linear_2.bias"),
+    ("model.diffusion_model.input_blocks.4.0.skip_connection.weight", "unet",
+     "down_blocks.1.resnets.0.conv_shortcut.weight"),
+    ("model.diffusion_model.input_blocks.5.1.transformer_blocks.0.attn2.to_k.weight", "unet",
+     "down_blocks.1.attentions.1.transformer_blocks.0.attn2.to_k.weight"),
+    ("model.diffusion_model.input_blocks.9.0.op.weight", "unet",
+     "down_blocks.2.downsamplers.0.conv.weight"),
+    ("model.diffusion_model.middle_block.2.emb_layers.1.weight", "unet",
+     "mid_block.resnets.1.time_emb_proj.weight"),
+    ("model.diffusion_model.output_blocks.2.1.conv.weight", "unet",
+     "up_blocks.0.upsamplers.0.conv.weight"),
+    ("model.diffusion_model.output_blocks.5.2.conv.bias", "unet",
+     "up_blocks.1.upsamplers.0.conv.bias"),
+    ("model.diffusion_model.output_blocks.11.1.proj_out.weight", "unet",
+     "up_blocks.3.attentions.2.proj_out.weight"),
+    ("model.diffusion_model.out.0.weight", "unet", "conv_norm_out.weight"),
+    ("first_stage_model.decoder.up.0.block.0.nin_shortcut.weight", "vae",
+     "decoder.up_blocks.3.resnets.0.conv_shortcut.weight"),
+    ("first_stage_model.decoder.up.3.upsample.conv.weight", "vae",
+     "decoder.up_blocks.0.upsamplers.0.conv.weight"),
+    ("first_stage_model.encoder.down.2.downsample.conv.bias", "vae",
+     "encoder.down_blocks.2.downsamplers.0.conv.bias"),
+    ("first_stage_model.encoder.mid.block_2.norm1.weight", "vae",
+     "encoder.mid_block.resnets.1.norm1.weight"),
+    ("first_stage_model.decoder.mid.attn_1.proj_out.weight", "vae",
+     "decoder.mid_block.attentions.0.to_out.0.weight"),
+    ("first_stage_model.encoder.mid.attn_1.norm.bias", "vae",
+     "encoder.mid_block.attentions.0.group_norm.bias"),
+    ("first_stage_model.decoder.norm_out.weight", "vae", "decoder.conv_norm_out.weight"),
+    ("first_stage_model.post_quant_conv.weight", "vae", "post_quant_conv.weight"),
+    ("cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc2.weight", "text_encoder",
+     "text_model.encoder.layers.11.mlp.fc2.weight"),
+]
+SD15_PARTS = {
+    "unet": ("unet/diffusion_pytorch_model.safetensors", "sd15-diffusers-unet"),
+    "text_encoder": ("text_encoder/model.safetensors", "sd15-diffusers-text_encoder"),
+    "vae": ("vae/diffusion_pytorch_model.safetensors", "sd15-diffusers-vae"),
+}
+EXTRA = "ckptkit_extra.safetensors"
+
+
+def itemsize(dtype):
+    return {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4}[dtype]
+
+
+def nbytes(dtype, shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n * itemsize(dtype)
+
+
+def make_input(path, rows, seed, metadata, full=()):
+    """A sparse file of `rows` whose every tensor starts with its own random bytes; the
+    tensors in `full` get random F32 values throughout (returned)."""
+    rng = np.random.default_rng(seed)
+    data, values = {}, {}
+    for name, dtype, shape in rows:
+        if name in full:
+            v = rng.normal(0, 0.05, shape).astype("<f4")
+            values[name] = v
+            data[name] = v.tobytes()
+        elif name.endswith("position_ids"):
+            data[name] = np.arange(shape[-1], dtype="<i8").reshape(shape).tobytes()
+        else:
+            data[name] = rng.bytes(min(PREFIX, nbytes(dtype, shape)))
+    write_sparse_safetensors(path, rows, data, metadata)
+    return values
+
+
+def entries(path):
+    """{name: (dtype, shape, absolute begin, size)} and the metadata of a safetensors file."""
+    h = read_safetensors_header(path)
+    base = 8 + h["n"]
+    return ({n: (d, s, base + b, e - b) for n, d, s, (b, e) in h["entries"]}, h["metadata"])
+
+
+def read_at(path, offset, size):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def prefix_of(path, table, name):
+    d, s, b, size = table[name]
+    return read_at(path, b, min(PREFIX, size))
+
+
+def data_segments(path):
+    """[(begin, end)] of the ranges of `path` that are not holes (SEEK_DATA/SEEK_HOLE; a file
+    system without them reports one range, the whole file). Holes read as zeros, so two sparse
+    files are equal when they are equal on the union of their data ranges."""
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, at = os.fstat(fd).st_size, 0
+        while at < size:
+            try:
+                begin = os.lseek(fd, at, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(fd, begin, os.SEEK_HOLE)
+            out.append((begin, end))
+            at = end
+    finally:
+        os.close(fd)
+    return out
+
+
+def window(segments, begin, size):
+    """`segments` cut to [begin, begin + size), relative to begin."""
+    return [(max(b, begin) - begin, min(e, begin + size) - begin)
+            for b, e in segments if e > begin and b < begin + size]
+
+
+def equal_ranges(fa, oa, fb, ob, ranges, chunk=1 << 24):
+    """True when the bytes at oa + r and ob + r agree for every range r."""
+    for b, e in sorted(ranges):
+        for at in range(b, e, chunk):
+            k = min(chunk, e - at)
+            fa.seek(oa + at)
+            fb.seek(ob + at)
+            if fa.read(k) != fb.read(k):
+                return False
+    return True
+
+
+def same_file(a, b):
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return equal_ranges(fa, 0, fb, 0, data_segments(a) + data_segments(b))
+
+
+def same_tensors(test, a, b):
+    """Same names, dtypes, shapes, metadata and every tensor's bytes (the tensors may sit in
+    another order)."""
+    ta, ma = entries(a)
+    tb, mb = entries(b)
+    test.assertEqual({n: v[:2] for n, v in ta.items()}, {n: v[:2] for n, v in tb.items()})
+    test.assertEqual(ma, mb)
+    sa, sb = data_segments(a), data_segments(b)
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        for n, (_, _, oa, size) in ta.items():
+            ob = tb[n][2]
+            ranges = window(sa, oa, size) + window(sb, ob, size)
+            test.assertTrue(equal_ranges(fa, oa, fb, ob, ranges), f"{n}: bytes differ")
+
+
+def load_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def listing(root):
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            out.append(os.path.relpath(os.path.join(dirpath, n), root))
+    return sorted(out)
+
+
+class Sd15(TempDirTest):
+    def setUp(self):
+        super().setUp()
+        self.src = self.path("sd15.safetensors")
+        self.values = make_input(self.src, layout_table("sd15-ldm"), 15,
+                                 {"modelspec.title": "unit sd15", "format": "pt"}, VAE_ATTN)
+        self.out = self.path("sd15-diffusers")
+        p = run("convert", self.src, "-o", self.out, "--to", "diffusers")
+        self.assertIn("kept in ckptkit_extra.safetensors", p.stderr)
+        self.assertIn("tokenizer", p.stderr)
+
+    def test_parts_have_the_published_names_dtypes_and_shapes(self):
+        self.assertEqual(listing(self.out), sorted([
+            EXTRA, "model_index.json", "scheduler", "scheduler/scheduler_config.json",
+            "text_encoder", "text_encoder/config.json", "text_encoder/model.safetensors",
+            "unet", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+            "vae", "vae/config.json", "vae/diffusion_pytorch_model.safetensors"]))
+        for part, (rel, layout) in SD15_PARTS.items():
+            table, meta = entries(os.path.join(self.out, rel))
+            got = {n: (d, s) for n, (d, s, _, _) in table.items()}
+            want = {n: (d, s) for n, d, s in layout_table(layout)}
+            self.assertEqual(set(got) - set(want), set(), part)
+            self.assertEqual(set(want) - set(got), set(), part)
+            self.assertEqual(got, want, part)
+            self.assertEqual(meta, {"format": "pt"}, part)
+
+    def test_each_tensor_holds_the_bytes_of_its_single_file_tensor(self):
+        src, _ = entries(self.src)
+        parts = {p: entries(os.path.join(self.out, rel))[0] for p, (rel, _) in SD15_PARTS.items()}
+        for ldm, part, diff in SD15_PAIRS:
+            self.assertEqual(
+                prefix_of(os.path.join(self.out, SD15_PARTS[part][0]), parts[part], diff),
+                prefix_of(self.src, src, ldm), f"{ldm} -> {part}/{diff}")
+        # Every tensor comes from exactly one input tensor (the prefixes are all different).
+        by_prefix = {prefix_of(self.src, src, n): n for n in src}
+        sources = []
+        for part, (rel, _) in SD15_PARTS.items():
+            path = os.path.join(self.out, rel)
+            for n in parts[part]:
+                sources.append(by_prefix.get(prefix_of(path, parts[part], n)))
+        self.assertNotIn(None, sources)
+        self.assertEqual(len(sources), len(set(sources)))
+        # The rest (schedule buffers, EMA counters) is in the extra file under its own name.
+        extra, meta = entries(os.path.join(self.out, EXTRA))
+        self.assertEqual(set(extra) | set(sources), set(src))
+        self.assertIn("betas", extra)
+        self.assertIn("model_ema.num_updates", extra)
+        self.assertEqual(meta.get("modelspec.title"), "unit sd15")
+
+    def test_round_trip_is_byte_identical(self):
+        back = self.path("back.safetensors")
+        p = run("convert", self.out, "-o", back)
+        self.assertIn("restored", p.stderr)
+        a, ma = entries(self.src)
+        b, mb = entries(back)
+        self.assertEqual({n: v[:2] for n, v in a.items()}, {n: v[:2] for n, v in b.items()})
+        self.assertEqual(ma, mb)
+        for n in VAE_ATTN + ["betas", POSITION_IDS]:
+            self.assertEqual(read_at(self.src, a[n][2], a[n][3]), read_at(back, b[n][2], b[n][3]), n)
+        same_tensors(self, self.src, back)
+        # And diffusers -> single -> diffusers gives the same folder.
+        again = self.path("again")
+        run("convert", back, "-o", again, "--to", "diffusers")
+        self.assertEqual(listing(again), listing(self.out))
+        for rel in listing(self.out):
+            if os.path.isfile(os.path.join(self.out, rel)):
+                self.assertTrue(same_file(os.path.join(self.out, rel), os.path.join(again, rel)), rel)
+
+    def test_configs_agree_with_the_weights(self):
+        check_configs(self, self.out, in_channels=4)
+        index = load_json(os.path.join(self.out, "model_index.json"))
+        self.assertEqual(index["_class_name"], "StableDiffusionPipeline")
+        self.assertEqual(index["unet"], ["diffusers", "UNet2DConditionModel"])
+        self.assertEqual(index["text_encoder"], ["transformers", "CLIPTextModel"])
+        self.assertEqual(index["vae"], ["diffusers", "AutoencoderKL"])
+        self.assertEqual(index["tokenizer"], [None, None])
+        sched = load_json(os.path.join(self.out, "scheduler/scheduler_config.json"))
+        self.assertEqual(index["scheduler"], ["diffusers", sched["_class_name"]])
+        # The DDPM schedule SD1 was trained on.
+        self.assertEqual((sched["beta_schedule"], sched["beta_start"], sched["beta_end"],
+                          sched["num_train_timesteps"]), ("scaled_linear", 0.00085, 0.012, 1000))
+        vae = load_json(os.path.join(self.out, "vae/config.json"))
+        self.assertEqual(vae["scaling_factor"], 0.18215)
+        doc = json.loads(run("inspect", self.out, "--json").stdout)
+        self.assertEqual(doc["architecture"], "sd1")
+
+    def test_vae_attention_is_the_same_operator_in_pytorch(self):
+        import torch
+        import torch.nn.functional as F
+        table, _ = entries(os.path.join(self.out, SD15_PARTS["vae"][0]))
+        path = os.path.join(self.out, SD15_PARTS["vae"][0])
+        x = torch.randn(2, 512, 5, 3, generator=torch.Generator().manual_seed(3))
+        for side in ("encoder", "decoder"):
+            for ldm, diff in (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("proj_out", "to_out.0")):
+                w4 = torch.from_numpy(self.values[f"first_stage_model.{side}.mid.attn_1.{ldm}.weight"])
+                b = torch.from_numpy(self.values[f"first_stage_model.{side}.mid.attn_1.{ldm}.bias"])
+                name = f"{side}.mid_block.attentions.0.{diff}"
+                dt, shape, off, size = table[name + ".weight"]
+                self.assertEqual((dt, shape), ("F32", [512, 512]))
+                w2 = torch.from_numpy(np.frombuffer(read_at(path, off, size), "<f4").reshape(shape).copy())
+                dt, shape, off, size = table[name + ".bias"]
+                self.assertEqual(shape, [512])
+                b2 = torch.from_numpy(np.frombuffer(read_at(path, off, size), "<f4").copy())
+                self.assertTrue(torch.equal(w2, w4[:, :, 0, 0]), name)  # diffusers' conversion
+                self.assertTrue(torch.equal(w2.reshape(512, 512, 1, 1), w4), name)  # and back
+                self.assertTrue(torch.equal(b2, b), name)
+                conv = F.conv2d(x, w4, b)
+                lin = F.linear(x.permute(0, 2, 3, 1), w2, b2).permute(0, 3, 1, 2)
+                torch.testing.assert_close(conv, lin, rtol=1e-5, atol=1e-5)
+
+
+def check_configs(test, out, in_channels):
+    """Every dimension a loader reads from the configs, recomputed from the weight shapes."""
+    u, _ = entries(os.path.join(out, "unet/diffusion_pytorch_model.safetensors"))
+    cfg = load_json(os.path.join(out, "unet/config.json"))
+    test.assertEqual(cfg["_class_name"], "UNet2DConditionModel")
+    test.assertEqual(cfg["in_channels"], u["conv_in.weight"][1][1])
+    test.assertEqual(cfg["in_channels"], in_channels)
+    test.assertEqual(cfg["out_channels"], u["conv_out.weight"][1][0])
+    levels = len(cfg["block_out_channels"])
+    test.assertEqual(levels, len({n.split(".")[1] for n in u if n.startswith("down_blocks.")}))
+    for i, ch in enumerate(cfg["block_out_channels"]):
+        test.assertEqual(ch, u[f"down_blocks.{i}.resnets.0.conv1.weight"][1][0])
+        has_attn = f"down_blocks.{i}.attentions.0.proj_in.weight" in u
+        test.assertEqual(cfg["down_block_types"][i],
+                         "CrossAttnDownBlock2D" if has_attn else "DownBlock2D")
+        up_attn = f"up_blocks.{i}.attentions.0.proj_in.weight" in u
+        test.assertEqual(cfg["up_block_types"][i], "CrossAttnUpBlock2D" if up_attn else "UpBlock2D")
+        depth = len({n.split(".")[5] for n in u
+                     if n.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")})
+        test.assertEqual(cfg.get("transformer_layers_per_block", [1] * levels)[i], max(depth, 1))
+    test.assertEqual(cfg["layers_per_block"],
+                     len({n.split(".")[3] for n in u if n.startswith("down_blocks.0.resnets.")}))
+    to_k = {s[1] for n, (d, s, _, _) in u.items() if n.endswith("attn2.to_k.weight")}
+    test.assertEqual(to_k, {cfg["cross_attention_dim"]})
+    proj_rank = {len(s) for n, (d, s, _, _) in u.items() if n.endswith("proj_in.weight")}
+    test.assertEqual(proj_rank, {2 if cfg["use_linear_projection"] else 4})
+    if "add_embedding.linear_1.weight" in u:
+        test.assertEqual(cfg["projection_class_embeddings_input_dim"],
+                         u["add_embedding.linear_1.weight"][1][1])
+    else:
+        test.assertNotIn("addition_embed_type", cfg)
+
+    v, _ = entries(os.path.join(out, "vae/diffusion_pytorch_model.safetensors"))
+    cfg = load_json(os.path.join(out, "vae/config.json"))
+    test.assertEqual(cfg["in_channels"], v["encoder.conv_in.weight"][1][1])
+    test.assertEqual(cfg["out_channels"], v["decoder.conv_out.weight"][1][0])
+    test.assertEqual(cfg["latent_channels"], v["decoder.conv_in.weight"][1][1])
+    test.assertEqual(cfg["latent_channels"] * 2, v["encoder.conv_out.weight"][1][0])
+    for i, ch in enumerate(cfg["block_out_channels"]):
+        test.assertEqual(ch, v[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"][1][0])
+    test.assertEqual(len(cfg["block_out_channels"]),
+                     len({n.split(".")[2] for n in v if n.startswith("decoder.up_blocks.")}))
+    test.assertEqual(cfg["layers_per_block"] + 1,
+                     len({n.split(".")[4] for n in v if n.startswith("decoder.up_blocks.0.resnets.")}))
+
+    for te in ("text_encoder", "text_encoder_2"):
+        if not os.path.isdir(os.path.join(out, te)):
+            continue
+        t, _ = entries(os.path.join(out, te, "model.safetensors"))
+        cfg = load_json(os.path.join(out, te, "config.json"))
+        vocab, hidden = t["text_model.embeddings.token_embedding.weight"][1]
+        test.assertEqual((cfg["vocab_size"], cfg["hidden_size"]), (vocab, hidden))
+        test.assertEqual(cfg["max_position_embeddings"],
+                         t["text_model.embeddings.position_embedding.weight"][1][0])
+        test.assertEqual(cfg["num_hidden_layers"],
+                         len({n.split(".")[3] for n in t if n.startswith("text_model.encoder.layers.")}))
+        test.assertEqual(cfg["intermediate_size"],
+                         t["text_model.encoder.layers.0.mlp.fc1.weight"][1][0])
+        test.assertEqual(hidden % cfg["num_attention_heads"], 0)
+        test.assertEqual(hidden // cfg["num_attention_heads"], 64)
+        if "text_projection.weight" in t:
+            test.assertEqual(cfg["architectures"], ["CLIPTextModelWithProjection"])
+            test.assertEqual(cfg["projection_dim"], t["text_projection.weight"][1][0])
+        else:
+            test.assertEqual(cfg["architectures"], ["CLIPTextModel"])
+
+
+class Inpaint(TempDirTest):
+    def test_a_nine_channel_unet_gives_in_channels_9_and_the_inpaint_pipeline(self):
+        rows = [(n, d, [320, 9, 3, 3] if n == "model.diffusion_model.input_blocks.0.0.weight" else s)
+                for n, d, s in layout_table("sd15-ldm")]
+        src = self.path("inpaint.safetensors")
+        make_input(src, rows, 9, {"format": "pt"})
+        out = self.path("inpaint")
+        run("convert", src, "-o", out, "--to", "diffusers")
+        check_configs(self, out, in_channels=9)
+        index = load_json(os.path.join(out, "model_index.json"))
+        self.assertEqual(index["_class_name"], "StableDiffusionInpaintPipeline")
+        back = self.path("back.safetensors")
+        run("convert", out, "-o", back)
+        same_tensors(self, src, back)
+
+
+class Sdxl(TempDirTest):
+    def test_sdxl_base(self):
+        src = self.path("sdxl.safetensors")
+        make_input(src, layout_table("sdxl-sgm"), 20, {"modelspec.title": "unit sdxl"})
+        out = self.path("sdxl")
+        run("convert", src, "-o", out, "--to", "diffusers")
+        table, meta = entries(os.path.join(out, "unet/diffusion_pytorch_model.safetensors"))
+        self.assertEqual({n: (d, s) for n, (d, s, _, _) in table.items()},
+                         {n: (d, s) for n, d, s in layout_table("sdxl-diffusers-unet")})
+        self.assertEqual(meta, {"format": "pt"})
+        # text_encoder_2 in Hugging Face names: the published CLIP-G table (the HF-named file).
+        table, _ = entries(os.path.join(out, "text_encoder_2/model.safetensors"))
+        self.assertEqual({n: (d, s) for n, (d, s, _, _) in table.items()},
+                         {n: (d, s) for n, d, s in layout_table("clip-g")})
+        table, _ = entries(os.path.join(out, "text_encoder/model.safetensors"))
+        self.assertEqual({n: s for n, (d, s, _, _) in table.items()},
+                         {n: s for n, d, s in layout_table("sd15-diffusers-text_encoder")})
+        check_configs(self, out, in_channels=4)
+        cfg = load_json(os.path.join(out, "unet/config.json"))
+        self.assertEqual(cfg["transformer_layers_per_block"], [1, 2, 10])
+        self.assertEqual(cfg["cross_attention_dim"], 2048)
+        self.assertEqual(cfg["addition_embed_type"], "text_time")
+        index = load_json(os.path.join(out, "model_index.json"))
+        self.assertEqual(index["_class_name"], "StableDiffusionXLPipeline")
+        self.assertEqual(index["text_encoder_2"], ["transformers", "CLIPTextModelWithProjection"])
+        # logit_scale has no place in CLIPTextModelWithProjection: it travels in the extra file.
+        extra, _ = entries(os.path.join(out, EXTRA))
+        self.assertEqual(set(extra), {"conditioner.embedders.1.model.logit_scale"})
+        back = self.path("back.safetensors")
+        run("convert", out, "-o", back)
+        same_tensors(self, src, back)
+
+    def test_a_file_in_the_reference_order_comes_back_as_the_same_file(self):
+        src = self.path("sample.safetensors")
+        run("sample", "--layout", "sdxl-sgm", "--sparse", "-o", src)
+        out = self.path("folder")
+        run("convert", src, "-o", out, "--to", "diffusers")
+        back = self.path("back.safetensors")
+        run("convert", out, "-o", back)
+        self.assertTrue(same_file(src, back))
+
+
+class BadInput(TempDirTest):
+    def setUp(self):
+        super().setUp()
+        self.src = self.path("sd15.safetensors")
+        make_input(self.src, layout_table("sd15-ldm"), 1, {"format": "pt"})
+        self.good = self.path("good")
+        run("convert", self.src, "-o", self.good, "--to", "diffusers")
+
+    def copy_folder(self, name):
+        """A copy of the good folder (hard links: the files are never written)."""
+        dst = self.path(name)
+        for rel in listing(self.good):
+            s, d = os.path.join(self.good, rel), os.path.join(dst, rel)
+            if os.path.isdir(s):
+                os.makedirs(d, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(d), exist_ok=True)
+                os.link(s, d)
+        return dst
+
+    def refused(self, *args, names=()):
+        before = listing(self.tmp)
+        p = run(*args, check=False)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        for n in names:
+            self.assertIn(n, p.stderr)
+        self.assertEqual(listing(self.tmp), before)  # nothing written, no temporaries
+        return p
+
+    def test_missing_component(self):
+        d = self.copy_folder("novae")
+        os.unlink(os.path.join(d, "vae/diffusion_pytorch_model.safetensors"))
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=[os.path.join(d, "vae/diffusion_pytorch_model.safetensors"), "missing"])
+
+    def test_model_index_without_a_part(self):
+        d = self.copy_folder("nounet")
+        index = load_json(os.path.join(d, "model_index.json"))
+        del index["unet"]
+        os.unlink(os.path.join(d, "model_index.json"))
+        with open(os.path.join(d, "model_index.json"), "w") as f:
+            json.dump(index, f)
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=["model_index.json", "'unet'", "unet/diffusion_pytorch_model.safetensors"])
+
+    def test_unknown_pipeline(self):
+        d = self.copy_folder("flux")
+        index = load_json(os.path.join(d, "model_index.json"))
+        index["_class_name"] = "FluxPipeline"
+        os.unlink(os.path.join(d, "model_index.json"))
+        with open(os.path.join(d, "model_index.json"), "w") as f:
+            json.dump(index, f)
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=["FluxPipeline", "StableDiffusionPipeline"])
+
+    def test_a_tensor_without_a_single_file_name(self):
+        d = self.copy_folder("strange")
+        rel = "unet/diffusion_pytorch_model.safetensors"
+        os.unlink(os.path.join(d, rel))
+        rows = layout_table("sd15-diffusers-unet") + [("down_blocks.0.resnets.0.to_to_k.weight", "F32", [4])]
+        write_sparse_safetensors(os.path.join(d, rel), rows, {}, {"format": "pt"})
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=[os.path.join(d, rel), "to_to_k"])
+
+    def test_existing_output_folder_needs_force(self):
+        os.makedirs(self.path("exists"))
+        self.refused("convert", self.src, "-o", self.path("exists"), "--to", "diffusers",
+                     names=[self.path("exists"), "exists", "--force"])
+        run("convert", self.src, "-o", self.path("exists"), "--to", "diffusers", "--force")
+        self.assertIn("model_index.json", os.listdir(self.path("exists")))
+
+    def test_existing_output_file_needs_force(self):
+        with open(self.path("taken.safetensors"), "wb") as f:
+            f.write(b"x")
+        self.refused("convert", self.good, "-o", self.path("taken.safetensors"))
+
+    def test_a_model_without_a_diffusers_layout(self):
+        src = self.path("flux.safetensors")
+        write_sparse_safetensors(src, layout_table("flux1-vae"), {}, {"format": "pt"})
+        self.refused("convert", src, "-o", self.path("fluxvae"), "--to", "diffusers",
+                     names=[src, "supported"])
+
+    def test_a_file_missing_its_vae(self):
+        src = self.path("novae.safetensors")
+        rows = [r for r in layout_table("sd15-ldm") if not r[0].startswith("first_stage_model.")]
+        write_sparse_safetensors(src, rows, {}, {"format": "pt"})
+        self.refused("convert", src, "-o", self.path("novae-out"), "--to", "diffusers",
+                     names=[src, "VAE", "vae/"])
+
+    def test_to_diffusers_of_a_folder(self):
+        self.refused("convert", self.good, "-o", self.path("x"), "--to", "diffusers",
+                     names=[self.good, "folder"])
+
+
+if __name__ == "__main__":
+    unittest.main()
