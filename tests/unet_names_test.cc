@@ -55,6 +55,26 @@ TEST(UNetNames, SdxlIsABijectionOntoTheDiffusersUNet) {
   check_bijection("sdxl-sgm", "sdxl-diffusers-unet");
 }
 
+TEST(UNetNames, SdxlRefinerGoesThereAndBack) {
+  // No published diffusers table of the refiner's UNet: the names must at least come back.
+  auto ldm = load_layout("sdxl-refiner-sgm");
+  ASSERT_TRUE(ldm.is_ok());
+  const std::string prefix = "model.diffusion_model.";
+  std::vector<std::string> names;
+  for (const TensorLayout& t : *ldm)
+    if (t.name.starts_with(prefix)) names.push_back(t.name.substr(prefix.size()));
+  const UNetNames map(names);
+  std::vector<std::string> diff;
+  for (const std::string& n : names) {
+    auto d = map.to_diffusers(n);
+    ASSERT_TRUE(d.has_value()) << n;
+    diff.push_back(*d);
+  }
+  const UNetNames back = UNetNames::from_diffusers(diff);
+  for (size_t i = 0; i < names.size(); ++i)
+    EXPECT_EQ(back.to_ldm(diff[i]).value_or("(none)"), names[i]) << diff[i];
+}
+
 TEST(UNetNames, NamesOutsideTheUNetHaveNoCounterpart) {
   const UNetNames map(
       {"input_blocks.1.0.in_layers.0.weight", "input_blocks.11.0.in_layers.0.weight"});

@@ -197,9 +197,11 @@ std::string diffusers_text(const DiffusersFolder& d) {
                                        : fmt::format("{}", fmt::join(p.files, ", ")));
     first = false;
   }
-  const bool convertible =
-      d.pipeline == "StableDiffusionPipeline" || d.pipeline == "StableDiffusionInpaintPipeline" ||
-      d.pipeline == "StableDiffusionXLPipeline" || d.pipeline == "StableDiffusionXLInpaintPipeline";
+  const bool convertible = d.pipeline == "StableDiffusionPipeline" ||
+                           d.pipeline == "StableDiffusionInpaintPipeline" ||
+                           d.pipeline == "StableDiffusionXLPipeline" ||
+                           d.pipeline == "StableDiffusionXLInpaintPipeline" ||
+                           d.pipeline == "StableDiffusionXLImg2ImgPipeline";
   if (convertible)
     out += fmt::format("{:<12}`ckptkit convert {} -o MODEL.safetensors` writes it as one file\n",
                        "note", d.path);

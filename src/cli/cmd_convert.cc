@@ -54,9 +54,11 @@ Runner setup_convert(CLI::App& sub) {
                  "output file (.safetensors, or .gguf with --quant), or the folder to create "
                  "with --to diffusers")
       ->required();
-  sub.add_option("--to", o->to,
-                 "diffusers: write MODEL as a diffusers folder OUT (SD1, SDXL base). A folder "
-                 "as IN is converted back to a single file without this flag")
+  sub.add_option(
+         "--to", o->to,
+         "diffusers: write MODEL as a diffusers folder OUT (SD1, SDXL base, SDXL refiner). A "
+         "folder "
+         "as IN is converted back to a single file without this flag")
       ->check(CLI::IsMember({"diffusers"}));
   sub.add_option("--quant", o->quant,
                  "write GGUF with this type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_0, "
@@ -95,8 +97,9 @@ Runner setup_convert(CLI::App& sub) {
       "  ckptkit convert flux1-dev-Q4_K_M.gguf -o flux1-dev-bf16.safetensors --dtype bf16\n"
       "  ckptkit convert model-fp32.safetensors -o model-fp16.safetensors --dtype f16\n"
       "  ckptkit convert flux1-dev.safetensors -o flux1-dev-fp8.safetensors --dtype f8_e4m3\n\n"
-      "Diffusers folders (--to diffusers; a folder as IN): a single file of SD 1.x or SDXL base\n"
-      "becomes model_index.json, unet/, text_encoder/ (and text_encoder_2/), vae/ with weights\n"
+      "Diffusers folders (--to diffusers; a folder as IN): a single file of SD 1.x, SDXL base or\n"
+      "the SDXL refiner becomes model_index.json, unet/, text_encoder/ (and text_encoder_2/), vae/ "
+      "with weights\n"
       "(metadata format: pt) and a config.json derived from them, and scheduler/. Renames are\n"
       "exact byte copies (rules: docs/models.md); what the folder has no place for (EMA, schedule\n"
       "buffers, logit_scale, the file's metadata) goes into OUT/ckptkit_extra.safetensors, which\n"

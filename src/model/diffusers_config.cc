@@ -14,6 +14,21 @@ namespace {
 // stable-diffusion-v1-5 and stable-diffusion-xl-base-1.0): the DDPM schedule the UNet was
 // trained on (scaled_linear, 0.00085 … 0.012, 1000 steps) and the sampler's defaults.
 const std::vector<DiffusersFamily>& families() {
+  using Settings = std::vector<std::pair<std::string_view, std::string_view>>;
+  static const Settings kEuler = {{"beta_end", "0.012"},
+                                  {"beta_schedule", "\"scaled_linear\""},
+                                  {"beta_start", "0.00085"},
+                                  {"clip_sample", "false"},
+                                  {"interpolation_type", "\"linear\""},
+                                  {"num_train_timesteps", "1000"},
+                                  {"prediction_type", "\"epsilon\""},
+                                  {"sample_max_value", "1.0"},
+                                  {"set_alpha_to_one", "false"},
+                                  {"skip_prk_steps", "true"},
+                                  {"steps_offset", "1"},
+                                  {"timestep_spacing", "\"leading\""},
+                                  {"trained_betas", "null"},
+                                  {"use_karras_sigmas", "false"}};
   static const std::vector<DiffusersFamily> kFamilies = {
       {"sd1",
        "StableDiffusionPipeline",
@@ -55,20 +70,27 @@ const std::vector<DiffusersFamily>& families() {
        {"feature_extractor", "image_encoder", "tokenizer", "tokenizer_2"},
        {{"force_zeros_for_empty_prompt", "true"}},
        "EulerDiscreteScheduler",
-       {{"beta_end", "0.012"},
-        {"beta_schedule", "\"scaled_linear\""},
-        {"beta_start", "0.00085"},
-        {"clip_sample", "false"},
-        {"interpolation_type", "\"linear\""},
-        {"num_train_timesteps", "1000"},
-        {"prediction_type", "\"epsilon\""},
-        {"sample_max_value", "1.0"},
-        {"set_alpha_to_one", "false"},
-        {"skip_prk_steps", "true"},
-        {"steps_offset", "1"},
-        {"timestep_spacing", "\"leading\""},
-        {"trained_betas", "null"},
-        {"use_karras_sigmas", "false"}},
+       kEuler,
+       128,
+       true,
+       1024,
+       "0.13025",
+       true},
+      // The refiner has only OpenCLIP-G (text_encoder_2) and conditions on an aesthetic
+      // score instead of the target size (stable-diffusion-xl-refiner-1.0's model_index.json).
+      {"sdxl-refiner",
+       "StableDiffusionXLImg2ImgPipeline",
+       "StableDiffusionXLInpaintPipeline",
+       {{"unet", PartKind::kUNet, "diffusers", "UNet2DConditionModel",
+         "diffusion_pytorch_model.safetensors"},
+        {"text_encoder_2", PartKind::kClipG, "transformers", "CLIPTextModelWithProjection",
+         "model.safetensors"},
+        {"vae", PartKind::kVae, "diffusers", "AutoencoderKL",
+         "diffusion_pytorch_model.safetensors"}},
+       {"feature_extractor", "image_encoder", "text_encoder", "tokenizer", "tokenizer_2"},
+       {{"force_zeros_for_empty_prompt", "false"}, {"requires_aesthetics_score", "true"}},
+       "EulerDiscreteScheduler",
+       kEuler,
        128,
        true,
        1024,
@@ -146,7 +168,13 @@ const DiffusersFamily* diffusers_family(std::string_view family) {
   return nullptr;
 }
 
-const DiffusersFamily* diffusers_family_of_pipeline(std::string_view pipeline) {
+const DiffusersFamily* diffusers_family_of_pipeline(std::string_view pipeline,
+                                                    bool has_text_encoder) {
+  // SDXL's img2img and inpaint pipelines serve the base model (two text encoders) and the
+  // refiner (OpenCLIP-G only): the folder's text_encoder entry tells them apart.
+  if (pipeline == "StableDiffusionXLImg2ImgPipeline" ||
+      pipeline == "StableDiffusionXLInpaintPipeline")
+    return diffusers_family(has_text_encoder ? "sdxl" : "sdxl-refiner");
   for (const DiffusersFamily& f : families())
     if (f.pipeline == pipeline || f.inpaint_pipeline == pipeline) return &f;
   return nullptr;
@@ -208,8 +236,26 @@ Result<std::string> unet_config_json(const DiffusersFamily& fam, const ShapeMap&
   o.set("sample_size", fam.unet_sample_size);
   o.set("up_block_types", json_list(up_types));
   o.set_bool("use_linear_projection", proj_in->second.size() == 2);
-  if (std::any_of(depth.begin(), depth.end(), [](uint64_t d) { return d != 1; }))
+  // diffusers builds the mid block with the last level's depth: one number when every level
+  // with attention and the mid block share it (the refiner's 4), else one per level.
+  const uint64_t mid_depth = count_of(u, [](uint64_t k) {
+    return fmt::format("mid_block.attentions.0.transformer_blocks.{}.attn1.to_q.weight", k);
+  });
+  bool uniform = true;
+  for (uint64_t l = 0; l < levels; ++l)
+    if (down_types[l] != "DownBlock2D" && depth[l] != mid_depth) uniform = false;
+  if (uniform) {
+    if (mid_depth != 1) o.set("transformer_layers_per_block", mid_depth);
+  } else {
+    if (down_types.back() == "DownBlock2D") depth.back() = mid_depth;
+    if (depth.back() != mid_depth)
+      return Status(ErrorCode::kUnsupported,
+                    fmt::format("the mid block has {} transformer blocks and the last level {}; "
+                                "a diffusers config cannot say that",
+                                mid_depth, depth.back()),
+                    where);
     o.set("transformer_layers_per_block", json_list(depth));
+  }
   if (auto add = u.find("add_embedding.linear_1.weight"); add != u.end()) {
     // SDXL's "text_time" conditioning: pooled text embedding + 6 (base) or 5 (refiner)
     // size/crop/aesthetic numbers, each a 256-wide sinusoidal embedding.

@@ -51,8 +51,10 @@ struct DiffusersFamily {
 
 /// nullptr when the family has no diffusers folder layout here.
 const DiffusersFamily* diffusers_family(std::string_view family);
-/// The family of a model_index.json `_class_name` (nullptr: not one this converts).
-const DiffusersFamily* diffusers_family_of_pipeline(std::string_view pipeline);
+/// The family of a model_index.json `_class_name` (nullptr: not one this converts);
+/// `has_text_encoder`: the folder has a non-null text_encoder entry.
+const DiffusersFamily* diffusers_family_of_pipeline(std::string_view pipeline,
+                                                    bool has_text_encoder);
 
 using ShapeMap = std::map<std::string, Shape, std::less<>>;
 

@@ -53,8 +53,8 @@ Result<std::unique_ptr<OpenedInput>> open_input(const std::string& path,
 }
 
 std::string supported_families() {
-  return "Stable Diffusion 1.x (StableDiffusionPipeline) and SDXL base "
-         "(StableDiffusionXLPipeline)";
+  return "Stable Diffusion 1.x (StableDiffusionPipeline), SDXL base "
+         "(StableDiffusionXLPipeline) and the SDXL refiner (StableDiffusionXLImg2ImgPipeline)";
 }
 
 /// One output of the folder: a plan (weights) or text (a JSON file).
@@ -324,7 +324,11 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
   CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
   CKPT_ASSIGN_OR_RETURN(DiffusersFolder folder, read_diffusers_folder(in_dir));
   const std::string index = (fs::path(in_dir) / "model_index.json").string();
-  const DiffusersFamily* fam = detail::diffusers_family_of_pipeline(folder.pipeline);
+  const bool has_text_encoder =
+      std::any_of(folder.parts.begin(), folder.parts.end(),
+                  [](const DiffusersPart& p) { return p.name == "text_encoder"; });
+  const DiffusersFamily* fam =
+      detail::diffusers_family_of_pipeline(folder.pipeline, has_text_encoder);
   if (!fam)
     return Status(ErrorCode::kUnsupported,
                   fmt::format("the pipeline is '{}'; converting a diffusers folder to a single "

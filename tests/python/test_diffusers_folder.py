@@ -327,7 +327,15 @@ def check_configs(test, out, in_channels):
         test.assertEqual(cfg["up_block_types"][i], "CrossAttnUpBlock2D" if up_attn else "UpBlock2D")
         depth = len({n.split(".")[5] for n in u
                      if n.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")})
-        test.assertEqual(cfg.get("transformer_layers_per_block", [1] * levels)[i], max(depth, 1))
+        per_level = cfg.get("transformer_layers_per_block", 1)
+        if isinstance(per_level, int):
+            per_level = [per_level] * levels
+        if has_attn:
+            test.assertEqual(per_level[i], depth)
+    # diffusers gives the mid block the last level's depth.
+    mid = len({n.split(".")[4] for n in u
+               if n.startswith("mid_block.attentions.0.transformer_blocks.")})
+    test.assertEqual(per_level[-1], mid)
     test.assertEqual(cfg["layers_per_block"],
                      len({n.split(".")[3] for n in u if n.startswith("down_blocks.0.resnets.")}))
     to_k = {s[1] for n, (d, s, _, _) in u.items() if n.endswith("attn2.to_k.weight")}
@@ -431,6 +439,34 @@ class Sdxl(TempDirTest):
         back = self.path("back.safetensors")
         run("convert", out, "-o", back)
         self.assertTrue(same_file(src, back))
+
+
+class SdxlRefiner(TempDirTest):
+    def test_sdxl_refiner(self):
+        src = self.path("refiner.safetensors")
+        make_input(src, layout_table("sdxl-refiner-sgm"), 21, {"modelspec.title": "unit refiner"})
+        out = self.path("refiner")
+        run("convert", src, "-o", out, "--to", "diffusers")
+        self.assertFalse(os.path.exists(os.path.join(out, "text_encoder")))
+        table, _ = entries(os.path.join(out, "text_encoder_2/model.safetensors"))
+        self.assertEqual({n: (d, s) for n, (d, s, _, _) in table.items()},
+                         {n: (d, s) for n, d, s in layout_table("clip-g")})
+        check_configs(self, out, in_channels=4)
+        cfg = load_json(os.path.join(out, "unet/config.json"))
+        # stable-diffusion-xl-refiner-1.0's published values
+        self.assertEqual(cfg["block_out_channels"], [384, 768, 1536, 1536])
+        self.assertEqual(cfg["transformer_layers_per_block"], 4)
+        self.assertEqual(cfg["cross_attention_dim"], 1280)
+        self.assertEqual(cfg["projection_class_embeddings_input_dim"], 2560)
+        index = load_json(os.path.join(out, "model_index.json"))
+        self.assertEqual(index["_class_name"], "StableDiffusionXLImg2ImgPipeline")
+        self.assertEqual(index["text_encoder"], [None, None])
+        self.assertTrue(index["requires_aesthetics_score"])
+        doc = json.loads(run("inspect", out, "--json").stdout)
+        self.assertEqual(doc["architecture"], "sdxl-refiner")
+        back = self.path("back.safetensors")
+        run("convert", out, "-o", back)
+        same_tensors(self, src, back)
 
 
 class BadInput(TempDirTest):
