@@ -41,7 +41,7 @@ int print_folder_report(const ReshapeReport& r, bool quiet) {
 
 Runner setup_convert(CLI::App& sub) {
   struct Opts {
-    std::string in, out, dtype = "keep", quant, target = "comfyui", to;
+    std::string in, out, dtype = "keep", quant, target = "comfyui", to, prediction;
     uint64_t max_header = kDefaultMaxHeaderBytes;
     bool quiet = false;
     bool allow_dangerous = false;
@@ -54,12 +54,17 @@ Runner setup_convert(CLI::App& sub) {
                  "output file (.safetensors, or .gguf with --quant), or the folder to create "
                  "with --to diffusers")
       ->required();
-  sub.add_option(
-         "--to", o->to,
-         "diffusers: write MODEL as a diffusers folder OUT (SD1, SDXL base, SDXL refiner). A "
-         "folder "
-         "as IN is converted back to a single file without this flag")
+  sub.add_option("--to", o->to,
+                 "diffusers: write MODEL as a diffusers folder OUT (SD1, SD2, SDXL base, SDXL "
+                 "refiner). A "
+                 "folder "
+                 "as IN is converted back to a single file without this flag")
       ->check(CLI::IsMember({"diffusers"}));
+  sub.add_option("--prediction-type", o->prediction,
+                 "with --to diffusers: the scheduler's prediction_type, epsilon or v_prediction "
+                 "(default: from the file's metadata or v_pred marker, else the family's usual: "
+                 "v_prediction for SD2, epsilon otherwise)")
+      ->check(CLI::IsMember({"epsilon", "v_prediction"}));
   sub.add_option("--quant", o->quant,
                  "write GGUF with this type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_0, "
                  "q5_1, q4_k_m, q4_k_s, q4_0, q4_1, q3_k_m, q3_k_s, q2_k (docs/gguf.md)");
@@ -97,18 +102,20 @@ Runner setup_convert(CLI::App& sub) {
       "  ckptkit convert flux1-dev-Q4_K_M.gguf -o flux1-dev-bf16.safetensors --dtype bf16\n"
       "  ckptkit convert model-fp32.safetensors -o model-fp16.safetensors --dtype f16\n"
       "  ckptkit convert flux1-dev.safetensors -o flux1-dev-fp8.safetensors --dtype f8_e4m3\n\n"
-      "Diffusers folders (--to diffusers; a folder as IN): a single file of SD 1.x, SDXL base or\n"
-      "the SDXL refiner becomes model_index.json, unet/, text_encoder/ (and text_encoder_2/), vae/ "
-      "with weights\n"
-      "(metadata format: pt) and a config.json derived from them, and scheduler/. Renames are\n"
-      "exact byte copies (rules: docs/models.md); what the folder has no place for (EMA, schedule\n"
-      "buffers, logit_scale, the file's metadata) goes into OUT/ckptkit_extra.safetensors, which\n"
-      "diffusers ignores and the reverse conversion puts back, so a round trip gives back every\n"
-      "tensor byte for byte. Tokenizers are not written. OUT must not exist (--force writes into\n"
-      "it); the folder appears whole or not at all.\n"
+      "Diffusers folders (--to diffusers; a folder as IN): a single file of SD 1.x, SD 2.x,\n"
+      "SDXL base or the SDXL refiner becomes model_index.json, unet/, text_encoder/ (and/or\n"
+      "text_encoder_2/), vae/ with weights (metadata format: pt) and a config.json derived from\n"
+      "them, and scheduler/. Renames are exact byte copies (rules: docs/models.md); what the\n"
+      "folder has no place for (EMA, schedule buffers, logit_scale, SD2's last text layer, the\n"
+      "file's metadata) goes into OUT/ckptkit_extra.safetensors, which diffusers ignores and the\n"
+      "reverse conversion puts back, so a round trip gives back every tensor byte for byte.\n"
+      "Tokenizers are not written. OUT must not exist (--force writes into it); the folder\n"
+      "appears whole or not at all.\n"
       "  ckptkit convert v1-5-pruned-emaonly.safetensors -o sd15-diffusers --to diffusers\n"
       "  ckptkit convert sd15-diffusers -o v1-5-again.safetensors\n"
-      "  ckptkit convert sd_xl_base_1.0.safetensors -o sdxl-diffusers --to diffusers");
+      "  ckptkit convert sd_xl_base_1.0.safetensors -o sdxl-diffusers --to diffusers\n"
+      "  ckptkit convert v2-1_512-ema-pruned.safetensors -o sd21-base --to diffusers "
+      "--prediction-type epsilon");
   return [o] {
     std::error_code ec;
     const bool folder_in = std::filesystem::is_directory(o->in, ec);
@@ -135,8 +142,13 @@ Runner setup_convert(CLI::App& sub) {
                 scan_gate(o->in, "convert", options.limits, o->allow_dangerous, options.verdict))
           return *rc;
       }
+      if (folder_in && !o->prediction.empty())
+        return report_error(Status(ErrorCode::kInvalidArgument,
+                                   "--prediction-type applies to --to diffusers (a single file "
+                                   "has no scheduler)",
+                                   o->in));
       auto report = folder_in ? diffusers_to_single(o->in, o->out, options)
-                              : single_to_diffusers(o->in, o->out, options);
+                              : single_to_diffusers(o->in, o->out, {options, o->prediction});
       if (!report) return report_error(report.status());
       return print_folder_report(*report, o->quiet);
     }

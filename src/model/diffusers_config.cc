@@ -21,7 +21,6 @@ const std::vector<DiffusersFamily>& families() {
                                   {"clip_sample", "false"},
                                   {"interpolation_type", "\"linear\""},
                                   {"num_train_timesteps", "1000"},
-                                  {"prediction_type", "\"epsilon\""},
                                   {"sample_max_value", "1.0"},
                                   {"set_alpha_to_one", "false"},
                                   {"skip_prk_steps", "true"},
@@ -46,15 +45,48 @@ const std::vector<DiffusersFamily>& families() {
         {"beta_start", "0.00085"},
         {"clip_sample", "false"},
         {"num_train_timesteps", "1000"},
-        {"prediction_type", "\"epsilon\""},
         {"set_alpha_to_one", "false"},
         {"skip_prk_steps", "true"},
         {"steps_offset", "1"},
         {"timestep_spacing", "\"leading\""},
         {"trained_betas", "null"}},
+       "epsilon",
+       false,
+       64,
        64,
        false,
        512,
+       "0.18215",
+       false},
+      // SD 2.x: OpenCLIP-H (text_encoder, 23 of its 24 layers), linear projections in the
+      // UNet, 64-wide heads (stable-diffusion-2-1's and -2-1-base's configs).
+      {"sd2",
+       "StableDiffusionPipeline",
+       "StableDiffusionInpaintPipeline",
+       {{"unet", PartKind::kUNet, "diffusers", "UNet2DConditionModel",
+         "diffusion_pytorch_model.safetensors"},
+        {"text_encoder", PartKind::kClipH, "transformers", "CLIPTextModel", "model.safetensors"},
+        {"vae", PartKind::kVae, "diffusers", "AutoencoderKL",
+         "diffusion_pytorch_model.safetensors"}},
+       {"feature_extractor", "image_encoder", "safety_checker", "tokenizer"},
+       {{"requires_safety_checker", "false"}},
+       "DDIMScheduler",
+       {{"beta_end", "0.012"},
+        {"beta_schedule", "\"scaled_linear\""},
+        {"beta_start", "0.00085"},
+        {"clip_sample", "false"},
+        {"num_train_timesteps", "1000"},
+        {"set_alpha_to_one", "false"},
+        {"skip_prk_steps", "true"},
+        {"steps_offset", "1"},
+        {"timestep_spacing", "\"leading\""},
+        {"trained_betas", "null"}},
+       "v_prediction",
+       true,
+       64,
+       96,
+       true,
+       768,
        "0.18215",
        false},
       {"sdxl",
@@ -71,6 +103,9 @@ const std::vector<DiffusersFamily>& families() {
        {{"force_zeros_for_empty_prompt", "true"}},
        "EulerDiscreteScheduler",
        kEuler,
+       "epsilon",
+       false,
+       128,
        128,
        true,
        1024,
@@ -91,6 +126,9 @@ const std::vector<DiffusersFamily>& families() {
        {{"force_zeros_for_empty_prompt", "false"}, {"requires_aesthetics_score", "true"}},
        "EulerDiscreteScheduler",
        kEuler,
+       "epsilon",
+       false,
+       128,
        128,
        true,
        1024,
@@ -181,7 +219,7 @@ const DiffusersFamily* diffusers_family_of_pipeline(std::string_view pipeline,
 }
 
 Result<std::string> unet_config_json(const DiffusersFamily& fam, const ShapeMap& u,
-                                     const std::string& where) {
+                                     std::string_view prediction, const std::string& where) {
   JsonObject o;
   o.set_str("_class_name", "UNet2DConditionModel");
   o.set_str("_diffusers_version", kDiffusersVersion);
@@ -233,7 +271,8 @@ Result<std::string> unet_config_json(const DiffusersFamily& fam, const ShapeMap&
   o.set("norm_eps", std::string("1e-05"));
   o.set("norm_num_groups", 32);
   o.set("out_channels", conv_out[0]);
-  o.set("sample_size", fam.unet_sample_size);
+  o.set("sample_size",
+        prediction == "v_prediction" ? fam.unet_sample_size_v : fam.unet_sample_size);
   o.set("up_block_types", json_list(up_types));
   o.set_bool("use_linear_projection", proj_in->second.size() == 2);
   // diffusers builds the mid block with the last level's depth: one number when every level
@@ -349,8 +388,9 @@ Result<std::string> clip_config_json(PartKind kind, const ShapeMap& c, DType dty
   return o.text();
 }
 
-std::string scheduler_config_json(const DiffusersFamily& fam) {
+std::string scheduler_config_json(const DiffusersFamily& fam, std::string_view prediction) {
   JsonObject o;
+  o.set_str("prediction_type", prediction);
   o.set_str("_class_name", fam.scheduler_class);
   o.set_str("_diffusers_version", kDiffusersVersion);
   for (const auto& [k, v] : fam.scheduler) o.set(k, std::string(v));

@@ -39,9 +39,17 @@ struct DiffusersFamily {
   /// Extra model_index.json entries, as JSON text ("requires_safety_checker": false).
   std::vector<std::pair<std::string_view, std::string_view>> pipeline_flags;
   std::string_view scheduler_class;
-  /// The scheduler's settings (keys in order, JSON values), besides _class_name.
+  /// The scheduler's settings (keys in order, JSON values), besides _class_name and
+  /// prediction_type.
   std::vector<std::pair<std::string_view, std::string_view>> scheduler;
+  /// When neither metadata nor the user says: epsilon, or SD2's v_prediction (768-v, the
+  /// common SD2 model; the report says it was assumed).
+  std::string_view default_prediction;
+  /// The OpenCLIP text encoder's last layer, projection and logit_scale are not in the folder
+  /// (SD2: the pipeline uses the penultimate layer, diffusers' CLIPTextModel has 23 layers).
+  bool text_drops_last_layer;
   uint64_t unet_sample_size;
+  uint64_t unet_sample_size_v;  ///< for a v-prediction model (SD2 768-v: 96)
   /// diffusers' attention_head_dim: a fixed 8 heads (SD1), or width / 64 per level (SD2, SDXL).
   bool heads_from_width;
   uint64_t vae_sample_size;
@@ -62,13 +70,14 @@ using ShapeMap = std::map<std::string, Shape, std::less<>>;
 /// A tensor a loader would read a dimension from that is missing is an error naming it;
 /// `where` is the path the message names.
 Result<std::string> unet_config_json(const DiffusersFamily& fam, const ShapeMap& unet,
-                                     const std::string& where);
+                                     std::string_view prediction, const std::string& where);
 Result<std::string> vae_config_json(const DiffusersFamily& fam, const ShapeMap& vae,
                                     const std::string& where);
 /// CLIPTextModel (or CLIPTextModelWithProjection when it has text_projection.weight).
 Result<std::string> clip_config_json(PartKind kind, const ShapeMap& clip, DType dtype,
                                      const std::string& where);
-std::string scheduler_config_json(const DiffusersFamily& fam);
+/// `prediction`: epsilon or v_prediction.
+std::string scheduler_config_json(const DiffusersFamily& fam, std::string_view prediction);
 /// `pipeline`: fam.pipeline or fam.inpaint_pipeline.
 std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeline);
 

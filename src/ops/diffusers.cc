@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 
@@ -53,7 +54,7 @@ Result<std::unique_ptr<OpenedInput>> open_input(const std::string& path,
 }
 
 std::string supported_families() {
-  return "Stable Diffusion 1.x (StableDiffusionPipeline), SDXL base "
+  return "Stable Diffusion 1.x and 2.x (StableDiffusionPipeline), SDXL base "
          "(StableDiffusionXLPipeline) and the SDXL refiner (StableDiffusionXLImg2ImgPipeline)";
 }
 
@@ -173,7 +174,13 @@ const detail::FamilySlot* slot_for(const detail::FamilyLayout& fam, PartKind kin
 // --- single file -> diffusers folder ---------------------------------------------------------
 
 Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std::string& out_dir,
-                                          const ReshapeOptions& o) {
+                                          const DiffusersOptions& options) {
+  const ReshapeOptions& o = options.common;
+  if (!options.prediction_type.empty() && options.prediction_type != "epsilon" &&
+      options.prediction_type != "v_prediction")
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("--prediction-type '{}': epsilon or v_prediction expected",
+                              options.prediction_type));
   CKPT_RETURN_IF_ERROR(check_output_folder(out_dir));
   std::error_code ec;
   if (fs::exists(out_dir, ec) && !o.run.force)
@@ -197,6 +204,23 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
                               a.architecture, a.layout, supported_families()),
                   in_path);
 
+  // What the model predicts is not in the weights: metadata or a v_pred marker (the anatomy's
+  // variant), the user, or the family's usual value.
+  std::string prediction = options.prediction_type;
+  if (prediction.empty()) {
+    if (a.variant.find("v-prediction") != std::string::npos)
+      prediction = "v_prediction";
+    else if (a.variant.find("epsilon-prediction") != std::string::npos)
+      prediction = "epsilon";
+    else {
+      prediction = std::string(fam->default_prediction);
+      if (fam->family == "sd2")
+        report.notes.push_back(
+            "the file does not say whether it predicts epsilon (SD2 512-base) or v (768-v); "
+            "v_prediction assumed, give --prediction-type epsilon for a 512-base model");
+    }
+  }
+
   std::vector<bool> placed(ck.tensors.size(), false);
   std::vector<FolderFile> files;
   std::vector<PartTensor> extra;
@@ -213,6 +237,28 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
     std::vector<PartTensor> ts = detail::component_tensors(*in, *c);
     for (const PartTensor& t : ts)
       if (is_quantized(t.dtype)) return quantized_refusal(in_path, t);
+    if (fam->text_drops_last_layer && c->naming == Naming::kOpenClip) {
+      // SD2: the folder's text encoder ends one layer early; the last layer, the projection
+      // and logit_scale stay in the extra file, in their single-file form.
+      int last = -1;
+      for (const PartTensor& t : ts)
+        if (t.name.starts_with("transformer.resblocks."))
+          last = std::max(last, std::atoi(t.name.c_str() + 22));
+      const std::string last_block = fmt::format("transformer.resblocks.{}.", last);
+      std::vector<PartTensor> keep;
+      for (size_t k = 0; k < ts.size(); ++k) {
+        const std::string& n = ts[k].name;
+        if (n.starts_with(last_block) || n == "text_projection" || n == "logit_scale")
+          extra.push_back(detail::whole_tensor(*in, ck.tensors[c->tensors[k]]));
+        else
+          keep.push_back(std::move(ts[k]));
+      }
+      ts = std::move(keep);
+      report.notes.push_back(fmt::format(
+          "{}: layer {}, text_projection and logit_scale are not in a diffusers {} text "
+          "encoder (the pipeline uses the penultimate layer); kept in {}",
+          slot.folder, last, fam->pipeline, kExtraFile));
+    }
     std::vector<PartTensor> out;
     std::string config;
     const std::string where = fmt::format("{}/{}", out_dir, slot.folder);
@@ -226,7 +272,8 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
         t.name = *d;
         out.push_back(std::move(t));
       }
-      CKPT_ASSIGN_OR_RETURN(config, detail::unet_config_json(*fam, shapes_of(out), where));
+      CKPT_ASSIGN_OR_RETURN(config,
+                            detail::unet_config_json(*fam, shapes_of(out), prediction, where));
     } else if (slot.kind == PartKind::kVae) {
       std::vector<std::string> names;
       for (const PartTensor& t : ts) names.push_back(t.name);
@@ -244,8 +291,8 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
       if (c->naming == Naming::kOpenClip) {
         CKPT_ASSIGN_OR_RETURN(ts, detail::openclip_to_hf(std::move(ts), in_path));
         report.notes.push_back(fmt::format(
-            "{}: OpenCLIP in_proj split into q/k/v rows, text_projection transposed (exact)",
-            slot.folder));
+            "{}: OpenCLIP in_proj split into q/k/v rows{} (exact)", slot.folder,
+            fam->text_drops_last_layer ? "" : ", text_projection transposed"));
       }
       const bool keeps_projection = slot.class_name == "CLIPTextModelWithProjection";
       for (PartTensor& t : ts) {
@@ -299,7 +346,7 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
     files.push_back({std::string(kExtraFile), std::move(plan), "", "extra", in_path});
   }
   files.push_back({"scheduler/scheduler_config.json", std::nullopt,
-                   detail::scheduler_config_json(*fam), "scheduler", in_path});
+                   detail::scheduler_config_json(*fam, prediction), "scheduler", in_path});
   const std::string_view pipeline = a.variant == "inpaint" ? fam->inpaint_pipeline : fam->pipeline;
   files.push_back({"model_index.json", std::nullopt, detail::model_index_json(*fam, pipeline),
                    "model_index", in_path});
@@ -329,6 +376,10 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
                   [](const DiffusersPart& p) { return p.name == "text_encoder"; });
   const DiffusersFamily* fam =
       detail::diffusers_family_of_pipeline(folder.pipeline, has_text_encoder);
+  // SD1 and SD2 share their pipeline classes: the UNet's cross-attention width (its config,
+  // which inspect reads) tells them apart; the weights are checked against it below.
+  if (fam && fam->family == "sd1" && folder.architecture.starts_with("sd2"))
+    fam = detail::diffusers_family("sd2");
   if (!fam)
     return Status(ErrorCode::kUnsupported,
                   fmt::format("the pipeline is '{}'; converting a diffusers folder to a single "

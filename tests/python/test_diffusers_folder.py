@@ -441,6 +441,66 @@ class Sdxl(TempDirTest):
         self.assertTrue(same_file(src, back))
 
 
+class Sd2(TempDirTest):
+    IN_PROJ = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"
+    IN_PROJ_B = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_bias"
+
+    def convert(self, metadata, *flags):
+        src = self.path("sd2.safetensors")
+        values = make_input(src, layout_table("sd2-ldm"), 2, metadata, [self.IN_PROJ, self.IN_PROJ_B])
+        out = self.path("sd2")
+        p = run("convert", src, "-o", out, "--to", "diffusers", *flags)
+        return src, out, values, p
+
+    def test_sd2_keeps_its_last_text_layer_in_the_extra_file(self):
+        src, out, values, p = self.convert({"modelspec.title": "unit sd2"})
+        self.assertIn("v_prediction assumed", p.stderr)
+        te, _ = entries(os.path.join(out, "text_encoder/model.safetensors"))
+        layers = {int(n.split(".")[3]) for n in te if n.startswith("text_model.encoder.layers.")}
+        self.assertEqual(layers, set(range(23)))  # diffusers' SD2 text encoder: 23 of 24
+        self.assertNotIn("text_projection.weight", te)
+        extra, _ = entries(os.path.join(out, EXTRA))
+        last = {n for n in extra if n.startswith("cond_stage_model.model.transformer.resblocks.23.")}
+        self.assertEqual(len(last), 12)  # ln_1/2, in_proj, out_proj, c_fc, c_proj: weight+bias
+        self.assertIn("cond_stage_model.model.text_projection", extra)
+        self.assertIn("cond_stage_model.model.logit_scale", extra)
+        check_configs(self, out, in_channels=4)
+        cfg = load_json(os.path.join(out, "text_encoder/config.json"))
+        self.assertEqual((cfg["num_hidden_layers"], cfg["hidden_act"]), (23, "gelu"))
+        cfg = load_json(os.path.join(out, "unet/config.json"))
+        self.assertEqual(cfg["attention_head_dim"], [5, 10, 20, 20])
+        self.assertEqual(cfg["sample_size"], 96)
+        sched = load_json(os.path.join(out, "scheduler/scheduler_config.json"))
+        self.assertEqual(sched["prediction_type"], "v_prediction")
+        # The fused q/k/v, split as PyTorch's chunk does.
+        import torch
+        w = torch.from_numpy(values[self.IN_PROJ])
+        b = torch.from_numpy(values[self.IN_PROJ_B])
+        path = os.path.join(out, "text_encoder/model.safetensors")
+        for k, (wq, bq) in enumerate(zip(torch.chunk(w, 3, 0), torch.chunk(b, 3, 0))):
+            name = f"text_model.encoder.layers.0.self_attn.{'qkv'[k]}_proj"
+            dt, shape, off, size = te[name + ".weight"]
+            got = np.frombuffer(read_at(path, off, size), "<f4").reshape(shape)
+            self.assertTrue(torch.equal(torch.from_numpy(got.copy()), wq), name)
+            dt, shape, off, size = te[name + ".bias"]
+            got = np.frombuffer(read_at(path, off, size), "<f4")
+            self.assertTrue(torch.equal(torch.from_numpy(got.copy()), bq), name)
+        back = self.path("back.safetensors")
+        run("convert", out, "-o", back)
+        same_tensors(self, src, back)
+
+    def test_prediction_type_from_metadata_or_flag(self):
+        src, out, _, p = self.convert({"modelspec.architecture": "stable-diffusion-v2-512"})
+        self.assertNotIn("assumed", p.stderr)
+        self.assertEqual(load_json(os.path.join(out, "scheduler/scheduler_config.json"))
+                         ["prediction_type"], "epsilon")
+        self.assertEqual(load_json(os.path.join(out, "unet/config.json"))["sample_size"], 64)
+        run("convert", src, "-o", out, "--to", "diffusers", "--force",
+            "--prediction-type", "v_prediction")
+        self.assertEqual(load_json(os.path.join(out, "scheduler/scheduler_config.json"))
+                         ["prediction_type"], "v_prediction")
+
+
 class SdxlRefiner(TempDirTest):
     def test_sdxl_refiner(self):
         src = self.path("refiner.safetensors")
