@@ -2,8 +2,10 @@
 #include "model/diffusers_config.h"
 
 #include <fmt/format.h>
+#include <simdjson.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "io/errors.h"
 
@@ -407,6 +409,52 @@ std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeli
   for (const DiffusersSlot& s : fam.slots)
     o.set(s.folder, fmt::format("[\"{}\", \"{}\"]", s.library, s.class_name));
   return o.text();
+}
+
+Status check_config_against_weights(const std::string& config_path, const std::string& derived) {
+  // The keys each config derivation takes from shapes (unet, vae, CLIP).
+  static constexpr std::string_view kFromShapes[] = {
+      "in_channels",
+      "out_channels",
+      "latent_channels",
+      "block_out_channels",
+      "layers_per_block",
+      "cross_attention_dim",
+      "down_block_types",
+      "up_block_types",
+      "use_linear_projection",
+      "projection_class_embeddings_input_dim",
+      "hidden_size",
+      "intermediate_size",
+      "num_hidden_layers",
+      "vocab_size",
+      "max_position_embeddings",
+  };
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(config_path, ec);
+  if (ec) return Status::ok();  // no config: the weights alone decide
+  if (size > (1u << 20))
+    return Status(ErrorCode::kLimitExceeded,
+                  fmt::format("{} bytes; a config.json is a few kilobytes", size), config_path);
+  simdjson::dom::parser theirs_parser, ours_parser;
+  simdjson::dom::element theirs, ours;
+  if (auto err = theirs_parser.load(config_path).get(theirs))
+    return Status(ErrorCode::kCorrupt,
+                  fmt::format("not valid JSON: {}", simdjson::error_message(err)), config_path);
+  if (ours_parser.parse(derived).get(ours))
+    return Status(ErrorCode::kInternal, "the derived config is not JSON", config_path);
+  for (std::string_view key : kFromShapes) {
+    simdjson::dom::element a, b;
+    if (theirs[key].get(a) || ours[key].get(b)) continue;
+    const std::string va = simdjson::minify(a), vb = simdjson::minify(b);
+    if (va != vb)
+      return Status(ErrorCode::kInvalidArgument,
+                    fmt::format("the config disagrees with the weights: {} is {} there, the "
+                                "weights give {}",
+                                key, va, vb),
+                    config_path);
+  }
+  return Status::ok();
 }
 
 }  // namespace ckptkit::detail

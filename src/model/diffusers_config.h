@@ -81,6 +81,12 @@ std::string scheduler_config_json(const DiffusersFamily& fam, std::string_view p
 /// `pipeline`: fam.pipeline or fam.inpaint_pipeline.
 std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeline);
 
+/// Compares the dimensions a loader reads from `config_path` (a part's config.json) with
+/// `derived` (the config derived from the part's weights): a key present in both with another
+/// value is an error naming the file, the key and both values. Keys that are conventions
+/// rather than shapes (heads, sample size, scaling factor) are not compared.
+Status check_config_against_weights(const std::string& config_path, const std::string& derived);
+
 /// The diffusers version the configs are written for (the keys they use exist since then).
 inline constexpr std::string_view kDiffusersVersion = "0.30.0";
 

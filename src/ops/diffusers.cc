@@ -290,9 +290,9 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
       // CLIP text encoders: Hugging Face names already, or OpenCLIP's, converted exactly.
       if (c->naming == Naming::kOpenClip) {
         CKPT_ASSIGN_OR_RETURN(ts, detail::openclip_to_hf(std::move(ts), in_path));
-        report.notes.push_back(fmt::format(
-            "{}: OpenCLIP in_proj split into q/k/v rows{} (exact)", slot.folder,
-            fam->text_drops_last_layer ? "" : ", text_projection transposed"));
+        report.notes.push_back(
+            fmt::format("{}: OpenCLIP in_proj split into q/k/v rows{} (exact)", slot.folder,
+                        fam->text_drops_last_layer ? "" : ", text_projection transposed"));
       }
       const bool keeps_projection = slot.class_name == "CLIPTextModelWithProjection";
       for (PartTensor& t : ts) {
@@ -422,6 +422,19 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
     if (ts.empty())
       return Status(ErrorCode::kInvalidArgument,
                     fmt::format("the {} part holds no tensors", slot.folder), path);
+    {
+      // The part's config.json must describe these weights (else the folder is not what its
+      // model_index.json says, or was edited by hand).
+      const detail::ShapeMap shapes = shapes_of(ts);
+      const std::string config = (fs::path(in_dir) / slot.folder / "config.json").string();
+      Result<std::string> derived =
+          slot.kind == PartKind::kUNet ? detail::unet_config_json(*fam, shapes, "epsilon", path)
+          : slot.kind == PartKind::kVae
+              ? detail::vae_config_json(*fam, shapes, path)
+              : detail::clip_config_json(slot.kind, shapes, ts.front().dtype, path);
+      if (!derived) return derived.status();
+      CKPT_RETURN_IF_ERROR(detail::check_config_against_weights(config, *derived));
+    }
     std::vector<PartTensor> out;
     if (slot.kind == PartKind::kUNet) {
       const detail::UNetNames map = detail::UNetNames::from_diffusers(names);

@@ -574,6 +574,28 @@ class BadInput(TempDirTest):
         self.refused("convert", d, "-o", self.path("out.safetensors"),
                      names=["model_index.json", "'unet'", "unet/diffusion_pytorch_model.safetensors"])
 
+    def edit_json(self, d, rel, change):
+        doc = load_json(os.path.join(d, rel))
+        change(doc)
+        os.unlink(os.path.join(d, rel))  # a hard link: write a new file, not the shared one
+        with open(os.path.join(d, rel), "w") as f:
+            json.dump(doc, f)
+
+    def test_a_config_that_disagrees_with_its_weights(self):
+        d = self.copy_folder("badconfig")
+        self.edit_json(d, "vae/config.json", lambda c: c.update(latent_channels=16))
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=[os.path.join(d, "vae/config.json"), "latent_channels", "16", "4"])
+        d = self.copy_folder("badconfig2")
+        self.edit_json(d, "text_encoder/config.json", lambda c: c.update(num_hidden_layers=11))
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=[os.path.join(d, "text_encoder/config.json"), "num_hidden_layers"])
+        # An SD1 UNet whose config claims SD2's cross-attention width.
+        d = self.copy_folder("badconfig3")
+        self.edit_json(d, "unet/config.json", lambda c: c.update(cross_attention_dim=1024))
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=["config.json", "cross_attention_dim", "768"])
+
     def test_unknown_pipeline(self):
         d = self.copy_folder("flux")
         index = load_json(os.path.join(d, "model_index.json"))
