@@ -9,6 +9,7 @@
 // single-file name, with the single file's metadata; diffusers never opens that file, and the
 // reverse conversion puts it all back.
 #include <fmt/format.h>
+#include <simdjson.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +20,7 @@
 #include "ckptkit/anatomy.h"
 #include "ckptkit/ops.h"
 #include "io/errors.h"
+#include "io/file.h"
 #include "io/output.h"
 #include "model/diffusers_config.h"
 #include "model/families.h"
@@ -167,6 +169,115 @@ const detail::FamilySlot* slot_for(const detail::FamilyLayout& fam, PartKind kin
   for (const detail::FamilySlot& s : fam.slots)
     if (s.kind == kind) return &s;
   return nullptr;
+}
+
+/// A small text file (a shard index), whole.
+Result<std::string> read_small_text(const std::string& path) {
+  CKPT_ASSIGN_OR_RETURN(InputFile f, InputFile::open(path));
+  if (f.size() > (16u << 20))
+    return Status(ErrorCode::kLimitExceeded,
+                  fmt::format("{} bytes; a shard index is a few hundred kilobytes", f.size()),
+                  path);
+  std::string text(f.size(), '\0');
+  CKPT_RETURN_IF_ERROR(
+      f.pread_exact({reinterpret_cast<uint8_t*>(text.data()), text.size()}, 0, "the index"));
+  return text;
+}
+
+/// A part's weights as a folder holds them, and the path messages name.
+struct PartFiles {
+  std::vector<PartTensor> tensors;
+  std::string path;
+};
+
+/// The tensors of `slot`'s folder: `NAME.safetensors`, else its shards listed by
+/// `NAME.safetensors.index.json` (weight_map: tensor -> shard file), else the fp16 variant
+/// `STEM.fp16.safetensors`. Every file opened is added to `inputs`.
+Result<PartFiles> read_part(const std::string& in_dir, const DiffusersSlot& slot,
+                            const std::string& out_path, const ReshapeOptions& o,
+                            std::vector<std::unique_ptr<OpenedInput>>& inputs,
+                            ReshapeReport& report) {
+  const fs::path dir = fs::path(in_dir) / slot.folder;
+  const std::string plain = (dir / slot.weights).string();
+  const std::string index = plain + ".index.json";
+  const std::string_view stem = slot.weights.substr(0, slot.weights.size() - 12);
+  const std::string variant = (dir / fmt::format("{}.fp16.safetensors", stem)).string();
+  std::error_code ec;
+  auto add_file = [&](const std::string& path) -> Result<const OpenedInput*> {
+    CKPT_ASSIGN_OR_RETURN(auto in, open_input(path, out_path, o, false));
+    report.input_bytes += in->checkpoint().file_size;
+    inputs.push_back(std::move(in));
+    return inputs.back().get();
+  };
+  PartFiles out;
+  if (fs::is_regular_file(plain, ec) || !fs::exists(index, ec)) {
+    std::string path = plain;
+    if (!fs::is_regular_file(plain, ec)) {
+      if (!fs::is_regular_file(variant, ec))
+        return Status(ErrorCode::kNotFound,
+                      fmt::format("missing: the {} part's weights are this file (or its "
+                                  "{}.index.json shards, or {}.fp16.safetensors; .bin parts "
+                                  "are not read yet)",
+                                  slot.folder, slot.weights, stem),
+                      plain);
+      path = variant;
+      report.notes.push_back(fmt::format("{}: read the fp16 variant {}", slot.folder, variant));
+    }
+    CKPT_ASSIGN_OR_RETURN(const OpenedInput* in, add_file(path));
+    for (const TensorInfo& t : in->checkpoint().tensors)
+      out.tensors.push_back(detail::whole_tensor(*in, t));
+    out.path = path;
+    return out;
+  }
+  // Sharded: the index names each tensor's shard; the shards must hold exactly those.
+  out.path = index;
+  CKPT_ASSIGN_OR_RETURN(std::string text, read_small_text(index));
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  simdjson::dom::object map;
+  if (parser.parse(text).get(doc) || doc["weight_map"].get_object().get(map))
+    return Status(ErrorCode::kCorrupt, "not a shard index: no weight_map object", index);
+  std::map<std::string, std::set<std::string>> by_shard;
+  for (auto field : map) {
+    std::string_view file;
+    if (field.value.get_string().get(file) || file.empty() ||
+        file.find('/') != std::string_view::npos || file == "." || file == "..")
+      return Status(ErrorCode::kCorrupt,
+                    fmt::format("the weight_map entry of '{}' is not a file name in the "
+                                "folder",
+                                field.key),
+                    index);
+    by_shard[std::string(file)].insert(std::string(field.key));
+  }
+  for (const auto& [file, names] : by_shard)
+    if (!fs::is_regular_file(dir / file, ec))
+      return Status(ErrorCode::kNotFound,
+                    fmt::format("missing: {} names this shard for {} tensors", index, names.size()),
+                    (dir / file).string());
+  std::set<std::string> seen;
+  for (const auto& [file, names] : by_shard) {
+    const std::string path = (dir / file).string();
+    CKPT_ASSIGN_OR_RETURN(const OpenedInput* in, add_file(path));
+    std::set<std::string> found;
+    for (const TensorInfo& t : in->checkpoint().tensors) {
+      if (!seen.insert(t.name).second)
+        return Status(ErrorCode::kCorrupt, "two shards hold this tensor", path, kNoOffset, t.name);
+      if (!names.count(t.name))
+        return Status(ErrorCode::kCorrupt,
+                      fmt::format("the shard holds a tensor that {} places elsewhere or not "
+                                  "at all",
+                                  index),
+                      path, kNoOffset, t.name);
+      found.insert(t.name);
+      out.tensors.push_back(detail::whole_tensor(*in, t));
+    }
+    for (const std::string& n : names)
+      if (!found.count(n))
+        return Status(ErrorCode::kCorrupt,
+                      fmt::format("{} places this tensor in the shard, which lacks it", index),
+                      path, kNoOffset, n);
+  }
+  return out;
 }
 
 }  // namespace
@@ -401,23 +512,15 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
                     fmt::format("model_index.json has no '{}' entry; a {} folder needs {}/{}",
                                 slot.folder, fam->pipeline, slot.folder, slot.weights),
                     index);
-    const std::string path = (fs::path(in_dir) / slot.folder / slot.weights).string();
-    std::error_code ec;
-    if (!fs::is_regular_file(path, ec))
-      return Status(ErrorCode::kNotFound,
-                    fmt::format("missing: the {} part of a {} folder is this file (sharded, "
-                                "variant and .bin weights are not read yet)",
-                                slot.folder, fam->pipeline),
-                    path);
-    CKPT_ASSIGN_OR_RETURN(auto in, open_input(path, out_path, o, false));
+    CKPT_ASSIGN_OR_RETURN(PartFiles part, read_part(in_dir, slot, out_path, o, inputs, report));
+    const std::string& path = part.path;
     const detail::FamilySlot* fslot = slot_for(*layout, slot.kind);
     if (!fslot) return Status(ErrorCode::kInternal, "no single-file slot for the part", path);
-    std::vector<PartTensor> ts;
+    std::vector<PartTensor> ts = std::move(part.tensors);
     std::vector<std::string> names;
-    for (const TensorInfo& t : in->checkpoint().tensors) {
-      ts.push_back(detail::whole_tensor(*in, t));
+    for (const PartTensor& t : ts) {
       names.push_back(t.name);
-      if (is_quantized(t.dtype)) return quantized_refusal(path, ts.back());
+      if (is_quantized(t.dtype)) return quantized_refusal(path, t);
     }
     if (ts.empty())
       return Status(ErrorCode::kInvalidArgument,
@@ -466,9 +569,7 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
       out = std::move(ts);
     }
     for (PartTensor& t : out) t.name = detail::add_component_prefix(t.name, *fslot);
-    report.input_bytes += in->checkpoint().file_size;
     for (PartTensor& t : out) all.push_back(std::move(t));
-    inputs.push_back(std::move(in));
   }
   std::map<std::string, std::string> metadata;
   const std::string extra_path = (fs::path(in_dir) / kExtraFile).string();

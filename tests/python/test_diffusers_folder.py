@@ -596,6 +596,54 @@ class BadInput(TempDirTest):
         self.refused("convert", d, "-o", self.path("out.safetensors"),
                      names=["config.json", "cross_attention_dim", "768"])
 
+    def shard_unet(self, name, corrupt=None):
+        """A copy of the good folder whose UNet is two shards and an index, as diffusers
+        writes a large part; `corrupt(shards, weight_map)` may spoil them first."""
+        d = self.copy_folder(name)
+        rel = "unet/diffusion_pytorch_model.safetensors"
+        table, _ = entries(os.path.join(self.good, rel))
+        names = sorted(table)
+        shards = {"diffusion_pytorch_model-00001-of-00002.safetensors": names[:300],
+                  "diffusion_pytorch_model-00002-of-00002.safetensors": names[300:]}
+        weight_map = {n: f for f, ns in shards.items() for n in ns}
+        if corrupt:
+            corrupt(shards, weight_map)
+        for f, ns in shards.items():
+            rows = [(n, table[n][0], table[n][1]) for n in ns]
+            data = {n: prefix_of(os.path.join(self.good, rel), table, n) for n in ns}
+            write_sparse_safetensors(os.path.join(d, "unet", f), rows, data, {"format": "pt"})
+        os.unlink(os.path.join(d, rel))
+        with open(os.path.join(d, rel + ".index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f, indent=2)
+        return d
+
+    def test_sharded_parts_and_fp16_variants_are_read(self):
+        d = self.shard_unet("sharded")
+        os.rename(os.path.join(d, "vae/diffusion_pytorch_model.safetensors"),
+                  os.path.join(d, "vae/diffusion_pytorch_model.fp16.safetensors"))
+        back = self.path("back.safetensors")
+        p = run("convert", d, "-o", back)
+        self.assertIn("fp16 variant", p.stderr)
+        same_tensors(self, self.src, back)
+
+    def test_bad_shards(self):
+        def missing_file(shards, wm):
+            wm["conv_in.weight"] = "diffusion_pytorch_model-00003-of-00002.safetensors"
+        d = self.shard_unet("shards1", missing_file)
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=["00003-of-00002", "missing"])
+
+        def overlap(shards, wm):
+            first, second = list(shards)
+            shards[second].append(shards[first][0])
+        d = self.shard_unet("shards2", overlap)
+        self.refused("convert", d, "-o", self.path("out.safetensors"), names=["00002-of-00002"])
+
+        def unlisted(shards, wm):
+            del wm[sorted(wm)[5]]
+        d = self.shard_unet("shards3", unlisted)
+        self.refused("convert", d, "-o", self.path("out.safetensors"), names=["index.json"])
+
     def test_unknown_pipeline(self):
         d = self.copy_folder("flux")
         index = load_json(os.path.join(d, "model_index.json"))
