@@ -213,6 +213,9 @@ struct DiffusersOptions {
   /// The scheduler's prediction_type: "epsilon" or "v_prediction"; "" takes it from the file
   /// (metadata, a v_pred marker) or the family's usual one (SD2: v_prediction, reported).
   std::string prediction_type;
+  /// A diffusers folder to take the tokenizer folders from (tokenizer/, tokenizer_2/: each
+  /// file copied as it is); "" writes none ([null, null] in model_index.json).
+  std::string tokenizers_from;
 };
 
 Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std::string& out_dir,

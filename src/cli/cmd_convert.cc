@@ -41,7 +41,7 @@ int print_folder_report(const ReshapeReport& r, bool quiet) {
 
 Runner setup_convert(CLI::App& sub) {
   struct Opts {
-    std::string in, out, dtype = "keep", quant, target = "comfyui", to, prediction;
+    std::string in, out, dtype = "keep", quant, target = "comfyui", to, prediction, tokenizers;
     uint64_t max_header = kDefaultMaxHeaderBytes;
     bool quiet = false;
     bool allow_dangerous = false;
@@ -65,6 +65,9 @@ Runner setup_convert(CLI::App& sub) {
                  "(default: from the file's metadata or v_pred marker, else the family's usual: "
                  "v_prediction for SD2, epsilon otherwise)")
       ->check(CLI::IsMember({"epsilon", "v_prediction"}));
+  sub.add_option("--tokenizers-from", o->tokenizers,
+                 "with --to diffusers: copy tokenizer/ (and tokenizer_2/) from this diffusers "
+                 "folder (weights cannot give a tokenizer; without it none is written)");
   sub.add_option("--quant", o->quant,
                  "write GGUF with this type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_0, "
                  "q5_1, q4_k_m, q4_k_s, q4_0, q4_1, q3_k_m, q3_k_s, q2_k (docs/gguf.md)");
@@ -109,8 +112,8 @@ Runner setup_convert(CLI::App& sub) {
       "folder has no place for (EMA, schedule buffers, logit_scale, SD2's last text layer, the\n"
       "file's metadata) goes into OUT/ckptkit_extra.safetensors, which diffusers ignores and the\n"
       "reverse conversion puts back, so a round trip gives back every tensor byte for byte.\n"
-      "Tokenizers are not written. OUT must not exist (--force writes into it); the folder\n"
-      "appears whole or not at all.\n"
+      "Tokenizers are copied with --tokenizers-from DIR, else not written. OUT must not exist\n"
+      "(--force writes into it); the folder appears whole or not at all.\n"
       "  ckptkit convert v1-5-pruned-emaonly.safetensors -o sd15-diffusers --to diffusers\n"
       "  ckptkit convert sd15-diffusers -o v1-5-again.safetensors\n"
       "  ckptkit convert sd_xl_base_1.0.safetensors -o sdxl-diffusers --to diffusers\n"
@@ -142,13 +145,14 @@ Runner setup_convert(CLI::App& sub) {
                 scan_gate(o->in, "convert", options.limits, o->allow_dangerous, options.verdict))
           return *rc;
       }
-      if (folder_in && !o->prediction.empty())
+      if (folder_in && (!o->prediction.empty() || !o->tokenizers.empty()))
         return report_error(Status(ErrorCode::kInvalidArgument,
-                                   "--prediction-type applies to --to diffusers (a single file "
-                                   "has no scheduler)",
+                                   "--prediction-type and --tokenizers-from apply to --to "
+                                   "diffusers (a single file has neither)",
                                    o->in));
-      auto report = folder_in ? diffusers_to_single(o->in, o->out, options)
-                              : single_to_diffusers(o->in, o->out, {options, o->prediction});
+      auto report =
+          folder_in ? diffusers_to_single(o->in, o->out, options)
+                    : single_to_diffusers(o->in, o->out, {options, o->prediction, o->tokenizers});
       if (!report) return report_error(report.status());
       return print_folder_report(*report, o->quiet);
     }

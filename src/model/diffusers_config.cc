@@ -399,11 +399,24 @@ std::string scheduler_config_json(const DiffusersFamily& fam, std::string_view p
   return o.text();
 }
 
-std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeline) {
+std::vector<std::string> tokenizers_of(const DiffusersFamily& fam) {
+  std::vector<std::string> out;
+  for (const DiffusersSlot& s : fam.slots)
+    if (s.folder == "text_encoder")
+      out.push_back("tokenizer");
+    else if (s.folder == "text_encoder_2")
+      out.push_back("tokenizer_2");
+  return out;
+}
+
+std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeline,
+                             const std::vector<std::string>& tokenizers) {
   JsonObject o;
   o.set_str("_class_name", pipeline);
   o.set_str("_diffusers_version", kDiffusersVersion);
   for (std::string_view n : fam.null_parts) o.set(n, std::string("[null, null]"));
+  for (const std::string& t : tokenizers)
+    o.set(t, std::string("[\"transformers\", \"CLIPTokenizer\"]"));
   for (const auto& [k, v] : fam.pipeline_flags) o.set(k, std::string(v));
   o.set("scheduler", fmt::format("[\"diffusers\", \"{}\"]", fam.scheduler_class));
   for (const DiffusersSlot& s : fam.slots)

@@ -78,8 +78,14 @@ Result<std::string> clip_config_json(PartKind kind, const ShapeMap& clip, DType 
                                      const std::string& where);
 /// `prediction`: epsilon or v_prediction.
 std::string scheduler_config_json(const DiffusersFamily& fam, std::string_view prediction);
-/// `pipeline`: fam.pipeline or fam.inpaint_pipeline.
-std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeline);
+/// The tokenizer folders the family's pipeline uses: tokenizer for text_encoder, tokenizer_2
+/// for text_encoder_2.
+std::vector<std::string> tokenizers_of(const DiffusersFamily& fam);
+
+/// `pipeline`: fam.pipeline or fam.inpaint_pipeline; `tokenizers`: the tokenizer folders the
+/// output has (CLIPTokenizer), the others are [null, null].
+std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeline,
+                             const std::vector<std::string>& tokenizers);
 
 /// Compares the dimensions a loader reads from `config_path` (a part's config.json) with
 /// `derived` (the config derived from the part's weights): a key present in both with another

@@ -458,17 +458,41 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
   }
   files.push_back({"scheduler/scheduler_config.json", std::nullopt,
                    detail::scheduler_config_json(*fam, prediction), "scheduler", in_path});
+  const std::vector<std::string> tokenizers = detail::tokenizers_of(*fam);
+  if (!options.tokenizers_from.empty()) {
+    // Tokenizer files are vocabularies, not weights: copied as they are from a folder that
+    // has them.
+    for (const std::string& t : tokenizers) {
+      const fs::path src = fs::path(options.tokenizers_from) / t;
+      std::vector<std::string> names;
+      for (const auto& e : fs::directory_iterator(src, ec))
+        if (e.is_regular_file(ec)) names.push_back(e.path().filename().string());
+      if (names.empty())
+        return Status(ErrorCode::kNotFound,
+                      fmt::format("--tokenizers-from: expected the {} folder of a diffusers "
+                                  "model here (vocab.json, merges.txt, …)",
+                                  t),
+                      src.string());
+      std::sort(names.begin(), names.end());
+      for (const std::string& n : names) {
+        CKPT_ASSIGN_OR_RETURN(std::string text, read_small_text((src / n).string()));
+        files.push_back(
+            {fmt::format("{}/{}", t, n), std::nullopt, std::move(text), t, (src / n).string()});
+      }
+    }
+  }
   const std::string_view pipeline = a.variant == "inpaint" ? fam->inpaint_pipeline : fam->pipeline;
-  files.push_back({"model_index.json", std::nullopt, detail::model_index_json(*fam, pipeline),
+  files.push_back({"model_index.json", std::nullopt,
+                   detail::model_index_json(
+                       *fam, pipeline,
+                       options.tokenizers_from.empty() ? std::vector<std::string>{} : tokenizers),
                    "model_index", in_path});
   if (kept.tensors > 0) report.dropped.push_back(kept);
-  std::string nulls;
-  for (std::string_view n : fam->null_parts)
-    if (n.starts_with("tokenizer")) nulls += fmt::format("{}{}", nulls.empty() ? "" : ", ", n);
-  report.notes.push_back(
-      fmt::format("not included: {} (a tokenizer cannot be derived from weights; pass it to "
-                  "from_pretrained, e.g. tokenizer=CLIPTokenizer.from_pretrained(...))",
-                  nulls));
+  if (options.tokenizers_from.empty())
+    report.notes.push_back(fmt::format(
+        "not included: {} (a tokenizer cannot be derived from weights: give --tokenizers-from "
+        "a diffusers folder that has it, or pass it to from_pretrained)",
+        fmt::join(tokenizers, ", ")));
   RunOptions run = o.run;
   CKPT_RETURN_IF_ERROR(write_folder(files, out_dir, run, report));
   return report;

@@ -529,6 +529,37 @@ class SdxlRefiner(TempDirTest):
         same_tensors(self, src, back)
 
 
+class Tokenizers(TempDirTest):
+    def test_tokenizers_are_copied_from_another_folder(self):
+        src = self.path("sdxl.safetensors")
+        run("sample", "--layout", "sdxl-sgm", "--sparse", "-o", src)
+        ref = self.path("ref")
+        files = {"tokenizer/vocab.json": b'{"a</w>": 0}', "tokenizer/merges.txt": b"#v\na b\n",
+                 "tokenizer_2/vocab.json": b'{"b</w>": 1}', "tokenizer_2/special_tokens_map.json": b"{}"}
+        for rel, data in files.items():
+            os.makedirs(os.path.dirname(os.path.join(ref, rel)), exist_ok=True)
+            with open(os.path.join(ref, rel), "wb") as f:
+                f.write(data)
+        out = self.path("out")
+        p = run("convert", src, "-o", out, "--to", "diffusers", "--tokenizers-from", ref)
+        self.assertNotIn("not included", p.stderr)
+        for rel, data in files.items():
+            with open(os.path.join(out, rel), "rb") as f:
+                self.assertEqual(f.read(), data, rel)
+        index = load_json(os.path.join(out, "model_index.json"))
+        self.assertEqual(index["tokenizer"], ["transformers", "CLIPTokenizer"])
+        self.assertEqual(index["tokenizer_2"], ["transformers", "CLIPTokenizer"])
+        # A folder without tokenizer_2: refused, nothing written.
+        os.unlink(os.path.join(ref, "tokenizer_2/vocab.json"))
+        os.unlink(os.path.join(ref, "tokenizer_2/special_tokens_map.json"))
+        before = listing(self.tmp)
+        p = run("convert", src, "-o", self.path("out2"), "--to", "diffusers", "--tokenizers-from",
+                ref, check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(os.path.join(ref, "tokenizer_2"), p.stderr)
+        self.assertEqual(listing(self.tmp), before)
+
+
 class BadInput(TempDirTest):
     def setUp(self):
         super().setUp()
