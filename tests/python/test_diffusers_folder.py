@@ -201,7 +201,8 @@ class Sd15(TempDirTest):
     def setUp(self):
         super().setUp()
         self.src = self.path("sd15.safetensors")
-        self.values = make_input(self.src, layout_table("sd15-ldm"), 15,
+        # v1-5-pruned: the model and its EMA copy, which a diffusers folder has no place for.
+        self.values = make_input(self.src, layout_table("sd15-ldm") + layout_table("sd15-ldm-ema"), 15,
                                  {"modelspec.title": "unit sd15", "format": "pt"}, VAE_ATTN)
         self.out = self.path("sd15-diffusers")
         p = run("convert", self.src, "-o", self.out, "--to", "diffusers")
@@ -244,6 +245,7 @@ class Sd15(TempDirTest):
         self.assertEqual(set(extra) | set(sources), set(src))
         self.assertIn("betas", extra)
         self.assertIn("model_ema.num_updates", extra)
+        self.assertEqual(len([n for n in extra if n.startswith("model_ema.diffusion_model")]), 686)
         self.assertEqual(meta.get("modelspec.title"), "unit sd15")
 
     def test_round_trip_is_byte_identical(self):
