@@ -413,14 +413,23 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
           continue;
         }
         // logit_scale, a projection CLIPTextModel has no place for: kept for the way back,
-        // under its single-file name.
+        // under its single-file name. Only names that the OpenCLIP conversion did not change
+        // can be put back that way.
+        if (c->naming == Naming::kOpenClip && t.name != "logit_scale")
+          return no_counterpart(in_path, t.name, part_display_name(slot.kind), "diffusers");
         const detail::FamilyLayout* layout = detail::family_layout(fam->family);
         const detail::FamilySlot* fs_slot = layout ? slot_for(*layout, slot.kind) : nullptr;
         t.name = fs_slot ? detail::add_component_prefix(t.name, *fs_slot) : c->prefix + t.name;
         extra.push_back(std::move(t));
       }
-      DType dtype = DType::F32;
-      if (!out.empty()) dtype = out.front().dtype;
+      if (out.empty())
+        return Status(ErrorCode::kUnsupported,
+                      fmt::format("the {} under '{}' has no Hugging Face text_model.* names "
+                                  "(an old layout without the text_model level?), which a "
+                                  "diffusers {} needs",
+                                  part_display_name(slot.kind), c->prefix, slot.class_name),
+                      in_path);
+      const DType dtype = out.front().dtype;
       CKPT_ASSIGN_OR_RETURN(config,
                             detail::clip_config_json(slot.kind, shapes_of(out), dtype, where));
     }

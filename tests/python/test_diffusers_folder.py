@@ -721,6 +721,15 @@ class BadInput(TempDirTest):
         self.refused("convert", src, "-o", self.path("novae-out"), "--to", "diffusers",
                      names=[src, "VAE", "vae/"])
 
+    def test_a_clip_without_the_text_model_level(self):
+        # Old SD1 files spell CLIP without "text_model."; a diffusers text encoder needs it.
+        src = self.path("old.safetensors")
+        rows = [(n.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."),
+                 d, s) for n, d, s in layout_table("sd15-ldm")]
+        write_sparse_safetensors(src, rows, {}, {"format": "pt"})
+        self.refused("convert", src, "-o", self.path("old"), "--to", "diffusers",
+                     names=[src, "CLIP-L", "text_encoder/"])
+
     def test_to_diffusers_of_a_folder(self):
         self.refused("convert", self.good, "-o", self.path("x"), "--to", "diffusers",
                      names=[self.good, "folder"])
