@@ -18,11 +18,13 @@ The inputs are sparse files of the published layouts written here from the forma
 specification: holes except the first bytes of every tensor and a few whole tensors."""
 import json
 import os
+import signal
+import subprocess
 import unittest
 
 import numpy as np
 
-from ckpt_testlib import (TempDirTest, layout_table, read_safetensors_header, run,
+from ckpt_testlib import (BIN, TempDirTest, layout_table, read_safetensors_header, run,
                           write_sparse_safetensors)
 
 PREFIX = 64  # random bytes written at the start of every tensor
@@ -560,6 +562,40 @@ class Tokenizers(TempDirTest):
         self.assertEqual(p.returncode, 2)
         self.assertIn(os.path.join(ref, "tokenizer_2"), p.stderr)
         self.assertEqual(listing(self.tmp), before)
+
+
+class Killed(TempDirTest):
+    """SIGKILL in the middle (CKPTKIT_TEST_HOLD, as test_output_safety.py does): the folder or
+    file is not there, and the next run cleans up and writes it whole."""
+
+    def hold_and_kill(self, args, point):
+        env = dict(os.environ, CKPTKIT_TEST_HOLD=point)
+        proc = subprocess.Popen([BIN, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                text=True, env=env)
+        for line in proc.stderr:
+            if f"test hold at {point}" in line:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=120)
+        proc.stderr.close()
+        self.assertEqual(proc.returncode, -signal.SIGKILL, f"{args} did not reach {point}")
+
+    def test_a_killed_conversion_leaves_no_folder(self):
+        src = self.path("sd15.safetensors")
+        run("sample", "--layout", "sd15-ldm", "--sparse", "-o", src)
+        out = self.path("folder")
+        for point in ("half", "staged"):
+            self.hold_and_kill(["convert", src, "-o", out, "--to", "diffusers", "--no-sync",
+                                "--threads", "1", "--max-memory", "4M"], point)
+            self.assertFalse(os.path.exists(out), point)
+        run("convert", src, "-o", out, "--to", "diffusers")
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["folder", "sd15.safetensors"])
+        back = self.path("back.safetensors")
+        self.hold_and_kill(["convert", out, "-o", back, "--no-sync", "--threads", "1",
+                            "--max-memory", "4M"], "half")
+        self.assertFalse(os.path.exists(back))
+        run("convert", out, "-o", back)
+        self.assertTrue(same_file(src, back))
 
 
 class BadInput(TempDirTest):
