@@ -427,6 +427,8 @@ class Sdxl(TempDirTest):
         self.assertEqual(cfg["addition_embed_type"], "text_time")
         index = load_json(os.path.join(out, "model_index.json"))
         self.assertEqual(index["_class_name"], "StableDiffusionXLPipeline")
+        self.assertEqual(json.loads(run("inspect", out, "--json").stdout)["architecture"],
+                         "sdxl-base")
         self.assertEqual(index["text_encoder_2"], ["transformers", "CLIPTextModelWithProjection"])
         # logit_scale has no place in CLIPTextModelWithProjection: it travels in the extra file.
         extra, _ = entries(os.path.join(out, EXTRA))
@@ -476,6 +478,7 @@ class Sd2(TempDirTest):
         self.assertEqual(cfg["sample_size"], 96)
         sched = load_json(os.path.join(out, "scheduler/scheduler_config.json"))
         self.assertEqual(sched["prediction_type"], "v_prediction")
+        self.assertEqual(json.loads(run("inspect", out, "--json").stdout)["architecture"], "sd2")
         # The fused q/k/v, split as PyTorch's chunk does.
         import torch
         w = torch.from_numpy(values[self.IN_PROJ])
