@@ -573,6 +573,18 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
     }
     std::vector<PartTensor> out;
     if (slot.kind == PartKind::kUNet) {
+      if (fam->family == "sd1" || fam->family == "sd2") {
+        // Without a unet/config.json the pipeline class alone cannot tell SD1 from SD2.
+        const uint64_t want = fam->family == "sd1" ? 768 : 1024;
+        for (const PartTensor& t : ts)
+          if (t.name.ends_with("attn2.to_k.weight") && t.shape.size() == 2 && t.shape[1] != want)
+            return Status(ErrorCode::kInvalidArgument,
+                          fmt::format("the UNet attends to {}-wide text, the folder was taken "
+                                      "for {} ({} wide) from its model_index.json and "
+                                      "unet/config.json",
+                                      t.shape[1], fam->family, want),
+                          path, kNoOffset, t.name);
+      }
       const detail::UNetNames map = detail::UNetNames::from_diffusers(names);
       for (PartTensor& t : ts) {
         auto l = map.to_ldm(t.name);

@@ -716,6 +716,17 @@ class BadInput(TempDirTest):
         d = self.shard_unet("shards3", unlisted)
         self.refused("convert", d, "-o", self.path("out.safetensors"), names=["index.json"])
 
+    def test_sd2_weights_in_an_sd1_folder_without_a_unet_config(self):
+        d = self.copy_folder("noconfig")
+        os.unlink(os.path.join(d, "unet/config.json"))
+        rel = "unet/diffusion_pytorch_model.safetensors"
+        os.unlink(os.path.join(d, rel))
+        rows = [(n, dt, [sh[0], 1024] if n.endswith("attn2.to_k.weight") else sh)
+                for n, dt, sh in layout_table("sd15-diffusers-unet")]
+        write_sparse_safetensors(os.path.join(d, rel), rows, {}, {"format": "pt"})
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=[os.path.join(d, rel), "1024", "sd1"])
+
     def test_unknown_pipeline(self):
         d = self.copy_folder("flux")
         index = load_json(os.path.join(d, "model_index.json"))
