@@ -222,8 +222,8 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
                                           const DiffusersOptions& options);
 
 /// `convert DIR -o MODEL.safetensors`: a diffusers folder (model_index.json naming an SD1,
-/// SD2, SDXL or SDXL refiner pipeline; safetensors parts, sharded or not, or their fp16
-/// variants) as the
+/// SD2, SDXL or SDXL refiner pipeline; safetensors parts, sharded or not, their fp16
+/// variants, or PyTorch .bin parts, scanned like any PyTorch input) as the
 /// family's single file, with what ckptkit_extra.safetensors holds put back.
 Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::string& out_path,
                                           const ReshapeOptions& options);

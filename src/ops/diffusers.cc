@@ -212,16 +212,27 @@ Result<PartFiles> read_part(const std::string& in_dir, const DiffusersSlot& slot
   PartFiles out;
   if (fs::is_regular_file(plain, ec) || !fs::exists(index, ec)) {
     std::string path = plain;
+    // PyTorch parts: diffusion_pytorch_model.bin (diffusers), pytorch_model.bin (transformers).
+    const std::string bin =
+        (dir / (stem == "model" ? std::string("pytorch_model.bin") : fmt::format("{}.bin", stem)))
+            .string();
     if (!fs::is_regular_file(plain, ec)) {
-      if (!fs::is_regular_file(variant, ec))
-        return Status(ErrorCode::kNotFound,
-                      fmt::format("missing: the {} part's weights are this file (or its "
-                                  "{}.index.json shards, or {}.fp16.safetensors; .bin parts "
-                                  "are not read yet)",
-                                  slot.folder, slot.weights, stem),
-                      plain);
-      path = variant;
-      report.notes.push_back(fmt::format("{}: read the fp16 variant {}", slot.folder, variant));
+      if (fs::is_regular_file(variant, ec)) {
+        path = variant;
+        report.notes.push_back(fmt::format("{}: read the fp16 variant {}", slot.folder, variant));
+      } else if (fs::is_regular_file(bin, ec)) {
+        path = bin;
+        report.notes.push_back(
+            fmt::format("{}: read the PyTorch file {} (scanned first; nothing in it is run)",
+                        slot.folder, bin));
+      } else {
+        return Status(
+            ErrorCode::kNotFound,
+            fmt::format("missing: the {} part's weights are this file (or its "
+                        "{}.index.json shards, {}.fp16.safetensors or {})",
+                        slot.folder, slot.weights, stem, fs::path(bin).filename().string()),
+            plain);
+      }
     }
     CKPT_ASSIGN_OR_RETURN(const OpenedInput* in, add_file(path));
     for (const TensorInfo& t : in->checkpoint().tensors)

@@ -698,6 +698,37 @@ class BadInput(TempDirTest):
         self.assertIn("fp16 variant", p.stderr)
         same_tensors(self, self.src, back)
 
+    def test_pytorch_bin_parts_are_read(self):
+        import torch
+        d = self.copy_folder("bin")
+        rel = "vae/diffusion_pytorch_model.safetensors"
+        table, _ = entries(os.path.join(self.good, rel))
+        sd = {}
+        np_of = {"F32": "<f4", "F16": "<f2"}
+        for n, (dt, shape, off, size) in table.items():
+            a = np.frombuffer(read_at(os.path.join(self.good, rel), off, size), np_of[dt])
+            sd[n] = torch.from_numpy(a.reshape(shape).copy())
+        torch.save(sd, os.path.join(d, "vae/diffusion_pytorch_model.bin"))
+        os.unlink(os.path.join(d, rel))
+        back = self.path("back.safetensors")
+        p = run("convert", d, "-o", back)
+        self.assertIn("PyTorch file", p.stderr)
+        same_tensors(self, self.src, back)
+
+    def test_a_dangerous_bin_part_is_refused(self):
+        import torch
+
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("true",))  # pickling only names it; nothing runs it
+
+        d = self.copy_folder("evil")
+        os.unlink(os.path.join(d, "text_encoder/model.safetensors"))
+        torch.save({"text_model.final_layer_norm.weight": torch.ones(768), "x": Evil()},
+                   os.path.join(d, "text_encoder/pytorch_model.bin"))
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=[os.path.join(d, "text_encoder/pytorch_model.bin"), "dangerous"])
+
     def test_bad_shards(self):
         def missing_file(shards, wm):
             wm["conv_in.weight"] = "diffusion_pytorch_model-00003-of-00002.safetensors"
