@@ -200,6 +200,34 @@ Result<ReshapeReport> assemble_files(const PartPaths& parts, const std::string& 
 Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& parts,
                                  const std::string& out_path, const AssembleOptions& options);
 
+/// `convert MODEL -o DIR --to diffusers`: a single file of a family that has a diffusers
+/// layout (SD1, SD2, SDXL base, SDXL refiner) as a diffusers folder: model_index.json, one folder
+/// per part with its weights (metadata format: pt) and a config.json derived from them, the
+/// family's scheduler config. Tokenizers are not written (weights cannot give them). Tensors the
+/// folder has no place for (EMA, schedule buffers, logit_scale, …) and the file's metadata go into
+/// `DIR/ckptkit_extra.safetensors`, which diffusers ignores and diffusers_to_single reads, so the
+/// round trip gives back every tensor byte for byte. DIR must not exist unless run.force.
+/// The folder appears whole or not at all.
+struct DiffusersOptions {
+  ReshapeOptions common;
+  /// The scheduler's prediction_type: "epsilon" or "v_prediction"; "" takes it from the file
+  /// (metadata, a v_pred marker) or the family's usual one (SD2: v_prediction, reported).
+  std::string prediction_type;
+  /// A diffusers folder to take the tokenizer folders from (tokenizer/, tokenizer_2/: each
+  /// file copied as it is); "" writes none ([null, null] in model_index.json).
+  std::string tokenizers_from;
+};
+
+Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std::string& out_dir,
+                                          const DiffusersOptions& options);
+
+/// `convert DIR -o MODEL.safetensors`: a diffusers folder (model_index.json naming an SD1,
+/// SD2, SDXL or SDXL refiner pipeline; safetensors parts, sharded or not, their fp16
+/// variants, or PyTorch .bin parts, scanned like any PyTorch input) as the
+/// family's single file, with what ckptkit_extra.safetensors holds put back.
+Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::string& out_path,
+                                          const ReshapeOptions& options);
+
 enum class EmaMode : uint8_t {
   kDrop,  ///< leave the EMA copy out
   kKeep,  ///< keep it as it is

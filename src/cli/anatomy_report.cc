@@ -197,10 +197,19 @@ std::string diffusers_text(const DiffusersFolder& d) {
                                        : fmt::format("{}", fmt::join(p.files, ", ")));
     first = false;
   }
-  out += fmt::format(
-      "{:<12}converting a diffusers folder to a single file is not supported yet; inspect\n"
-      "{:<12}each weight file for its tensors\n",
-      "note", "");
+  const bool convertible = d.pipeline == "StableDiffusionPipeline" ||
+                           d.pipeline == "StableDiffusionInpaintPipeline" ||
+                           d.pipeline == "StableDiffusionXLPipeline" ||
+                           d.pipeline == "StableDiffusionXLInpaintPipeline" ||
+                           d.pipeline == "StableDiffusionXLImg2ImgPipeline";
+  if (convertible)
+    out += fmt::format("{:<12}`ckptkit convert {} -o MODEL.safetensors` writes it as one file\n",
+                       "note", d.path);
+  else
+    out += fmt::format(
+        "{:<12}converting this pipeline to a single file is not supported yet; inspect\n"
+        "{:<12}each weight file for its tensors\n",
+        "note", "");
   return out;
 }
 

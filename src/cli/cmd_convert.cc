@@ -1,8 +1,12 @@
-// `ckptkit convert IN -o OUT [--dtype D]` — streaming rewrite, optionally changing precision.
+// `ckptkit convert IN -o OUT [--dtype D]` — streaming rewrite, optionally changing precision;
+// `convert MODEL -o DIR --to diffusers` and `convert DIR -o MODEL.safetensors` between a single
+// file and a diffusers folder.
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <filesystem>
 
+#include "ckptkit/ops.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/scan.h"
 #include "cli/commands.h"
@@ -10,10 +14,34 @@
 #include "pipeline/progress.h"
 
 namespace ckptkit::cli {
+namespace {
+
+int print_folder_report(const ReshapeReport& r, bool quiet) {
+  if (quiet) return kExitOk;
+  std::string out = fmt::format("converted {} ({}) in {:.2f} s\n", r.architecture,
+                                r.family.empty() ? "no family" : r.family, r.stats.seconds);
+  for (const WrittenFile& o : r.outputs)
+    out += fmt::format("  wrote {:<12} {}  ({}{})\n", o.part, o.path, human_bytes(o.bytes),
+                       o.tensors ? fmt::format(", {} tensors", o.tensors) : "");
+  for (const DroppedGroup& d : r.dropped) {
+    const bool kept = d.what == "kept_in_extra_file";
+    out += fmt::format("  {} {}: {} tensors, {}{}\n", kept ? "kept" : "left out",
+                       kept ? "in ckptkit_extra.safetensors (no place in a diffusers folder; "
+                              "the reverse conversion restores them)"
+                            : d.what,
+                       d.tensors, human_bytes(d.bytes),
+                       d.names.empty() ? "" : fmt::format(" (first: {})", d.names.front()));
+  }
+  for (const std::string& n : r.notes) out += fmt::format("  note: {}\n", n);
+  std::fputs(out.c_str(), stderr);
+  return kExitOk;
+}
+
+}  // namespace
 
 Runner setup_convert(CLI::App& sub) {
   struct Opts {
-    std::string in, out, dtype = "keep", quant, target = "comfyui";
+    std::string in, out, dtype = "keep", quant, target = "comfyui", to, prediction, tokenizers;
     uint64_t max_header = kDefaultMaxHeaderBytes;
     bool quiet = false;
     bool allow_dangerous = false;
@@ -22,8 +50,24 @@ Runner setup_convert(CLI::App& sub) {
   auto o = std::make_shared<Opts>();
   sub.add_option("IN", o->in, "input checkpoint (.safetensors, .ckpt, .pt, .pth, .bin, .gguf)")
       ->required();
-  sub.add_option("-o,--output", o->out, "output file (.safetensors, or .gguf with --quant)")
+  sub.add_option("-o,--output", o->out,
+                 "output file (.safetensors, or .gguf with --quant), or the folder to create "
+                 "with --to diffusers")
       ->required();
+  sub.add_option("--to", o->to,
+                 "diffusers: write MODEL as a diffusers folder OUT (SD1, SD2, SDXL base, SDXL "
+                 "refiner). A "
+                 "folder "
+                 "as IN is converted back to a single file without this flag")
+      ->check(CLI::IsMember({"diffusers"}));
+  sub.add_option("--prediction-type", o->prediction,
+                 "with --to diffusers: the scheduler's prediction_type, epsilon or v_prediction "
+                 "(default: from the file's metadata or v_pred marker, else the family's usual: "
+                 "v_prediction for SD2, epsilon otherwise)")
+      ->check(CLI::IsMember({"epsilon", "v_prediction"}));
+  sub.add_option("--tokenizers-from", o->tokenizers,
+                 "with --to diffusers: copy tokenizer/ (and tokenizer_2/) from this diffusers "
+                 "folder (weights cannot give a tokenizer; without it none is written)");
   sub.add_option("--quant", o->quant,
                  "write GGUF with this type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_0, "
                  "q5_1, q4_k_m, q4_k_s, q4_0, q4_1, q3_k_m, q3_k_s, q2_k (docs/gguf.md)");
@@ -60,8 +104,58 @@ Runner setup_convert(CLI::App& sub) {
       "  ckptkit convert sd_xl_base_1.0.safetensors -o sdxl-q4_0.gguf --quant q4_0 --target sdcpp\n"
       "  ckptkit convert flux1-dev-Q4_K_M.gguf -o flux1-dev-bf16.safetensors --dtype bf16\n"
       "  ckptkit convert model-fp32.safetensors -o model-fp16.safetensors --dtype f16\n"
-      "  ckptkit convert flux1-dev.safetensors -o flux1-dev-fp8.safetensors --dtype f8_e4m3");
+      "  ckptkit convert flux1-dev.safetensors -o flux1-dev-fp8.safetensors --dtype f8_e4m3\n\n"
+      "Diffusers folders (--to diffusers; a folder as IN): a single file of SD 1.x, SD 2.x,\n"
+      "SDXL base or the SDXL refiner becomes model_index.json, unet/, text_encoder/ (and/or\n"
+      "text_encoder_2/), vae/ with weights (metadata format: pt) and a config.json derived from\n"
+      "them, and scheduler/. Renames are exact byte copies (rules: docs/models.md); what the\n"
+      "folder has no place for (EMA, schedule buffers, logit_scale, SD2's last text layer, the\n"
+      "file's metadata) goes into OUT/ckptkit_extra.safetensors, which diffusers ignores and the\n"
+      "reverse conversion puts back, so a round trip gives back every tensor byte for byte.\n"
+      "Tokenizers are copied with --tokenizers-from DIR, else not written. OUT must not exist\n"
+      "(--force writes into it); the folder appears whole or not at all.\n"
+      "  ckptkit convert v1-5-pruned-emaonly.safetensors -o sd15-diffusers --to diffusers\n"
+      "  ckptkit convert sd15-diffusers -o v1-5-again.safetensors\n"
+      "  ckptkit convert sd_xl_base_1.0.safetensors -o sdxl-diffusers --to diffusers\n"
+      "  ckptkit convert v2-1_512-ema-pruned.safetensors -o sd21-base --to diffusers "
+      "--prediction-type epsilon");
   return [o] {
+    std::error_code ec;
+    const bool folder_in = std::filesystem::is_directory(o->in, ec);
+    if (folder_in || !o->to.empty()) {
+      if (folder_in && !o->to.empty())
+        return report_error(Status(ErrorCode::kInvalidArgument,
+                                   "the input is a folder; --to diffusers converts a single "
+                                   "file (a folder is converted back to a single file without "
+                                   "--to)",
+                                   o->in));
+      if (!o->quant.empty() || o->dtype != "keep")
+        return report_error(Status(ErrorCode::kInvalidArgument,
+                                   "a diffusers conversion keeps every tensor as it is: "
+                                   "--quant and --dtype do not apply (convert the result)",
+                                   o->in));
+      auto run = o->write.to_options();
+      if (!run) return report_error(run.status());
+      ReshapeOptions options;
+      options.run = *run;
+      options.limits.max_header_bytes = o->max_header;
+      options.allow_dangerous = o->allow_dangerous;
+      if (!folder_in) {
+        if (auto rc =
+                scan_gate(o->in, "convert", options.limits, o->allow_dangerous, options.verdict))
+          return *rc;
+      }
+      if (folder_in && (!o->prediction.empty() || !o->tokenizers.empty()))
+        return report_error(Status(ErrorCode::kInvalidArgument,
+                                   "--prediction-type and --tokenizers-from apply to --to "
+                                   "diffusers (a single file has neither)",
+                                   o->in));
+      auto report =
+          folder_in ? diffusers_to_single(o->in, o->out, options)
+                    : single_to_diffusers(o->in, o->out, {options, o->prediction, o->tokenizers});
+      if (!report) return report_error(report.status());
+      return print_folder_report(*report, o->quiet);
+    }
     auto dtype = parse_dtype_flag(o->dtype);
     if (!dtype) return report_error(dtype.status());
     const bool gguf_out = o->out.size() >= 5 && o->out.compare(o->out.size() - 5, 5, ".gguf") == 0;

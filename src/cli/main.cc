@@ -17,7 +17,9 @@ constexpr Command kCommands[] = {
      "what a file is (.safetensors, .ckpt/.pt/.bin, diffusers folder): architecture, "
      "components, dtypes, metadata, defects",
      setup_inspect},
-    {"convert", "rewrite a checkpoint (or a .ckpt) as safetensors, optionally changing precision",
+    {"convert",
+     "rewrite a checkpoint (or a .ckpt) as safetensors, optionally changing precision; a "
+     "single file <-> a diffusers folder",
      setup_convert},
     {"scan", "would loading it run code? static pickle analysis, nothing is executed", setup_scan},
     {"split", "monolithic file -> ComfyUI parts (diffusion_models/, text_encoders/, vae/)",

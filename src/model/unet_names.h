@@ -21,11 +21,20 @@ class UNetNames {
   /// the number of levels and which blocks hold attention.
   explicit UNetNames(const std::vector<std::string>& ldm_names);
 
+  /// Learns the same structure from a UNet's diffusers names (a diffusers folder's unet/):
+  /// the number of down blocks and which up blocks hold attention.
+  static UNetNames from_diffusers(const std::vector<std::string>& diffusers_names);
+
   /// The diffusers name of an LDM name; nullopt for a name with no diffusers counterpart.
   std::optional<std::string> to_diffusers(std::string_view ldm) const;
 
+  /// The inverse of to_diffusers: the LDM name of a diffusers name, nullopt for a name with no
+  /// LDM counterpart.
+  std::optional<std::string> to_ldm(std::string_view diffusers) const;
+
  private:
-  int levels_ = 0;                 // encoder levels (4 in SD1/SD2, 3 in SDXL)
+  UNetNames() = default;
+  int levels_ = 0;                  // encoder levels (4 in SD1/SD2, 3 in SDXL)
   std::vector<bool> out_has_attn_;  // output block index -> has a transformer at .1
 };
 
