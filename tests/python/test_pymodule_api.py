@@ -165,3 +165,15 @@ def test_inspect_matches_cli_json(tmp, st):
         ckptkit.inspect(os.path.join(tmp, "absent.safetensors"))
     with pytest.raises(TypeError, match="tensors"):
         ckptkit.inspect(ck, tensors="yes")
+
+
+def test_safe_open_ckpt(tmp):
+    path = tf.save({"state_dict": tf.view_zoo()}, os.path.join(tmp, "views.ckpt"))
+    ref = torch.load(path)["state_dict"]
+    with ckptkit.safe_open(path, framework="pt") as f:
+        assert f.keys() == sorted(ref)
+        for k, v in ref.items():
+            t = f.get_tensor(k)
+            assert t.stride() == v.stride() and torch.equal(t, v), k
+        assert torch.equal(f.get_slice("transposed")[1:, ::2], ref["transposed"][1:, ::2])
+        assert f.get_slice("half_view").get_dtype() == "F16"
