@@ -157,8 +157,12 @@ class _Opened:
         if a is None:
             offset, nbytes, _, deflated, compressed_size, crc = self.storages[index]
             if deflated:  # re-zipped archives: inflated once into private memory
-                data = zlib.decompressobj(-15).decompress(bytes(self._u8(offset, compressed_size)))
-                if len(data) != nbytes or zlib.crc32(data) != crc:
+                try:
+                    data = zlib.decompressobj(-15).decompress(
+                        bytes(self._u8(offset, compressed_size)), nbytes + 1)
+                except zlib.error:
+                    data = None
+                if data is None or len(data) != nbytes or zlib.crc32(data) != crc:
                     raise FormatError(f"{self.path}: a deflated storage at {offset:#x} does not "
                                       "inflate to its recorded size and CRC", "corrupt", self.path,
                                       offset)

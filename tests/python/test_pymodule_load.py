@@ -7,6 +7,7 @@ import collections
 import gc
 import hashlib
 import os
+import struct
 import sys
 import zipfile
 
@@ -143,6 +144,37 @@ def test_big_endian_and_handmade(tmp):
     ours = ckptkit.load(path, framework="pt")
     assert_same_as_torch(ours, torch.load(path))
     assert {k: raw(v) for k, v in ours.items()} == {k: raw(v) for k, v in want.items()}
+
+
+def test_deflated_storages(tmp):
+    """Re-zipped archives (deflated entries): inflated, equal to torch.load; a damaged stream
+    is a FormatError."""
+    g = torch.Generator().manual_seed(7)
+    big = torch.randn(64, 48, generator=g)
+    sd = collections.OrderedDict(w=torch.randn(300, 70, generator=g), zeros=torch.zeros(5000),
+                                 b=torch.randn(33, generator=g).bfloat16(), view=big[3:9],
+                                 t=big.t())
+    src, dst = os.path.join(tmp, "stored.ckpt"), os.path.join(tmp, "deflated.ckpt")
+    torch.save(sd, src)
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as out:
+        for name in z.namelist():
+            out.writestr(name, z.read(name))
+    ours = ckptkit.load(dst, framework="pt")
+    assert_same_as_torch(ours, torch.load(dst))
+    assert storage_classes(ours) == storage_classes(torch.load(dst))
+    with zipfile.ZipFile(dst) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("/data/0"))
+    data = bytearray(open(dst, "rb").read())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    for k in range(start + 20, start + 60):
+        data[k] ^= 0x5A
+    bad = os.path.join(tmp, "bad-deflate.ckpt")
+    with open(bad, "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises(ckptkit.FormatError) as e:
+        ckptkit.load(bad, framework="pt")
+    assert e.value.path == bad and e.value.offset == start
 
 
 def test_numpy_framework_ckpt(tmp):
