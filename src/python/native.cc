@@ -274,7 +274,11 @@ void write_safetensors(const std::string& path, const py::list& tensors,
       st = out.status();
     } else {
       OutputFile& f = **out;
+      // As the executor does: the final size, then space for all of it (a full disk is an
+      // error with the sizes, before anything is written).
       st = f.truncate(h->file_size());
+      const ByteRange whole{0, h->file_size()};
+      if (st.is_ok()) st = f.reserve(std::span(&whole, 1));
       if (st.is_ok()) st = f.pwrite_all(h->bytes, 0);
       for (size_t k = 0; k < sorted.size() && st.is_ok(); ++k) {
         const py::buffer_info& b = buffers[index[sorted[k].name]];
