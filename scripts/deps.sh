@@ -16,6 +16,11 @@ test_pkgs=(python3 python3-torch python3-numpy clang-14 libclang-rt-14-dev time 
 # npm installs the ggml oracle; Debian packages it apart from nodejs (other node builds bundle it).
 command -v npm >/dev/null 2>&1 || test_pkgs+=(npm)
 
+# The Python module (docs/python.md): pybind11 builds it against Debian's python3 (python3-dev:
+# Python.h); pytest runs its tests.
+build_pkgs+=(python3-dev pybind11-dev python3-pybind11)
+test_pkgs+=(python3-pytest)
+
 pkgs=("${build_pkgs[@]}")
 [[ "${1:-}" == "--build" ]] || pkgs+=("${test_pkgs[@]}")
 

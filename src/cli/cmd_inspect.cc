@@ -13,6 +13,7 @@
 #include "ckptkit/scan.h"
 #include "cli/anatomy_report.h"
 #include "cli/commands.h"
+#include "cli/inspect_report.h"
 #include "cli/json_writer.h"
 #include "cli/scan_report.h"
 #include "io/file.h"
@@ -268,9 +269,9 @@ int print_against(const LoraFile& lora, const Anatomy& la, const std::string& ba
   return missed ? kExitProblems : kExitOk;
 }
 
-int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
-               const ScanReport* scan, const Anatomy& anatomy,
-               const std::vector<std::string>& fingerprints, const LoraFile* lora) {
+std::string render_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype,
+                        bool list, const ScanReport* scan, const Anatomy& anatomy,
+                        const std::vector<std::string>& fingerprints, const LoraFile* lora) {
   JsonWriter w;
   w.begin_object();
   w.key("path").value(ck.path);
@@ -352,7 +353,13 @@ int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
     w.end_array();
   }
   w.end_object();
-  std::fputs(w.str().c_str(), stdout);
+  return w.str();
+}
+
+int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
+               const ScanReport* scan, const Anatomy& anatomy,
+               const std::vector<std::string>& fingerprints, const LoraFile* lora) {
+  std::fputs(render_json(ck, by_dtype, list, scan, anatomy, fingerprints, lora).c_str(), stdout);
   return kExitOk;
 }
 
@@ -533,6 +540,26 @@ Runner setup_inspect(CLI::App& sub) {
     return o->json ? print_json(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints, lp)
                    : print_text(*ck, by_dtype, o->tensors, sr, anatomy, fingerprints, lp);
   };
+}
+
+Result<std::string> inspect_json(const std::string& path, bool tensors) {
+  auto checked = read_and_scan(path);
+  if (!checked) return checked.status();
+  const Checkpoint& ck = checked->checkpoint;
+  const std::optional<ScanReport>& scan = checked->scan;
+  std::map<std::string, DTypeStats> by_dtype;
+  for (const TensorInfo& t : ck.tensors) {
+    DTypeStats& s = by_dtype[std::string(dtype_name(t.dtype))];
+    ++s.tensors;
+    s.parameters += t.numel();
+    s.bytes += t.nbytes();
+  }
+  auto file = InputFile::open(path);
+  const Anatomy anatomy = analyze(ck, file ? &*file : nullptr);
+  std::optional<LoraFile> lora;
+  if (anatomy.layout == "lora") lora = read_lora(ck, file ? &*file : nullptr);
+  return render_json(ck, by_dtype, tensors, scan && scan->error.is_ok() ? &*scan : nullptr,
+                     anatomy, {}, lora ? &*lora : nullptr);
 }
 
 }  // namespace ckptkit::cli

@@ -1,0 +1,450 @@
+"""ckptkit: safe, zero-copy loading of diffusion-model checkpoints (docs/python.md).
+
+    import ckptkit
+    sd = ckptkit.load("model.safetensors", framework="pt")      # or "np"
+    sd = ckptkit.load("model.ckpt")                              # never runs the pickle
+    with ckptkit.safe_open("model.safetensors", framework="pt") as f:
+        w = f.get_slice("conv.weight")[:, :2]
+    ckptkit.save_file(sd, "out.safetensors", metadata={"k": "v"})
+    ckptkit.scan("model.ckpt")["verdict"]
+
+Tensors view a private copy-on-write mapping of the file: loading costs no copy, writing to a
+tensor never changes the file, and the mapping lives as long as any tensor of it does.
+"""
+import collections
+import contextlib
+import json
+import os
+import zlib
+
+import numpy as np
+
+from . import _native
+
+__all__ = ["load", "safe_open", "save_file", "scan", "inspect", "Error", "FormatError",
+           "DangerousPickleError"]
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+class Error(Exception):
+    """Every error ckptkit raises for a file (besides FileNotFoundError and TypeError).
+
+    code: the library's category ("corrupt", "unsupported", "io error", ...); path: the file;
+    offset: the byte offset the problem is at, or None."""
+
+    def __init__(self, message, code=None, path=None, offset=None):
+        super().__init__(message)
+        self.code, self.path, self.offset = code, path, offset
+
+
+class FormatError(Error, ValueError):
+    """The file breaks its format (truncated, hostile, not a checkpoint): .path and .offset say
+    where."""
+
+
+class DangerousPickleError(Error):
+    """torch.load of this file would run code; .report is `scan`'s report (a dict). Pass
+    allow_dangerous=True to take the tensors anyway: ckptkit never runs the file's code."""
+
+    def __init__(self, message, report, path=None):
+        super().__init__(message, "dangerous", path, None)
+        self.report = report
+
+
+_FORMAT_CODES = {"corrupt", "limit exceeded"}
+
+
+@contextlib.contextmanager
+def _translate():
+    try:
+        yield
+    except _native.NativeError as e:
+        code, message, path, offset, text, report = e.args
+        if report is not None and code == "invalid argument":
+            raise DangerousPickleError(text, json.loads(report), path) from None
+        if code == "not found":
+            raise FileNotFoundError(2, text, path) from None
+        cls = FormatError if code in _FORMAT_CODES else Error
+        raise cls(text, code, path or None, offset) from None
+
+
+def _check_path(path, param="path"):
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{param} must be a str or os.PathLike, not {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _check_framework(framework):
+    if not isinstance(framework, str):
+        raise TypeError(f"framework must be a str, not {type(framework).__name__}")
+    f = {"pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np"}.get(framework)
+    if f is None:
+        raise ValueError(f'framework must be "pt" or "np", not {framework!r}')
+    return f
+
+
+# --- dtypes ---------------------------------------------------------------------------------------
+
+_NP_DTYPES = {
+    "BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16,
+    "U32": np.uint32, "I32": np.int32, "U64": np.uint64, "I64": np.int64, "F16": np.float16,
+    "F32": np.float32, "F64": np.float64, "C64": np.complex64,
+}
+_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "U32": 4, "I32": 4, "U64": 8,
+          "I64": 8, "F16": 2, "BF16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+          "C64": 8}
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _np_dtype(name, tensor, path):
+    dt = _NP_DTYPES.get(name)
+    if dt is None:
+        hint = ' Use framework="pt".' if name in ("BF16", "F8_E4M3", "F8_E5M2") else ""
+        raise Error(f"{path}: tensor {tensor!r} is {name}, which NumPy has no dtype for.{hint}",
+                    "unsupported", path)
+    return np.dtype(dt)
+
+
+def _torch():
+    import torch  # imported only when framework="pt" is asked for
+    return torch
+
+
+def _torch_dtype(name, tensor, path):
+    torch = _torch()
+    table = {
+        "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "I32": "int32",
+        "I64": "int64", "F16": "float16", "BF16": "bfloat16", "F32": "float32",
+        "F64": "float64", "C64": "complex64", "F8_E4M3": "float8_e4m3fn",
+        "F8_E5M2": "float8_e5m2", "U16": "uint16", "U32": "uint32", "U64": "uint64",
+    }
+    dt = getattr(torch, table.get(name, "-"), None)
+    if not isinstance(dt, torch.dtype):
+        raise Error(f"{path}: tensor {tensor!r} is {name}, which this torch ({torch.__version__}) "
+                    f"has no dtype for" + (' (framework="np" has it)' if name in _NP_DTYPES else ""),
+                    "unsupported", path)
+    return dt
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+class _Opened:
+    """A file's table and its mapping, and the arrays built over it."""
+
+    def __init__(self, path, allow_dangerous):
+        path = _check_path(path)
+        if not isinstance(allow_dangerous, bool):
+            raise TypeError(f"allow_dangerous must be a bool, not {type(allow_dangerous).__name__}")
+        with _translate():
+            info = _native.open_file(path, allow_dangerous)
+        self.path = path
+        self.format = info["format"]
+        self.mapping = info["mapping"]
+        self.meta = info["metadata"]
+        self.verdict = info["verdict"]
+        self.tensors = collections.OrderedDict((t[0], t) for t in info["tensors"])
+        self.storages = info["storages"]
+        self._storage_u8 = {}  # storage index -> uint8 array of its bytes
+
+    def _u8(self, offset, nbytes):
+        return np.frombuffer(self.mapping, np.uint8, count=nbytes, offset=offset)
+
+    def storage_u8(self, index):
+        a = self._storage_u8.get(index)
+        if a is None:
+            offset, nbytes, _, deflated, compressed_size, crc = self.storages[index]
+            if deflated:  # re-zipped archives: inflated once into private memory
+                try:
+                    data = zlib.decompressobj(-15).decompress(
+                        bytes(self._u8(offset, compressed_size)), nbytes + 1)
+                except zlib.error:
+                    data = None
+                if data is None or len(data) != nbytes or zlib.crc32(data) != crc:
+                    raise FormatError(f"{self.path}: a deflated storage at {offset:#x} does not "
+                                      "inflate to its recorded size and CRC", "corrupt", self.path,
+                                      offset)
+                a = np.frombuffer(bytearray(data), np.uint8)
+            else:
+                a = self._u8(offset, nbytes)
+            self._storage_u8[index] = a
+        return a
+
+    def element_bytes(self, name):
+        """(uint8 array of the storage or tensor bytes, byte offset of element 0 in it,
+        element strides or None, big_endian)."""
+        _, dtype, shape, begin, nbytes, strides, storage, big = self.tensors[name]
+        if storage < 0:
+            return self._u8(begin, nbytes), 0, None, False
+        st_offset = self.storages[storage][0]
+        return self.storage_u8(storage), begin - st_offset, strides, big
+
+    def numpy(self, name):
+        _, dtype, shape, begin, nbytes, strides, storage, big = self.tensors[name]
+        dt = _np_dtype(dtype, name, self.path)
+        buf, off, strides, big = self.element_bytes(name)
+        if big:
+            dt = dt.newbyteorder(">")
+        byte_strides = None if strides is None else tuple(s * dt.itemsize for s in strides)
+        if off % dt.itemsize:
+            raise FormatError(f"{self.path}: tensor {name!r} starts inside an element",
+                              "corrupt", self.path, begin)
+        a = np.ndarray(tuple(shape), dt, buffer=buf, offset=off, strides=byte_strides)
+        if big:  # big-endian archives: materialized, byte-swapped to native order
+            a = a.astype(dt.newbyteorder("="))
+        return a
+
+    def torch(self, name):
+        torch = _torch()
+        _, dtype, shape, begin, nbytes, strides, storage, big = self.tensors[name]
+        dt = _torch_dtype(dtype, name, self.path)
+        size = _SIZES[dtype]
+        buf, off, strides, big = self.element_bytes(name)
+        if big:
+            # Big-endian archives: the elements are byte-swapped into a new (native) tensor.
+            raw = np.ndarray(tuple(shape), np.dtype(_UINT[size]).newbyteorder(">"), buffer=buf,
+                             offset=off,
+                             strides=None if strides is None else tuple(s * size for s in strides))
+            return torch.from_numpy(raw.astype(_UINT[size]).view(_signed(size))).view(dt)
+        if off % size or len(buf) % size:
+            raise FormatError(f"{self.path}: tensor {name!r} is not aligned to its elements",
+                              "corrupt", self.path, begin)
+        if storage < 0:  # safetensors: a C-contiguous run
+            flat = torch.from_numpy(buf.view(_signed(size))).view(dt)
+            return flat.view(tuple(shape))
+        base = self._torch_storage(storage, size, dt)
+        if strides is None:
+            strides = _contiguous_strides(shape)
+        return base.as_strided(tuple(shape), tuple(strides), off // size)
+
+    def _torch_storage(self, index, size, dt):
+        # One tensor per storage, so that views of one storage share it as torch.load's do.
+        cache = self.__dict__.setdefault("_torch_storages", {})
+        key = (index, dt)
+        t = cache.get(key)
+        if t is None:
+            u8 = self.storage_u8(index)
+            t = _torch().from_numpy(u8[: len(u8) - len(u8) % size].view(_signed(size))).view(dt)
+            cache[key] = t
+        return t
+
+    def get(self, name, framework):
+        return self.torch(name) if framework == "pt" else self.numpy(name)
+
+
+def _signed(size):
+    return {1: np.uint8, 2: np.int16, 4: np.int32, 8: np.int64}[size]
+
+
+def _contiguous_strides(shape):
+    # torch's rule: an empty dimension counts as 1 (torch.empty(2, 0).stride() == (1, 1)).
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= max(d, 1)
+    return list(reversed(strides))
+
+
+def load(path, framework="np", allow_dangerous=False):
+    """Loads every tensor of a checkpoint into a dict {name: array}, without copying.
+
+    path: a .safetensors file or a PyTorch .ckpt/.pt/.pth/.bin file (zip or legacy format),
+      recognized by its content. For PyTorch files the pickle is read by ckptkit's passive
+      machine (nothing is imported or run) and the state dict is found where training code puts
+      it (the top level, `state_dict`, `model`, ...).
+    framework: "np" (NumPy arrays) or "pt" (torch tensors). NumPy has no BF16 or FP8: such
+      tensors raise ckptkit.Error naming framework="pt".
+    allow_dangerous: a PyTorch file that `scan` calls dangerous (torch.load would run code)
+      raises DangerousPickleError unless this is True.
+
+    The arrays view a private copy-on-write mapping of the file (writing to them never changes
+    the file), which stays mapped as long as any of them lives. Views and shared storages of a
+    .ckpt are built as torch.load builds them; big-endian archives and deflated (re-zipped)
+    storages are copied.
+
+    Raises FileNotFoundError, FormatError (a malformed or hostile file: .path, .offset),
+    DangerousPickleError (.report), Error, TypeError (a wrong argument type, named).
+    """
+    framework = _check_framework(framework)
+    f = _Opened(path, allow_dangerous)
+    return {name: f.get(name, framework) for name in f.tensors}
+
+
+# --- safe_open ----------------------------------------------------------------------------------------
+
+class safe_open:
+    """Like safetensors.safe_open: a context manager over one file, tensors read on demand.
+
+        with ckptkit.safe_open("model.safetensors", framework="pt") as f:
+            for k in f.keys():
+                t = f.get_tensor(k)
+            part = f.get_slice("w")[:, 1:3]
+            f.metadata()
+
+    Works for .safetensors and PyTorch files (which are scanned first: see load's
+    allow_dangerous). device must be "cpu".
+    """
+
+    def __init__(self, path, framework="pt", device="cpu", allow_dangerous=False):
+        self._framework = _check_framework(framework)
+        if device != "cpu":
+            raise ValueError(f'device must be "cpu", not {device!r}')
+        self._f = _Opened(path, allow_dangerous)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f = None  # tensors already returned keep the mapping alive
+        return False
+
+    def _open(self):
+        if self._f is None:
+            raise Error("the file is closed (safe_open's block has ended)")
+        return self._f
+
+    def keys(self):
+        """The tensor names, sorted (as safetensors.safe_open gives them)."""
+        return sorted(self._open().tensors)
+
+    def metadata(self):
+        """The file's string metadata (`__metadata__`), or None when it has none."""
+        m = self._open().meta
+        return dict(m) if m else None
+
+    def get_tensor(self, name):
+        f = self._open()
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if name not in f.tensors:
+            raise KeyError(name)
+        return f.get(name, self._framework)
+
+    def get_slice(self, name):
+        """A lazy view of one tensor: get_shape(), get_dtype(), and [...] with integers, slices
+        with positive steps and Ellipsis."""
+        return _Slice(self.get_tensor(name), self._open().tensors[name])
+
+
+class _Slice:
+    def __init__(self, tensor, row):
+        self._t, self._row = tensor, row
+
+    def get_shape(self):
+        return list(self._row[2])
+
+    def get_dtype(self):
+        return self._row[1]
+
+    def __getitem__(self, key):
+        items = key if isinstance(key, tuple) else (key,)
+        if sum(1 for k in items if k is not Ellipsis) > len(self._row[2]):
+            raise IndexError("too many indices for a tensor of rank "
+                             f"{len(self._row[2])}")
+        for k in items:
+            if isinstance(k, slice):
+                if k.step is not None and k.step <= 0:
+                    raise ValueError("negative or zero slice steps are not supported")
+            elif k is not Ellipsis and not isinstance(k, (int, np.integer)):
+                raise TypeError(f"index must be int, slice or Ellipsis, not {type(k).__name__}")
+        return self._t[key]
+
+
+# --- saving -------------------------------------------------------------------------------------------
+
+_NP_NAMES = {np.dtype(v): k for k, v in _NP_DTYPES.items()}
+
+
+def _torch_name(t):
+    torch = _torch()
+    names = {torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16",
+             torch.int32: "I32", torch.int64: "I64", torch.float16: "F16",
+             torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
+             torch.complex64: "C64"}
+    for attr, n in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):
+        if hasattr(torch, attr):
+            names[getattr(torch, attr)] = n
+    return names.get(t.dtype)
+
+
+def save_file(tensors, path, metadata=None):
+    """Writes {name: tensor} as a .safetensors file, like safetensors' save_file.
+
+    Tensors may be torch tensors (CPU, contiguous) or NumPy arrays. The file is written in the
+    reference writer's order (dtype size descending, then name) and appears atomically: whole at
+    `path` or not at all (an existing file is replaced). Tensors that share storage (torch) or
+    memory (NumPy) are refused with ValueError, as safetensors refuses them.
+    """
+    if not isinstance(tensors, dict):
+        raise TypeError(f"tensors must be a dict, not {type(tensors).__name__}")
+    path = _check_path(path)
+    if metadata is not None:
+        if not isinstance(metadata, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise TypeError("metadata must be a dict of str to str, or None")
+    rows, spans, storages = [], [], {}
+    for name, t in tensors.items():
+        if not isinstance(name, str):
+            raise TypeError(f"tensors' keys must be str, not {type(name).__name__}")
+        if isinstance(t, np.ndarray):
+            dt = t.dtype.newbyteorder("=") if t.dtype.byteorder == ">" else t.dtype
+            st = _NP_NAMES.get(np.dtype(dt))
+            if st is None:
+                raise ValueError(f"tensor {name!r}: dtype {t.dtype} has no safetensors name")
+            if t.nbytes:
+                lo, hi = np.byte_bounds(t)
+                spans.append((lo, hi, name))
+            data = np.ascontiguousarray(t, dtype=np.dtype(dt).newbyteorder("<"))
+            rows.append((name, st, list(t.shape), data.reshape(-1).view(np.uint8)))
+            continue
+        torch = _torch() if type(t).__module__.startswith("torch") else None
+        if torch is None or not isinstance(t, torch.Tensor):
+            raise TypeError(f"tensors[{name!r}] must be a torch.Tensor or numpy.ndarray, "
+                            f"not {type(t).__name__}")
+        st = _torch_name(t)
+        if st is None:
+            raise ValueError(f"tensor {name!r}: dtype {t.dtype} has no safetensors name")
+        if t.device.type != "cpu":
+            raise ValueError(f"tensor {name!r} is on {t.device}; move it to the CPU first")
+        if not t.is_contiguous():
+            raise ValueError(f"tensor {name!r} is not contiguous; call .contiguous() first")
+        if t.numel():
+            key = t.storage().data_ptr()
+            if key in storages:
+                raise ValueError(f"tensors {storages[key]!r} and {name!r} share memory; "
+                                 "clone one of them first (as safetensors requires)")
+            storages[key] = name
+        size = t.element_size()
+        data = t.detach().reshape(-1).view({1: torch.uint8, 2: torch.int16, 4: torch.int32,
+                                            8: torch.int64}[size]).numpy()
+        rows.append((name, st, list(t.shape), data.view(np.uint8)))
+    spans.sort()
+    for (lo1, hi1, n1), (lo2, hi2, n2) in zip(spans, spans[1:]):
+        if lo2 < hi1:
+            raise ValueError(f"tensors {n1!r} and {n2!r} share memory; copy one of them first")
+    with _translate():
+        _native.write_safetensors(path, rows, dict(metadata or {}))
+
+
+# --- reports ------------------------------------------------------------------------------------------
+
+def scan(path):
+    """Would torch.load of this file run code? The same fields as one file of
+    `ckptkit scan --json`: path, format, verdict ("safe", "suspicious", "dangerous", or None when
+    unreadable), summary, globals, findings, error."""
+    path = _check_path(path)
+    with _translate():
+        return json.loads(_native.scan(path))
+
+
+def inspect(path, tensors=False):
+    """What the file is: the fields of `ckptkit inspect --json` (with tensors=True, those of
+    `--json --tensors`): path, format, sizes, dtypes, metadata, architecture and components,
+    for PyTorch files the state dict's place and the scan report."""
+    path = _check_path(path)
+    if not isinstance(tensors, bool):
+        raise TypeError(f"tensors must be a bool, not {type(tensors).__name__}")
+    with _translate():
+        return json.loads(_native.inspect(path, tensors))
