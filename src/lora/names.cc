@@ -89,6 +89,79 @@ std::vector<std::tuple<std::string, uint64_t, uint64_t>> flux_as_diffusers(std::
   return out;
 }
 
+/// An SD3/SD3.5 MMDiT weight's diffusers name(s) (diffusers' SD3 conversion): its local name
+/// (no ".weight") -> (name, first row, rows); rows 0: the whole tensor. The fused q/k/v of each
+/// attention are row slices. `rows` of the tensor tells the last block's context adaLN
+/// (2·hidden rows, shift and scale only), which diffusers stores with its halves swapped:
+/// returned with first row = UINT64_MAX, reported as not applied.
+std::vector<std::tuple<std::string, uint64_t, uint64_t>> sd3_as_diffusers(std::string_view l,
+                                                                          uint64_t hidden,
+                                                                          uint64_t rows) {
+  std::vector<std::tuple<std::string, uint64_t, uint64_t>> out;
+  constexpr std::string_view kHead = "joint_blocks.";
+  if (l.starts_with(kHead)) {
+    std::string_view rest = l.substr(kHead.size());
+    unsigned n = 0;
+    auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), n);
+    if (ec != std::errc() || p == rest.data() + rest.size() || *p != '.') return out;
+    const std::string_view tail = rest.substr(static_cast<size_t>(p - rest.data()) + 1);
+    const std::string d = fmt::format("transformer_blocks.{}.", n);
+    const uint64_t H = hidden;
+    auto qkv = [&](std::string_view q, std::string_view k, std::string_view v) {
+      out.emplace_back(d + std::string(q), 0, H);
+      out.emplace_back(d + std::string(k), H, H);
+      out.emplace_back(d + std::string(v), 2 * H, H);
+    };
+    if (tail == "x_block.attn.qkv") qkv("attn.to_q", "attn.to_k", "attn.to_v");
+    if (tail == "x_block.attn2.qkv") qkv("attn2.to_q", "attn2.to_k", "attn2.to_v");
+    if (tail == "context_block.attn.qkv") qkv("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj");
+    static constexpr std::pair<std::string_view, std::string_view> kWhole[] = {
+        {"x_block.attn.proj", "attn.to_out.0"},
+        {"x_block.attn2.proj", "attn2.to_out.0"},
+        {"context_block.attn.proj", "attn.to_add_out"},
+        {"x_block.mlp.fc1", "ff.net.0.proj"},
+        {"x_block.mlp.fc2", "ff.net.2"},
+        {"context_block.mlp.fc1", "ff_context.net.0.proj"},
+        {"context_block.mlp.fc2", "ff_context.net.2"},
+        {"x_block.adaLN_modulation.1", "norm1.linear"},
+    };
+    for (const auto& [from, to] : kWhole)
+      if (tail == from) out.emplace_back(d + std::string(to), 0, 0);
+    if (tail == "context_block.adaLN_modulation.1")
+      out.emplace_back(d + "norm1_context.linear", rows == 2 * H ? UINT64_MAX : 0, 0);
+    return out;
+  }
+  static constexpr std::pair<std::string_view, std::string_view> kTop[] = {
+      {"x_embedder.proj", "pos_embed.proj"},
+      {"context_embedder", "context_embedder"},
+      {"t_embedder.mlp.0", "time_text_embed.timestep_embedder.linear_1"},
+      {"t_embedder.mlp.2", "time_text_embed.timestep_embedder.linear_2"},
+      {"y_embedder.mlp.0", "time_text_embed.text_embedder.linear_1"},
+      {"y_embedder.mlp.2", "time_text_embed.text_embedder.linear_2"},
+      {"final_layer.linear", "proj_out"},
+  };
+  for (const auto& [from, to] : kTop)
+    if (l == from) out.emplace_back(std::string(to), 0, 0);
+  if (l == "final_layer.adaLN_modulation.1") out.emplace_back("norm_out.linear", UINT64_MAX, 0);
+  return out;
+}
+
+/// XLabs' (x-flux) FLUX LoRA processors: double_blocks.N.processor.{qkv,proj}_lora{1,2} on the
+/// image (1) and text (2) attention. "" when the BFL name has none.
+std::string xlabs_name(std::string_view bfl) {
+  constexpr std::string_view kHead = "double_blocks.";
+  if (!bfl.starts_with(kHead)) return "";
+  const size_t dot = bfl.find('.', kHead.size());
+  if (dot == std::string_view::npos) return "";
+  const std::string block(bfl.substr(0, dot));
+  const std::string_view tail = bfl.substr(dot + 1);
+  if (tail == "img_attn.qkv") return block + ".processor.qkv_lora1";
+  if (tail == "txt_attn.qkv") return block + ".processor.qkv_lora2";
+  if (tail == "img_attn.proj") return block + ".processor.proj_lora1";
+  if (tail == "txt_attn.proj") return block + ".processor.proj_lora2";
+  return "";
+}
+
 std::string underscored(std::string_view s) {
   std::string out(s);
   for (char& c : out)
@@ -201,6 +274,8 @@ std::vector<LoraName> lora_names(const Checkpoint& base, const Anatomy& a) {
           add("lora_transformer_" + underscored(dn), LoraNaming::kOneTrainer, tg);
           add("lycoris_" + underscored(dn), LoraNaming::kLycoris, tg);
         }
+        if (std::string x = xlabs_name(local); !x.empty())
+          add(x, LoraNaming::kXlabs, whole(&t));
         if (local == "final_layer.adaLN_modulation.1") {
           const LoraTarget tg{
               &t, 0, 0,
@@ -208,6 +283,18 @@ std::vector<LoraName> lora_names(const Checkpoint& base, const Anatomy& a) {
               "tensor holds (shift, scale); the swapped halves are not applied yet"};
           add("transformer.norm_out.linear", LoraNaming::kDiffusers, tg);
           add("lora_transformer_norm_out_linear", LoraNaming::kOneTrainer, tg);
+        }
+      }
+      if (c.kind == PartKind::kMMDiT && t.shape.size() >= 2) {
+        // diffusers/PEFT (transformer.): diffusers paths, q/k/v as row slices.
+        const uint64_t hidden = t.shape[1];
+        for (const auto& [dn, row0, rows] : sd3_as_diffusers(local, hidden, t.shape[0])) {
+          LoraTarget tg{&t, row0, rows, ""};
+          if (row0 == UINT64_MAX)
+            tg = LoraTarget{&t, 0, 0,
+                            "diffusers stores this adaLN projection with its (shift, scale) "
+                            "halves swapped; the swapped halves are not applied yet"};
+          add("transformer." + dn, LoraNaming::kDiffusers, tg);
         }
       }
       if (unet) {

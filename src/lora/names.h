@@ -21,6 +21,7 @@ enum class LoraNaming : uint8_t {
   kComfy,       ///< the base's own tensor name without ".weight"
   kOneTrainer,  ///< FLUX: lora_transformer_ + diffusers path with '_'
   kLycoris,     ///< FLUX (SimpleTuner): lycoris_ + diffusers path with '_'
+  kXlabs,       ///< FLUX (XLabs x-flux): double_blocks.N.processor.{qkv,proj}_lora{1,2}
 };
 
 /// Where a module name lands: a base tensor, or a slice of its rows.

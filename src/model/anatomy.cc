@@ -519,7 +519,12 @@ bool is_lora_key(std::string_view n) {
          n.find(".lora_linear_layer.") != std::string_view::npos ||
          n.find(".lora_mid.") != std::string_view::npos ||
          n.find(".hada_") != std::string_view::npos ||
-         n.find(".lokr_") != std::string_view::npos;
+         n.find(".lokr_") != std::string_view::npos ||
+         // XLabs (x-flux): double_blocks.N.processor.qkv_lora1.down.weight, …
+         (n.find(".processor.") != std::string_view::npos &&
+          (n.find("_lora1.") != std::string_view::npos ||
+           n.find("_lora2.") != std::string_view::npos ||
+           n.find("_lora.") != std::string_view::npos));
 }
 
 std::string human_bytes(uint64_t b) {
@@ -664,6 +669,7 @@ void analyze_lora(const Checkpoint& ck, Anatomy& a) {
     if (n.find("joint_blocks") != n.npos || n.find("context_block") != n.npos) sd3 = true;
     const bool down = n.find("lora_down.weight") != n.npos || n.find("lora_A.weight") != n.npos ||
                       n.find("lora.down.weight") != n.npos ||
+                      (n.find(".processor.") != n.npos && n.ends_with("lora1.down.weight")) ||
                       n.find("lora_linear_layer.down.weight") != n.npos;
     if (down && t.shape.size() >= 2) {
       if (a.lora_rank == 0) a.lora_rank = t.shape[0];

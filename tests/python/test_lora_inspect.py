@@ -12,7 +12,10 @@ import subprocess
 import unittest
 from collections import Counter
 
-from ckpt_testlib import TempDirTest, layout_table, run, write_safetensors
+import numpy as np
+
+from ckpt_testlib import (TempDirTest, layout_table, read_safetensors, read_safetensors_header, run,
+                          write_safetensors)
 
 PY = "/usr/bin/python3"
 
@@ -231,6 +234,72 @@ class Against(TempDirTest):
             "lora_te2_text_model_encoder_layers_5_mlp_fc1":
                 ("conditioner.embedders.1.model.transformer.resblocks.5.mlp.c_fc.weight", None),
         })
+
+    def lora_file(self, name, modules):
+        """A LoRA of lora_A/lora_B (or XLabs down/up) F32 factors: {module: (out, in)}."""
+        rng = np.random.default_rng(2)
+        t = []
+        for m, (o, i) in modules.items():
+            a, b = (".down.weight", ".up.weight") if ".processor." in m else (".lora_A.weight", ".lora_B.weight")
+            t.append((m + a, "F32", [4, i], rng.normal(0, 0.1, (4, i)).astype(np.float32).tobytes()))
+            t.append((m + b, "F32", [o, 4], rng.normal(0, 0.1, (o, 4)).astype(np.float32).tobytes()))
+        path = self.path(name)
+        write_safetensors(path, t)
+        return path
+
+    def test_sd3_diffusers_names_land_on_mmdit_rows(self):
+        base = self.path("sd3.safetensors")
+        run("sample", "--layout", "sd3-medium", "-o", base, "--sparse", "-q", "--no-sync")
+        T, J = "transformer.transformer_blocks.", "model.diffusion_model.joint_blocks."
+        lora = self.lora_file("sd3-lora.safetensors", {
+            T + "0.attn.to_k": (1536, 1536), T + "0.attn.add_v_proj": (1536, 1536),
+            T + "0.attn.to_out.0": (1536, 1536), T + "5.ff_context.net.2": (1536, 6144),
+            T + "0.norm1_context.linear": (9216, 1536), T + "23.norm1_context.linear": (3072, 1536),
+            "transformer.time_text_embed.text_embedder.linear_1": (1536, 2048),
+            "transformer.norm_out.linear": (3072, 1536)})
+        doc = json.loads(run("inspect", lora, "--against", base, "--json", check=False).stdout)
+        got = {m["module"]: (m["base_tensor"], m["rows"], m["why_not"]) for m in doc["module_list"]}
+        self.assertEqual(got[T + "0.attn.to_k"][:2], (J + "0.x_block.attn.qkv.weight", [1536, 3072]))
+        self.assertEqual(got[T + "0.attn.add_v_proj"][:2], (J + "0.context_block.attn.qkv.weight", [3072, 4608]))
+        self.assertEqual(got[T + "0.attn.to_out.0"][:2], (J + "0.x_block.attn.proj.weight", None))
+        self.assertEqual(got[T + "5.ff_context.net.2"][:2], (J + "5.context_block.mlp.fc2.weight", None))
+        self.assertEqual(got[T + "0.norm1_context.linear"][:2], (J + "0.context_block.adaLN_modulation.1.weight", None))
+        self.assertEqual(got["transformer.time_text_embed.text_embedder.linear_1"][:2],
+                         ("model.diffusion_model.y_embedder.mlp.0.weight", None))
+        for m in (T + "23.norm1_context.linear", "transformer.norm_out.linear"):
+            self.assertIsNone(got[m][0])
+            self.assertIn("swapped", got[m][2])
+        # Baked: only the k rows of the fused projection change, by up @ down.
+        only = self.lora_file("k.safetensors", {T + "0.attn.to_k": (1536, 1536)})
+        out = self.path("baked.safetensors")
+        run("lora", "bake", base, only, "-o", out, "-q", "--dtype", "f32")
+        h = read_safetensors_header(out)
+        (b, e), = [r for n, _, _, r in h["entries"] if n == J + "0.x_block.attn.qkv.weight"]
+        with open(out, "rb") as f:
+            f.seek(8 + h["n"] + b)
+            w = np.frombuffer(f.read(e - b), "<f4").reshape(4608, 1536)
+        _, lt, _ = read_safetensors(only)
+        up = np.frombuffer(lt[T + "0.attn.to_k.lora_B.weight"][2], "<f4").reshape(1536, 4)
+        down = np.frombuffer(lt[T + "0.attn.to_k.lora_A.weight"][2], "<f4").reshape(4, 1536)
+        np.testing.assert_allclose(w[1536:3072], up @ down, rtol=1e-5, atol=1e-7)
+        self.assertEqual(np.abs(w[:1536]).max(), 0)
+        self.assertEqual(np.abs(w[3072:]).max(), 0)
+
+    def test_xlabs_flux_processors(self):
+        base = self.path("flux.safetensors")
+        run("sample", "--layout", "flux1-dev-transformer", "-o", base, "--sparse", "-q", "--no-sync")
+        lora = self.lora_file("xlabs.safetensors", {
+            "double_blocks.3.processor.qkv_lora1": (9216, 3072),
+            "double_blocks.3.processor.qkv_lora2": (9216, 3072),
+            "double_blocks.3.processor.proj_lora1": (3072, 3072),
+            "double_blocks.3.processor.proj_lora2": (3072, 3072)})
+        p = run("inspect", lora, "--against", base, "--json", check=False)
+        doc = json.loads(p.stdout)
+        got = {m["module"]: m["base_tensor"] for m in doc["module_list"]}
+        self.assertEqual(p.returncode, 0)
+        for m, t in (("qkv_lora1", "img_attn.qkv"), ("qkv_lora2", "txt_attn.qkv"),
+                     ("proj_lora1", "img_attn.proj"), ("proj_lora2", "txt_attn.proj")):
+            self.assertEqual(got["double_blocks.3.processor." + m], f"double_blocks.3.{t}.weight")
 
     def test_wrong_family_is_reported(self):
         self.against("lora-kohya-sd15", "sd15-ldm")
