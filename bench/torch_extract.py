@@ -2,7 +2,8 @@
 """The baseline for `ckptkit lora extract`: kohya's networks/extract_lora_from_models.py done
 the way it runs on a CPU: load both models fully, and for every module kohya targets (SDXL:
 the attention and MLP projections and proj_in/proj_out of the transformer blocks) ΔW = tuned -
-base in F32, torch.linalg.svd(ΔW) (full, as kohya calls it), up = U[:, :r] diag(S[:r]),
+base in F32, torch.linalg.svd(ΔW, full_matrices=False) (every singular value; kohya's call also
+forms the full square U, which only makes it slower), up = U[:, :r] diag(S[:r]),
 down = Vh[:r], both clamped at torch.quantile(cat(up, down), 0.99), alpha = rank, saved F16.
 
 A full SVD of every module of a full-size SDXL takes long on a small machine, so with
@@ -60,7 +61,7 @@ def main(argv):
             shape = mat.shape
             mat = mat.reshape(shape[0], -1)
             r = min(rank, mat.shape[0], mat.shape[1])
-            U, S, Vh = torch.linalg.svd(mat)
+            U, S, Vh = torch.linalg.svd(mat, full_matrices=False)
             U = U[:, :r] @ torch.diag(S[:r])
             Vh = Vh[:r, :]
             hi = torch.quantile(torch.cat([U.flatten(), Vh.flatten()]), 0.99)

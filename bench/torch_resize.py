@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The baseline for `ckptkit lora resize`: kohya's networks/resize_lora.py on a CPU: load the
-LoRA as F32, and per module W = up @ down, torch.linalg.svd(W) (full), the new rank, up =
+LoRA as F32, and per module W = up @ down, torch.linalg.svd(W, full_matrices=False) (every
+singular value; kohya's call also forms the full square U, slower still), the new rank, up =
 U[:, :k] diag(S[:k]), down = Vh[:k], alpha = alpha / r * k, saved in the input's precision.
 
 FLUX modules are up to 3072 x 21504, and their full SVDs take long on a small machine, so with
@@ -40,7 +41,7 @@ def main(argv):
             r = down.shape[0]
             alpha = float(sd[m + ".alpha"]) if m + ".alpha" in sd else float(r)
             W = up.reshape(up.shape[0], -1) @ down.reshape(r, -1)
-            U, S, Vh = torch.linalg.svd(W)
+            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
             k = min(rank, r)
             res[m + ".lora_up.weight"] = (U[:, :k] @ torch.diag(S[:k])).half().contiguous()
             res[m + ".lora_down.weight"] = Vh[:k].half().contiguous()
