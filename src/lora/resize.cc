@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -245,11 +246,15 @@ Result<ResizeReport> resize_lora(const std::string& in_path, const std::string& 
     CKPT_RETURN_IF_ERROR(first);
   }
 
-  // Pass 2: the plan. Factors of a module next to each other; other tensors copied.
+  // Pass 2: the plan. Other tensors copied first; then the modules in windows of one per
+  // worker thread (their downs, then ups, then alphas), so that the threads compute different
+  // modules instead of waiting on the one whose down was just written.
   Plan plan;
   in->add_inputs(plan);
+  plan.keep_order = true;
   std::vector<const Pair*> at(ck.tensors.size(), nullptr);
   for (const Pair& p : pairs) at[static_cast<size_t>(p.down - ck.tensors.data())] = &p;
+  std::vector<std::array<PlannedTensor, 3>> groups;  // down, up, alpha (no producer: none)
   for (size_t i = 0; i < ck.tensors.size(); ++i) {
     const TensorInfo& t = ck.tensors[i];
     const DType to = options.dtype && is_float(t.dtype) ? *options.dtype : t.dtype;
@@ -268,8 +273,9 @@ Result<ResizeReport> resize_lora(const std::string& in_path, const std::string& 
     us[1] = p->new_rank;
     const DType dd = options.dtype ? *options.dtype : p->down->dtype;
     const DType ud = options.dtype ? *options.dtype : p->up->dtype;
-    plan.tensors.push_back({p->down->name, dd, ds, std::make_unique<detail::FactorProducer>(shared, false, dd)});
-    plan.tensors.push_back({p->up->name, ud, us, std::make_unique<detail::FactorProducer>(shared, true, ud)});
+    std::array<PlannedTensor, 3> g;
+    g[0] = {p->down->name, dd, ds, std::make_unique<detail::FactorProducer>(shared, false, dd)};
+    g[1] = {p->up->name, ud, us, std::make_unique<detail::FactorProducer>(shared, true, ud)};
     if (p->alpha) {
       const DType ad = options.dtype && is_float(p->alpha->dtype) ? *options.dtype : p->alpha->dtype;
       if (!is_float(ad))
@@ -277,10 +283,17 @@ Result<ResizeReport> resize_lora(const std::string& in_path, const std::string& 
                       fmt::format("the alpha of {} is {}", lf.modules[p->module].name,
                                   dtype_name(ad)),
                       in_path);
-      plan.tensors.push_back({p->alpha->name, ad, p->alpha->shape,
-                              std::make_unique<detail::ScalarProducer>(static_cast<float>(p->new_alpha), ad)});
+      g[2] = {p->alpha->name, ad, p->alpha->shape,
+              std::make_unique<detail::ScalarProducer>(static_cast<float>(p->new_alpha), ad)};
     }
+    groups.push_back(std::move(g));
   }
+  const size_t window = options.run.threads ? options.run.threads
+                                            : std::max(1u, std::thread::hardware_concurrency());
+  for (size_t w = 0; w < groups.size(); w += window)
+    for (size_t part = 0; part < 3; ++part)
+      for (size_t i = w; i < std::min(groups.size(), w + window); ++i)
+        if (groups[i][part].producer) plan.tensors.push_back(std::move(groups[i][part]));
   plan.metadata = ck.metadata;
   for (const char* k : {"sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256"})
     plan.metadata.erase(k);

@@ -5,6 +5,8 @@
 #include <lapacke.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
 #include <cmath>
 #include <numbers>
 #include <random>
@@ -103,6 +105,15 @@ Result<QrCore> qr_core(const float* up, const float* down, uint64_t m, uint64_t 
 }
 
 }  // namespace
+
+std::string blas_core_hint() {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return "";
+  const char* core = openblas_get_corename();
+  if (core == nullptr || std::string_view(core) != "Prescott") return "";
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  return "";
+}
 
 int blas_threads(int n) {
   const int before = openblas_get_num_threads();

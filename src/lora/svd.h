@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "ckptkit/status.h"
@@ -38,6 +39,12 @@ Result<Svd> product_svd(const float* up, const float* down, uint64_t m, uint64_t
 /// The q-quantile of `v` with linear interpolation between order statistics, as torch.quantile
 /// computes it, by selection (no size limit). `v` is reordered.
 float quantile(std::vector<float>& v, double q);
+
+/// The OpenBLAS kernel family to ask for when OpenBLAS picked a generic one on a CPU it did
+/// not recognize (a VM hiding the CPU model: it falls back to SSE3 "Prescott" kernels, several
+/// times slower than the AVX2/AVX-512 ones the CPU has). Empty when nothing is to be done:
+/// OPENBLAS_CORETYPE already set, or OpenBLAS's own choice stands.
+std::string blas_core_hint();
 
 /// Sets the number of threads the BLAS may use (1 inside parallel code); returns the previous.
 int blas_threads(int n);
