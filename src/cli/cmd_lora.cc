@@ -13,6 +13,27 @@
 namespace ckptkit::cli {
 namespace {
 
+/// Ends a lora command's --json report with the fields they all share and prints it.
+int finish_json(JsonWriter& w, const std::vector<std::string>& notes, const RunStats& stats) {
+  w.key("notes").begin_array();
+  for (const std::string& n : notes) w.value(n);
+  w.end_array();
+  w.key("output_bytes").value(stats.bytes_written);
+  w.key("seconds").value(fmt::format("{:.3f}", stats.seconds));
+  w.end_object();
+  std::fputs(w.str().c_str(), stdout);
+  return kExitOk;
+}
+
+/// Ends a lora command's plain report (notes, what was written) and prints it on stderr.
+int finish_text(std::string out, const std::vector<std::string>& notes, const std::string& path,
+                const RunStats& stats) {
+  for (const std::string& n : notes) out += fmt::format("  note: {}\n", n);
+  out += fmt::format("  wrote {} ({})\n", path, human_bytes(stats.bytes_written));
+  std::fputs(out.c_str(), stderr);
+  return kExitOk;
+}
+
 /// "style.safetensors:0.8" -> (path, 0.8); a suffix that is not a number stays in the path.
 Result<LoraInput> parse_lora_arg(const std::string& arg) {
   LoraInput in;
@@ -160,14 +181,7 @@ Runner setup_bake(CLI::App& sub) {
         w.end_object();
       }
       w.end_array();
-      w.key("notes").begin_array();
-      for (const std::string& n : report->notes) w.value(n);
-      w.end_array();
-      w.key("output_bytes").value(report->stats.bytes_written);
-      w.key("seconds").value(fmt::format("{:.3f}", report->stats.seconds));
-      w.end_object();
-      std::fputs(w.str().c_str(), stdout);
-      return kExitOk;
+      return finish_json(w, report->notes, report->stats);
     }
     if (o->quiet) return kExitOk;
     std::string out = fmt::format("baked {} LoRA(s) into {} ({} tensors changed) in {:.2f} s\n",
@@ -181,10 +195,7 @@ Runner setup_bake(CLI::App& sub) {
       if (l.unmatched.size() > 10)
         out += fmt::format("    … and {} more (--json lists all)\n", l.unmatched.size() - 10);
     }
-    for (const std::string& n : report->notes) out += fmt::format("  note: {}\n", n);
-    out += fmt::format("  wrote {} ({})\n", o->out, human_bytes(report->stats.bytes_written));
-    std::fputs(out.c_str(), stderr);
-    return kExitOk;
+    return finish_text(out, report->notes, o->out, report->stats);
   };
 }
 
@@ -292,14 +303,7 @@ Runner setup_extract(CLI::App& sub) {
       w.key("mean_kept").value(report->mean_kept);
       w.key("min_kept").value(report->min_kept);
       w.key("min_kept_module").value(report->min_kept_module);
-      w.key("notes").begin_array();
-      for (const std::string& n : report->notes) w.value(n);
-      w.end_array();
-      w.key("output_bytes").value(report->stats.bytes_written);
-      w.key("seconds").value(fmt::format("{:.3f}", report->stats.seconds));
-      w.end_object();
-      std::fputs(w.str().c_str(), stdout);
-      return kExitOk;
+      return finish_json(w, report->notes, report->stats);
     }
     if (o->quiet) return kExitOk;
     std::string out = fmt::format(
@@ -307,10 +311,7 @@ Runner setup_extract(CLI::App& sub) {
         "average, lowest {:.1f}% ({})\n",
         report->modules, report->architecture, report->stats.seconds, o->rank,
         100 * report->mean_kept, 100 * report->min_kept, report->min_kept_module);
-    for (const std::string& n : report->notes) out += fmt::format("  note: {}\n", n);
-    out += fmt::format("  wrote {} ({})\n", o->out, human_bytes(report->stats.bytes_written));
-    std::fputs(out.c_str(), stderr);
-    return kExitOk;
+    return finish_text(out, report->notes, o->out, report->stats);
   };
 }
 
@@ -404,14 +405,7 @@ Runner setup_resize(CLI::App& sub) {
       }
       w.end_array();
       w.key("copied").value(report->copied);
-      w.key("notes").begin_array();
-      for (const std::string& n : report->notes) w.value(n);
-      w.end_array();
-      w.key("output_bytes").value(report->stats.bytes_written);
-      w.key("seconds").value(fmt::format("{:.3f}", report->stats.seconds));
-      w.end_object();
-      std::fputs(w.str().c_str(), stdout);
-      return kExitOk;
+      return finish_json(w, report->notes, report->stats);
     }
     if (o->quiet) return kExitOk;
     std::string out;
@@ -423,10 +417,7 @@ Runner setup_resize(CLI::App& sub) {
                            100 * m.sum_kept);
     out += fmt::format("resized {} modules in {:.2f} s; share of ||dW|| kept: {:.1f}% on average\n",
                        report->modules.size(), report->stats.seconds, 100 * fro);
-    for (const std::string& n : report->notes) out += fmt::format("  note: {}\n", n);
-    out += fmt::format("  wrote {} ({})\n", o->out, human_bytes(report->stats.bytes_written));
-    std::fputs(out.c_str(), stderr);
-    return kExitOk;
+    return finish_text(out, report->notes, o->out, report->stats);
   };
 }
 
@@ -521,14 +512,7 @@ Runner setup_convert_lora(CLI::App& sub) {
         w.end_object();
       }
       w.end_array();
-      w.key("notes").begin_array();
-      for (const std::string& n : report->notes) w.value(n);
-      w.end_array();
-      w.key("output_bytes").value(report->stats.bytes_written);
-      w.key("seconds").value(fmt::format("{:.3f}", report->stats.seconds));
-      w.end_object();
-      std::fputs(w.str().c_str(), stdout);
-      return kExitOk;
+      return finish_json(w, report->notes, report->stats);
     }
     if (o->quiet) return kExitOk;
     std::string out = fmt::format(
@@ -553,10 +537,7 @@ Runner setup_convert_lora(CLI::App& sub) {
                          m.folded ? ", scale folded into the factors" : "");
     }
     if (shown > 10) out += "  … (--json lists every module)\n";
-    for (const std::string& n : report->notes) out += fmt::format("  note: {}\n", n);
-    out += fmt::format("  wrote {} ({})\n", o->out, human_bytes(report->stats.bytes_written));
-    std::fputs(out.c_str(), stderr);
-    return kExitOk;
+    return finish_text(out, report->notes, o->out, report->stats);
   };
 }
 

@@ -18,6 +18,7 @@
 #include "ckptkit/lora.h"
 #include "ckptkit/merge.h"
 #include "io/errors.h"
+#include "io/json.h"
 #include "ops/input.h"
 #include "pipeline/plan.h"
 
@@ -453,18 +454,9 @@ class BakeProducer final : public TensorProducer {
 
 /// A JSON string literal of `s`.
 std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
+  std::string out;
+  append_json_string(out, s);
+  return out;
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "ckptkit/anatomy.h"
 #include "ckptkit/cast.h"
 #include "ckptkit/lora.h"
+#include "io/json.h"
 #include "io/output.h"
 #include "lora/names.h"
 #include "model/layouts.h"
@@ -265,18 +266,9 @@ struct Unit {
 
 /// A JSON string literal of `s`.
 std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
+  std::string out;
+  append_json_string(out, s);
+  return out;
 }
 
 std::string rows_text(uint64_t a, uint64_t b, const TensorInfo& t) {

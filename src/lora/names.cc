@@ -5,6 +5,7 @@
 // lora_unet_/lora_teN_, in diffusers names for the SD1/SD2 UNet; diffusers/PEFT: unet.,
 // text_encoder[_N]. plus the diffusers path; ComfyUI: the base's own names). OpenCLIP encoders
 // are addressed by Hugging Face names, their q/k/v as row slices of the fused in_proj.
+#include "io/json.h"
 #include "lora/names.h"
 
 #include <fmt/format.h>
@@ -362,12 +363,9 @@ std::string lora_adapter_metadata(const std::vector<std::pair<std::string, uint6
   }
   std::string out = "{";
   auto quoted = [](std::string_view s) {
-    std::string q = "\"";
-    for (char c : s) {
-      if (c == '"' || c == '\\') q += '\\';
-      q += c;
-    }
-    return q + "\"";
+    std::string q;
+    append_json_string(q, s);
+    return q;
   };
   for (const auto& [comp, mods] : by_component) {
     std::map<uint64_t, uint64_t> count;
