@@ -381,12 +381,6 @@ Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::st
     report.names_from = fmt::format("layout {}", reference_layout(family));
   }
   report.family = ba.family;
-  if (!kohya && ba.family == "sd3")
-    return Status(ErrorCode::kUnsupported,
-                  "SD3's diffusers module names (transformer_blocks.N.attn.to_q, …) are not "
-                  "mapped to its MMDiT tensors yet: only --to kohya converts an SD3 LoRA",
-                  in_path);
-
   // Every module's target.
   const std::vector<LoraModuleMatch> matches = match_lora(lf, *bck, ba);
   std::vector<std::string> unmatched;

@@ -310,7 +310,11 @@ std::vector<LoraName> lora_names(const Checkpoint& base, const Anatomy& a) {
         continue;
       }
       for (const std::string& p : kohya) add(p + underscored(named), LoraNaming::kKohya, whole(&t));
-      for (const std::string& p : diffusers) add(p + named, LoraNaming::kDiffusers, whole(&t));
+      // "transformer." + an MMDiT's or a BFL DiT's own path is no diffusers name (diffusers
+      // renames those models' weights, above), but some files use it: matched, never written.
+      const bool own_paths = c.kind == PartKind::kMMDiT || c.kind == PartKind::kFluxDiT;
+      for (const std::string& p : diffusers)
+        add(p + named, own_paths ? LoraNaming::kComfy : LoraNaming::kDiffusers, whole(&t));
     }
   }
   return out;

@@ -429,6 +429,28 @@ class FluxFuseSplit(ConvertTest):
         convert(k1, "peft", p3)
         self.same_delta([(d0, k1), (d0, d2), (d0, p3)], "flux1-dev-transformer", 1e-5)
 
+    def test_sd3_kohya_diffusers_round_trip(self):
+        # kohya's MMDiT names (fused qkv) to diffusers' (to_q/to_k/to_v, add_*_proj as rows of
+        # the fused tensors) and back: same ΔW on every base tensor.
+        rng = np.random.default_rng(12)
+        J = "lora_unet_joint_blocks_"
+        mods = {J + "0_x_block_attn_qkv": (4608, 1536), J + "0_context_block_attn_qkv": (4608, 1536),
+                J + "3_x_block_mlp_fc1": (6144, 1536), J + "3_context_block_mlp_fc2": (1536, 6144),
+                J + "7_x_block_adaLN_modulation_1": (9216, 1536)}
+        k0, d1, k2 = (self.path(n) for n in ("k0.safetensors", "d1.safetensors", "k2.safetensors"))
+        random_lora(k0, {m: (m + ".lora_down.weight", m + ".lora_up.weight", [4, i], [o, 4])
+                         for m, (o, i) in mods.items()}, rng, dtype="F32",
+                    alphas={m: 2.0 for m in mods})
+        rep = convert(k0, "diffusers", d1)
+        self.assertEqual(rep["family"], "sd3")
+        names = modules_of(read_safetensors(d1)[1])
+        T = "transformer.transformer_blocks."
+        for n in (T + "0.attn.to_q", T + "0.attn.to_v", T + "0.attn.add_k_proj",
+                  T + "3.ff.net.0.proj", T + "3.ff_context.net.2", T + "7.norm1.linear"):
+            self.assertIn(n, names)
+        convert(d1, "kohya", k2)
+        self.same_delta([(k0, d1), (k0, k2)], "sd3-medium", 1e-5)
+
     def test_kohya_fused_splits_with_shared_down(self):
         """A kohya FLUX LoRA's dense qkv up (trained fused): each part gets the whole down and
         its rows of up, the same alpha/rank (folded for diffusers); back to kohya it is fused
@@ -529,9 +551,10 @@ class Refusals(ConvertTest):
                                 (m + ".lora_up.weight", "F32", [320, 2, 1, 1], bytes(2560)),
                                 (m + ".alpha", "F32", [], np.float32(1).tobytes())])
         sd3 = self.path("sd3.safetensors")
-        s3 = "lora_unet_joint_blocks_0_x_block_attn_qkv"
+        # The last joint block's context adaLN: diffusers stores its halves swapped, no name.
+        s3 = "lora_unet_joint_blocks_23_context_block_adaLN_modulation_1"
         write_safetensors(sd3, [(s3 + ".lora_down.weight", "F32", [2, 1536], bytes(12288)),
-                                (s3 + ".lora_up.weight", "F32", [4608, 2], bytes(36864))])
+                                (s3 + ".lora_up.weight", "F32", [3072, 2], bytes(24576))])
         zero = self.path("zero-alpha.safetensors")
         write_safetensors(zero, [(m + ".lora_down.weight", "F32", [2, 320, 1, 1], bytes(2560)),
                                  (m + ".lora_up.weight", "F32", [320, 2, 1, 1], bytes(2560)),
@@ -556,7 +579,7 @@ class Refusals(ConvertTest):
                 ([base, "--to", "kohya"], "not a LoRA"),
                 ([lokr, "--to", "kohya", "--base", base, "-o", exists], "exists"),
                 ([lokr, "--to", "kohya"], "(its modules fit sd1, sd2)"),
-                ([sd3, "--to", "diffusers"], "only --to kohya converts an SD3 LoRA"),
+                ([sd3, "--to", "diffusers"], "swapped"),
                 ([zero, "--to", "diffusers", "--base", base], "alpha 0"),
                 ([peft, "--to", "kohya", "--base", base], "rank 3 where its factors have rank 2"),
         ]:
