@@ -19,6 +19,7 @@
 #include "io/json.h"
 #include "io/output.h"
 #include "lora/names.h"
+#include "lora/open.h"
 #include "model/layouts.h"
 #include "ops/input.h"
 #include "pipeline/plan.h"
@@ -297,19 +298,11 @@ Result<LoraConvertReport> convert_lora(const std::string& in_path, const std::st
   lo.limits.safetensors = options.limits;
   lo.allow_dangerous = options.allow_dangerous;
   lo.verb = "convert";
-  CKPT_ASSIGN_OR_RETURN(auto in, OpenedInput::open(in_path, out_path, lo));
+  CKPT_ASSIGN_OR_RETURN(detail::OpenedLora opened, detail::open_lora(in_path, out_path, lo));
+  const std::unique_ptr<OpenedInput>& in = opened.input;
   const Checkpoint& lck = in->checkpoint();
-  const Anatomy la = analyze(lck, &in->file());
-  if (la.layout != "lora")
-    return Status(ErrorCode::kInvalidArgument, fmt::format("not a LoRA: it is {}", la.architecture),
-                  in_path);
-  LoraFile lf = read_lora(lck, &in->file());
-  if (!lf.errors.empty())
-    return Status(ErrorCode::kInvalidArgument,
-                  fmt::format("{} module(s) are inconsistent (first: {}: {}); `ckptkit inspect` "
-                              "lists them",
-                              lf.errors.size(), lf.errors[0].key, lf.errors[0].message),
-                  in_path);
+  const Anatomy& la = opened.anatomy;
+  LoraFile& lf = opened.lora;
   if (!lf.unknown_keys.empty())
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("{} key(s) are no factor of a LoRA module (first: {}): they would "

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "lora/open.h"
 #include "ops/input.h"
 
 namespace ckptkit {
@@ -391,4 +392,27 @@ LoraFile read_lora(const Checkpoint& ck, const InputFile* file) {
   return out;
 }
 
+namespace detail {
+
+Result<OpenedLora> open_lora(const std::string& path, const std::string& out_path,
+                             const OpenOptions& options) {
+  OpenedLora out;
+  CKPT_ASSIGN_OR_RETURN(out.input, OpenedInput::open(path, out_path, options));
+  const Checkpoint& ck = out.input->checkpoint();
+  out.anatomy = analyze(ck, &out.input->file());
+  if (out.anatomy.layout != "lora")
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("not a LoRA: it is {}", out.anatomy.architecture), path);
+  out.lora = read_lora(ck, &out.input->file());
+  const LoraFile& lf = out.lora;
+  if (!lf.errors.empty())
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("{} module(s) are inconsistent (first: {}: {}); `ckptkit inspect` "
+                              "lists them",
+                              lf.errors.size(), lf.errors[0].key, lf.errors[0].message),
+                  path);
+  return out;
+}
+
+}  // namespace detail
 }  // namespace ckptkit

@@ -18,6 +18,7 @@
 #include "ckptkit/cast.h"
 #include "ckptkit/lora.h"
 #include "io/output.h"
+#include "lora/open.h"
 #include "lora/producers.h"
 #include "lora/svd.h"
 #include "ops/input.h"
@@ -138,19 +139,10 @@ Result<ResizeReport> resize_lora(const std::string& in_path, const std::string& 
   oo.limits.safetensors = options.limits;
   oo.allow_dangerous = options.allow_dangerous;
   oo.verb = "resize";
-  CKPT_ASSIGN_OR_RETURN(auto in, OpenedInput::open(in_path, out_path, oo));
+  CKPT_ASSIGN_OR_RETURN(detail::OpenedLora opened, detail::open_lora(in_path, out_path, oo));
+  const std::unique_ptr<OpenedInput>& in = opened.input;
   const Checkpoint& ck = in->checkpoint();
-  const Anatomy a = analyze(ck, &in->file());
-  if (a.layout != "lora")
-    return Status(ErrorCode::kInvalidArgument, fmt::format("not a LoRA: it is {}", a.architecture),
-                  in_path);
-  const LoraFile lf = read_lora(ck, &in->file());
-  if (!lf.errors.empty())
-    return Status(ErrorCode::kInvalidArgument,
-                  fmt::format("{} module(s) are inconsistent (first: {}: {}); `ckptkit inspect` "
-                              "lists them",
-                              lf.errors.size(), lf.errors[0].key, lf.errors[0].message),
-                  in_path);
+  const LoraFile& lf = opened.lora;
   ResizeReport report;
   std::vector<Pair> pairs;
   std::vector<bool> factor(ck.tensors.size(), false);
