@@ -620,6 +620,18 @@ Result<ReshapeReport> prune_file(const std::string& in_path, const std::string& 
     }
     out.push_back(std::move(p));
   }
+  if (out.empty())
+    // A file that is only an EMA copy (or only buffers) would become a file with no tensors,
+    // which no loader takes; say what the file holds instead of writing it.
+    return Status(ErrorCode::kInvalidArgument,
+                  dm == nullptr && ema != nullptr
+                      ? fmt::format("the file holds only an EMA copy ({} tensors under '{}') and "
+                                    "no diffusion model, so pruning would leave nothing; "
+                                    "--ema keep writes it unchanged",
+                                    ema->tensors.size(), ema->prefix)
+                      : std::string("pruning would leave no tensors (the file holds only what "
+                                    "prune drops); --ema keep / --keep-training-extras keep them"),
+                  in_path);
   add_dropped(report, "ema", ck, dropped_ema);
   add_dropped(report, "training_extra", ck, dropped_extra);
   if (options.ema == EmaMode::kUse) {

@@ -1352,6 +1352,16 @@ class Refusals(AnatomyTest):
         self.refused(["prune", Workdir.sample("sd15-ldm"), "-o", out, "--ema", "use", *WRITE],
                      2, r"(?i)no EMA", [out])
 
+    def test_prune_of_an_ema_only_file_writes_nothing(self):
+        # Dropping the EMA of a file that is only an EMA copy would leave a file with no
+        # tensors; it is refused, and --ema keep still copies it.
+        src = Workdir.sample("sd15-ldm-ema")
+        out = self.path("out.safetensors")
+        self.refused(["prune", src, "-o", out, *WRITE], 2, r"only an EMA copy \(686 tensors",
+                     [out])
+        self.ck("prune", src, "-o", out, "--ema", "keep", *WRITE)
+        self.assertEqual(self.inspect(out)["tensors"], 686)
+
 
 # --- 8. metadata ------------------------------------------------------------------------------
 
