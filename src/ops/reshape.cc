@@ -153,22 +153,29 @@ struct LoadedPart {
   uint64_t channels = 0;
 };
 
-Result<LoadedPart> load_part(const OpenedInput& in, const Component& c, ReshapeReport& report) {
+/// The part made of `tensors` (component `c`'s, its prefix removed), in its standalone naming.
+Result<LoadedPart> load_part(std::vector<PartTensor> tensors, const Component& c,
+                             const std::string& path, ReshapeReport& report) {
   LoadedPart p;
   p.kind = c.kind;
   p.naming = c.naming;
-  p.input = &in;
   p.channels = c.channels;
-  p.tensors = detail::component_tensors(in, c);
+  p.tensors = std::move(tensors);
   if (c.naming == Naming::kOpenClip) {
-    CKPT_ASSIGN_OR_RETURN(p.tensors,
-                          detail::openclip_to_hf(std::move(p.tensors), in.file().path()));
+    CKPT_ASSIGN_OR_RETURN(p.tensors, detail::openclip_to_hf(std::move(p.tensors), path));
     p.naming = Naming::kHf;
     report.notes.push_back(fmt::format(
         "{} converted from OpenCLIP to Hugging Face names: in_proj split into q/k/v rows, "
         "text_projection transposed (exact and reversible)",
         part_display_name(c.kind)));
   }
+  return p;
+}
+
+Result<LoadedPart> load_part(const OpenedInput& in, const Component& c, ReshapeReport& report) {
+  CKPT_ASSIGN_OR_RETURN(LoadedPart p,
+                        load_part(detail::component_tensors(in, c), c, in.file().path(), report));
+  p.input = &in;
   return p;
 }
 
@@ -291,14 +298,42 @@ std::vector<size_t> model_config_tensors(const Anatomy& a) {
 
 // --- split -----------------------------------------------------------------------------------
 
-Result<ReshapeReport> split_file(const std::string& in_path, const std::string& out_dir,
-                                 const SplitOptions& options) {
+namespace {
+
+/// What split takes apart: a checkpoint's table, its analysis and each tensor's bytes. A single
+/// file is its own source; a diffusers folder is read as the single file it converts to.
+struct SplitSource {
+  std::string path;
+  const Checkpoint* ck = nullptr;
+  Anatomy a;
+  const OpenedInput* in = nullptr;  ///< the single file; null for a folder (`whole` then)
+  std::vector<PartTensor> whole;    ///< a folder's tensors, as ck->tensors
+  std::vector<const OpenedInput*> files;
+
+  PartTensor tensor(size_t i) const {
+    return in ? detail::whole_tensor(*in, ck->tensors[i]) : whole[i];
+  }
+  std::vector<PartTensor> component(const Component& c) const {
+    if (in) return detail::component_tensors(*in, c);
+    std::vector<PartTensor> out;
+    for (size_t i : c.tensors) {
+      PartTensor p = whole[i];
+      p.name = detail::component_local_name(c, p.name);
+      out.push_back(std::move(p));
+    }
+    return out;
+  }
+  void add_inputs(Plan& plan) const {
+    for (const OpenedInput* f : files) f->add_inputs(plan);
+  }
+};
+
+Result<ReshapeReport> split_source(const SplitSource& src, const std::string& out_dir,
+                                   const SplitOptions& options) {
   const ReshapeOptions& o = options.common;
-  CKPT_RETURN_IF_ERROR(check_output_folder(out_dir));
-  const std::string probe = (fs::path(out_dir) / "x").string();
-  CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, probe, o, "split", true));
-  const Checkpoint& ck = in->checkpoint();
-  const Anatomy a = analyze(ck, &in->file());
+  const std::string& in_path = src.path;
+  const Checkpoint& ck = *src.ck;
+  const Anatomy& a = src.a;
   ReshapeReport report = report_for(a, ck);
   if (a.layout == "lora")
     return Status(ErrorCode::kInvalidArgument, "this is a LoRA: it has no parts to split", in_path);
@@ -339,12 +374,17 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
     w.part = std::string(part_file_tag(kind));
     w.source = in_path;
     if (options.gguf && (denoiser || kind == PartKind::kT5xxl)) {
+      if (!src.in)
+        return Status(ErrorCode::kUnsupported,
+                      "--quant takes a single file; convert the diffusers folder to one first "
+                      "(ckptkit convert DIR -o MODEL.safetensors)",
+                      in_path);
       // The parts GGUF loaders take: ComfyUI-GGUF's Unet and CLIP loaders, stable-diffusion.cpp's
       // --diffusion-model and --t5xxl. The file name carries the type, as published GGUFs do.
       ConvertReport gr;
       CKPT_ASSIGN_OR_RETURN(
-          Plan plan, detail::gguf_plan(*in, a, {comp, kind == PartKind::kT5xxl}, *options.gguf,
-                                       in_path, gr));
+          Plan plan, detail::gguf_plan(*src.in, a, {comp, kind == PartKind::kT5xxl},
+                                       *options.gguf, in_path, gr));
       std::string type = options.gguf->quant;
       for (char& ch : type) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
       w.path = (fs::path(out_dir) / dir / fmt::format("{}-{}.gguf", file, type)).string();
@@ -361,16 +401,15 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
       outs.emplace_back(std::move(plan), std::move(w));
       continue;
     }
-    CKPT_ASSIGN_OR_RETURN(LoadedPart part, load_part(*in, *comp, report));
+    CKPT_ASSIGN_OR_RETURN(LoadedPart part, load_part(src.component(*comp), *comp, in_path, report));
     w.path = (fs::path(out_dir) / dir / (file + ".safetensors")).string();
     Plan plan;
-    in->add_inputs(plan);
+    src.add_inputs(plan);
     add_tensors(plan, part.tensors, report);
     if (denoiser) {
       // Sampling markers (v_pred, ztsnr, edm_*) belong to the denoiser; they travel with it.
       std::vector<PartTensor> markers;
-      for (size_t i : model_config_tensors(a))
-        markers.push_back(detail::whole_tensor(*in, ck.tensors[i]));
+      for (size_t i : model_config_tensors(a)) markers.push_back(src.tensor(i));
       add_tensors(plan, markers, report);
     }
     std::string spec;
@@ -387,6 +426,23 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
       add_dropped(report, std::string(dropped_name(c.role)), ck, c.tensors);
   CKPT_RETURN_IF_ERROR(run_all(outs, out_dir, o.run, report));
   return report;
+}
+
+}  // namespace
+
+Result<ReshapeReport> split_file(const std::string& in_path, const std::string& out_dir,
+                                 const SplitOptions& options) {
+  const ReshapeOptions& o = options.common;
+  CKPT_RETURN_IF_ERROR(check_output_folder(out_dir));
+  const std::string probe = (fs::path(out_dir) / "x").string();
+  CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, probe, o, "split", true));
+  SplitSource src;
+  src.path = in_path;
+  src.ck = &in->checkpoint();
+  src.a = analyze(in->checkpoint(), &in->file());
+  src.in = in.get();
+  src.files = {in.get()};
+  return split_source(src, out_dir, options);
 }
 
 // --- assemble and swap -----------------------------------------------------------------------
