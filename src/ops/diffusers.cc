@@ -520,10 +520,10 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
 
 // --- diffusers folder -> single file ---------------------------------------------------------
 
-Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::string& out_path,
-                                          const ReshapeOptions& o) {
-  CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
-  CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
+Result<detail::FolderAsSingle> detail::read_folder_as_single(const std::string& in_dir,
+                                                            const std::string& out_path,
+                                                            const ReshapeOptions& o,
+                                                            ReshapeReport& report) {
   CKPT_ASSIGN_OR_RETURN(DiffusersFolder folder, read_diffusers_folder(in_dir));
   const std::string index = (fs::path(in_dir) / "model_index.json").string();
   const bool has_text_encoder =
@@ -543,7 +543,6 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
                   index);
   const detail::FamilyLayout* layout = detail::family_layout(fam->family);
   if (!layout) return Status(ErrorCode::kInternal, "no single-file layout for the family", index);
-  ReshapeReport report;
   report.family = std::string(fam->family);
 
   std::vector<std::unique_ptr<OpenedInput>> inputs;
@@ -649,16 +648,26 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
       return Status(ErrorCode::kInvalidArgument,
                     "two parts of the folder give the same single-file tensor", in_dir, kNoOffset,
                     t.name);
+  report.architecture = folder.architecture;
+  return FolderAsSingle{std::move(inputs), std::move(all), std::move(metadata)};
+}
+
+Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::string& out_path,
+                                          const ReshapeOptions& o) {
+  CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
+  CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
+  ReshapeReport report;
+  CKPT_ASSIGN_OR_RETURN(detail::FolderAsSingle f,
+                        detail::read_folder_as_single(in_dir, out_path, o, report));
   Plan plan;
-  for (const auto& in : inputs) in->add_inputs(plan);
-  add_tensors(plan, all);
-  plan.metadata = std::move(metadata);
+  for (const auto& in : f.inputs) in->add_inputs(plan);
+  add_tensors(plan, f.tensors);
+  plan.metadata = std::move(f.metadata);
   RunOptions run = o.run;
   if (run.label == RunOptions{}.label) run.label = "converting";
   CKPT_ASSIGN_OR_RETURN(RunStats stats, execute_plan(plan, out_path, run));
   report.stats = stats;
   report.outputs.push_back({out_path, "model", stats.tensors, stats.bytes_written, in_dir});
-  report.architecture = folder.architecture;
   return report;
 }
 

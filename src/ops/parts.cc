@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <map>
@@ -30,6 +31,20 @@ Piece rows(const Piece& p, uint64_t r0, uint64_t r1) {
   out.info.begin = p.info.begin + r0 * strides[0] * elsize(p.info.dtype);
   out.info.shape[0] = r1 - r0;
   out.info.end = out.info.begin + out.info.numel() * elsize(p.info.dtype);
+  return out;
+}
+
+/// Rows [r0, r1) of a tensor made of pieces concatenated along dimension 0 (a q/k/v fused by
+/// hf_to_openclip and cut again): the rows of each piece the range covers.
+std::vector<Piece> rows_of(const std::vector<Piece>& pieces, uint64_t r0, uint64_t r1) {
+  std::vector<Piece> out;
+  uint64_t first = 0;
+  for (const Piece& p : pieces) {
+    const uint64_t n = p.info.shape.empty() ? 0 : p.info.shape[0];
+    const uint64_t lo = std::max(r0, first), hi = std::min(r1, first + n);
+    if (lo < hi) out.push_back(rows(p, lo - first, hi - first));
+    first += n;
+  }
   return out;
 }
 
@@ -148,6 +163,7 @@ Result<std::vector<PartTensor>> openclip_to_hf(std::vector<PartTensor> in,
     if (done) continue;
     if (t.name == "text_projection") {
       if (t.shape.size() != 2) return not_convertible(path, t.name, "it is not a matrix");
+      if (t.pieces.size() != 1) return not_convertible(path, t.name, "it is not one tensor");
       PartTensor p{
           "text_projection.weight", t.dtype, {t.shape[1], t.shape[0]}, {transposed(t.pieces[0])}};
       out.push_back(std::move(p));
@@ -167,7 +183,7 @@ Result<std::vector<PartTensor>> openclip_to_hf(std::vector<PartTensor> in,
         PartTensor p{fmt::format("{}self_attn.{}.{}", layer, kQkv[k], weight ? "weight" : "bias"),
                      t.dtype,
                      t.shape,
-                     {rows(t.pieces[0], k * w, (k + 1) * w)}};
+                     rows_of(t.pieces, k * w, (k + 1) * w)};
         p.shape[0] = w;
         out.push_back(std::move(p));
       }

@@ -4,10 +4,13 @@
 // a transposed text projection).
 #pragma once
 
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ckptkit/anatomy.h"
+#include "ckptkit/ops.h"
 #include "model/families.h"
 #include "ops/input.h"
 
@@ -44,6 +47,20 @@ Result<std::vector<PartTensor>> openclip_to_hf(std::vector<PartTensor> in, const
 /// left out and listed in `dropped`.
 Result<std::vector<PartTensor>> hf_to_openclip(std::vector<PartTensor> in, const std::string& path,
                                                std::vector<std::string>* dropped);
+
+/// A diffusers folder read as the single file it converts to: every tensor under the family's
+/// single-file name, its bytes in the folder's files (kept open by `inputs`), and the single
+/// file's metadata (from ckptkit_extra.safetensors when the folder has one). `out_path`: where
+/// a `.bin` part's storages may be inflated. Fills the report's family, architecture, input
+/// bytes, notes and dropped names. Defined in ops/diffusers.cc.
+struct FolderAsSingle {
+  std::vector<std::unique_ptr<OpenedInput>> inputs;
+  std::vector<PartTensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+Result<FolderAsSingle> read_folder_as_single(const std::string& in_dir,
+                                             const std::string& out_path,
+                                             const ReshapeOptions& o, ReshapeReport& report);
 
 /// A producer of `t`, cast to `to`.
 std::unique_ptr<TensorProducer> part_producer(const PartTensor& t, DType to);

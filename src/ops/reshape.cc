@@ -155,7 +155,8 @@ struct LoadedPart {
 
 /// The part made of `tensors` (component `c`'s, its prefix removed), in its standalone naming.
 Result<LoadedPart> load_part(std::vector<PartTensor> tensors, const Component& c,
-                             const std::string& path, ReshapeReport& report) {
+                             const std::string& path, ReshapeReport& report,
+                             bool note_naming = true) {
   LoadedPart p;
   p.kind = c.kind;
   p.naming = c.naming;
@@ -164,7 +165,8 @@ Result<LoadedPart> load_part(std::vector<PartTensor> tensors, const Component& c
   if (c.naming == Naming::kOpenClip) {
     CKPT_ASSIGN_OR_RETURN(p.tensors, detail::openclip_to_hf(std::move(p.tensors), path));
     p.naming = Naming::kHf;
-    report.notes.push_back(fmt::format(
+    if (note_naming)
+      report.notes.push_back(fmt::format(
         "{} converted from OpenCLIP to Hugging Face names: in_proj split into q/k/v rows, "
         "text_projection transposed (exact and reversible)",
         part_display_name(c.kind)));
@@ -401,7 +403,10 @@ Result<ReshapeReport> split_source(const SplitSource& src, const std::string& ou
       outs.emplace_back(std::move(plan), std::move(w));
       continue;
     }
-    CKPT_ASSIGN_OR_RETURN(LoadedPart part, load_part(src.component(*comp), *comp, in_path, report));
+    // A folder's CLIP-G has Hugging Face names already: its round trip through OpenCLIP
+    // names (the single file it stands for) is not worth a note.
+    CKPT_ASSIGN_OR_RETURN(LoadedPart part, load_part(src.component(*comp), *comp, in_path, report,
+                                                     src.in != nullptr));
     w.path = (fs::path(out_dir) / dir / (file + ".safetensors")).string();
     Plan plan;
     src.add_inputs(plan);
@@ -435,6 +440,39 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
   const ReshapeOptions& o = options.common;
   CKPT_RETURN_IF_ERROR(check_output_folder(out_dir));
   const std::string probe = (fs::path(out_dir) / "x").string();
+  std::error_code ec;
+  if (fs::is_directory(in_path, ec) && fs::is_regular_file(fs::path(in_path) / "model_index.json", ec)) {
+    // A diffusers folder: split the single file it converts to, without writing that file.
+    ReshapeReport read;
+    CKPT_ASSIGN_OR_RETURN(detail::FolderAsSingle f,
+                          detail::read_folder_as_single(in_path, probe, o, read));
+    Checkpoint ck;
+    ck.path = in_path;
+    ck.file_size = read.input_bytes;
+    ck.metadata = std::move(f.metadata);
+    uint64_t offset = 0;
+    for (const PartTensor& t : f.tensors) {
+      TensorInfo info;
+      info.name = t.name;
+      info.dtype = t.dtype;
+      info.shape = t.shape;
+      info.begin = offset;
+      for (const detail::Piece& piece : t.pieces) offset += piece.info.nbytes();
+      info.end = offset;
+      ck.tensors.push_back(std::move(info));
+    }
+    SplitSource src;
+    src.path = in_path;
+    src.ck = &ck;
+    src.a = analyze(ck);
+    src.whole = std::move(f.tensors);
+    for (const auto& in : f.inputs) src.files.push_back(in.get());
+    CKPT_ASSIGN_OR_RETURN(ReshapeReport report, split_source(src, out_dir, options));
+    report.notes.insert(report.notes.begin(), read.notes.begin(), read.notes.end());
+    report.dropped.insert(report.dropped.begin(), read.dropped.begin(), read.dropped.end());
+    report.input_bytes = read.input_bytes;
+    return report;
+  }
   CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, probe, o, "split", true));
   SplitSource src;
   src.path = in_path;
