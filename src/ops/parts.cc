@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <map>
@@ -251,6 +252,29 @@ Result<std::vector<PartTensor>> hf_to_openclip(std::vector<PartTensor> in, const
     for (unsigned k = 0; k < 3; ++k)
       for (const Piece& p : parts[k]->pieces) fused.pieces.push_back(p);
     out.push_back(std::move(fused));
+  }
+  return out;
+}
+
+PartTensor row_slice(const PartTensor& t, uint64_t r0, uint64_t count, std::string name) {
+  PartTensor out{std::move(name), t.dtype, t.shape, {}};
+  out.shape[0] = count;
+  uint64_t at = 0;  // first row of the current piece
+  for (const Piece& p : t.pieces) {
+    const uint64_t n = p.info.shape[0];
+    const uint64_t b = std::max(at, r0), e = std::min(at + n, r0 + count);
+    if (b < e) out.pieces.push_back(rows(p, b - at, e - at));
+    at += n;
+  }
+  return out;
+}
+
+PartTensor concat_rows(std::vector<PartTensor> parts, std::string name) {
+  PartTensor out{std::move(name), parts.front().dtype, parts.front().shape, {}};
+  out.shape[0] = 0;
+  for (PartTensor& p : parts) {
+    out.shape[0] += p.shape[0];
+    for (Piece& piece : p.pieces) out.pieces.push_back(std::move(piece));
   }
   return out;
 }
