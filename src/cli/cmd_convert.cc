@@ -58,8 +58,7 @@ Result<uint64_t> parse_shard_size(std::string_view text) {
   if (!decimal) {
     CKPT_ASSIGN_OR_RETURN(v, parse_size(text));
   }
-  if (v == 0)
-    return Status(ErrorCode::kInvalidArgument, "--max-shard-size must be larger than 0");
+  if (v == 0) return Status(ErrorCode::kInvalidArgument, "--max-shard-size must be larger than 0");
   return v;
 }
 
@@ -68,7 +67,7 @@ Result<uint64_t> parse_shard_size(std::string_view text) {
 Runner setup_convert(CLI::App& sub) {
   struct Opts {
     std::string in, out, dtype = "keep", quant, target = "comfyui", to, prediction, tokenizers,
-        max_shard;
+                         max_shard;
     uint64_t max_header = kDefaultMaxHeaderBytes;
     bool quiet = false;
     bool allow_dangerous = false;
@@ -190,10 +189,10 @@ Runner setup_convert(CLI::App& sub) {
         if (!size) return report_error(size.status());
         max_shard = *size;
       }
-      auto report = folder_in ? diffusers_to_single(o->in, o->out, options)
-                              : single_to_diffusers(o->in, o->out,
-                                                    {options, o->prediction, o->tokenizers,
-                                                     max_shard});
+      auto report = folder_in
+                        ? diffusers_to_single(o->in, o->out, options)
+                        : single_to_diffusers(o->in, o->out,
+                                              {options, o->prediction, o->tokenizers, max_shard});
       if (!report) return report_error(report.status());
       return print_folder_report(*report, o->quiet);
     }

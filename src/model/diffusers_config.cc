@@ -161,8 +161,7 @@ const std::vector<DiffusersFamily>& families() {
        {{"transformer", PartKind::kFluxDiT, "diffusers", "FluxTransformer2DModel",
          "diffusion_pytorch_model.safetensors"},
         {"text_encoder", PartKind::kClipL, "transformers", "CLIPTextModel", "model.safetensors"},
-        {"text_encoder_2", PartKind::kT5xxl, "transformers", "T5EncoderModel",
-         "model.safetensors"},
+        {"text_encoder_2", PartKind::kT5xxl, "transformers", "T5EncoderModel", "model.safetensors"},
         {"vae", PartKind::kVae, "diffusers", "AutoencoderKL",
          "diffusion_pytorch_model.safetensors"}},
        {"feature_extractor", "image_encoder", "tokenizer", "tokenizer_2"},
@@ -193,8 +192,7 @@ const std::vector<DiffusersFamily>& families() {
        {{"transformer", PartKind::kFluxDiT, "diffusers", "FluxTransformer2DModel",
          "diffusion_pytorch_model.safetensors"},
         {"text_encoder", PartKind::kClipL, "transformers", "CLIPTextModel", "model.safetensors"},
-        {"text_encoder_2", PartKind::kT5xxl, "transformers", "T5EncoderModel",
-         "model.safetensors"},
+        {"text_encoder_2", PartKind::kT5xxl, "transformers", "T5EncoderModel", "model.safetensors"},
         {"vae", PartKind::kVae, "diffusers", "AutoencoderKL",
          "diffusion_pytorch_model.safetensors"}},
        {"feature_extractor", "image_encoder", "tokenizer", "tokenizer_2"},
@@ -231,8 +229,7 @@ const std::vector<DiffusersFamily>& families() {
          "model.safetensors"},
         {"text_encoder_2", PartKind::kClipG, "transformers", "CLIPTextModelWithProjection",
          "model.safetensors"},
-        {"text_encoder_3", PartKind::kT5xxl, "transformers", "T5EncoderModel",
-         "model.safetensors"},
+        {"text_encoder_3", PartKind::kT5xxl, "transformers", "T5EncoderModel", "model.safetensors"},
         {"vae", PartKind::kVae, "diffusers", "AutoencoderKL",
          "diffusion_pytorch_model.safetensors"}},
        {"feature_extractor", "image_encoder", "tokenizer", "tokenizer_2", "tokenizer_3"},
@@ -482,21 +479,19 @@ Result<std::string> transformer_config_json(const DiffusersFamily& fam, const Sh
   if (fam.family == "flux") {
     // FluxTransformer2DModel: every number but the patch size is a shape.
     o.set_str("_class_name", "FluxTransformer2DModel");
-    CKPT_ASSIGN_OR_RETURN(Shape x, shape_of(t, "x_embedder.weight", 2, where,
-                                            "in_channels and the width"));
+    CKPT_ASSIGN_OR_RETURN(Shape x,
+                          shape_of(t, "x_embedder.weight", 2, where, "in_channels and the width"));
     CKPT_ASSIGN_OR_RETURN(Shape norm, shape_of(t, "transformer_blocks.0.attn.norm_q.weight", 1,
                                                where, "attention_head_dim"));
-    CKPT_ASSIGN_OR_RETURN(Shape ctx, shape_of(t, "context_embedder.weight", 2, where,
-                                              "joint_attention_dim"));
-    CKPT_ASSIGN_OR_RETURN(Shape pooled,
-                          shape_of(t, "time_text_embed.text_embedder.linear_1.weight", 2, where,
-                                   "pooled_projection_dim"));
+    CKPT_ASSIGN_OR_RETURN(Shape ctx,
+                          shape_of(t, "context_embedder.weight", 2, where, "joint_attention_dim"));
+    CKPT_ASSIGN_OR_RETURN(Shape pooled, shape_of(t, "time_text_embed.text_embedder.linear_1.weight",
+                                                 2, where, "pooled_projection_dim"));
     CKPT_ASSIGN_OR_RETURN(Shape out, shape_of(t, "proj_out.weight", 2, where, "out_channels"));
     if (norm[0] == 0 || x[0] % norm[0] != 0)
-      return Status(ErrorCode::kInvalidArgument,
-                    fmt::format("the width {} is not a whole number of {}-wide heads", x[0],
-                                norm[0]),
-                    where);
+      return Status(
+          ErrorCode::kInvalidArgument,
+          fmt::format("the width {} is not a whole number of {}-wide heads", x[0], norm[0]), where);
     o.set("attention_head_dim", norm[0]);
     o.set_bool("guidance_embeds", t.count("time_text_embed.guidance_embedder.linear_1.weight") > 0);
     o.set("in_channels", x[1]);
@@ -519,13 +514,12 @@ Result<std::string> transformer_config_json(const DiffusersFamily& fam, const Sh
     o.set_str("_class_name", "SD3Transformer2DModel");
     CKPT_ASSIGN_OR_RETURN(Shape proj, shape_of(t, "pos_embed.proj.weight", 4, where,
                                                "in_channels, patch_size and the width"));
-    CKPT_ASSIGN_OR_RETURN(Shape pos, shape_of(t, "pos_embed.pos_embed", 3, where,
-                                              "pos_embed_max_size"));
+    CKPT_ASSIGN_OR_RETURN(Shape pos,
+                          shape_of(t, "pos_embed.pos_embed", 3, where, "pos_embed_max_size"));
     CKPT_ASSIGN_OR_RETURN(Shape ctx, shape_of(t, "context_embedder.weight", 2, where,
                                               "caption_projection_dim, joint_attention_dim"));
-    CKPT_ASSIGN_OR_RETURN(Shape pooled,
-                          shape_of(t, "time_text_embed.text_embedder.linear_1.weight", 2, where,
-                                   "pooled_projection_dim"));
+    CKPT_ASSIGN_OR_RETURN(Shape pooled, shape_of(t, "time_text_embed.text_embedder.linear_1.weight",
+                                                 2, where, "pooled_projection_dim"));
     CKPT_ASSIGN_OR_RETURN(Shape out, shape_of(t, "proj_out.weight", 2, where, "out_channels"));
     // The head width: the q-norm's length where there is one (SD3.5), else 64 (SD3's).
     auto norm = t.find("transformer_blocks.0.attn.norm_q.weight");
@@ -569,24 +563,24 @@ Result<std::string> t5_config_json(const ShapeMap& c, DType dtype, const std::st
   CKPT_ASSIGN_OR_RETURN(Shape shared,
                         shape_of(c, "shared.weight", 2, where, "vocab_size and d_model"));
   CKPT_ASSIGN_OR_RETURN(
-      Shape bias, shape_of(c, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                           2, where, "num_heads and relative_attention_num_buckets"));
-  CKPT_ASSIGN_OR_RETURN(Shape q, shape_of(c, "encoder.block.0.layer.0.SelfAttention.q.weight", 2,
-                                          where, "d_kv"));
-  const bool gated = c.count("encoder.block.0.layer.1.DenseReluDense.wi_0.weight") > 0;
+      Shape bias,
+      shape_of(c, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", 2, where,
+               "num_heads and relative_attention_num_buckets"));
   CKPT_ASSIGN_OR_RETURN(
-      Shape wi, shape_of(c,
-                         gated ? "encoder.block.0.layer.1.DenseReluDense.wi_0.weight"
-                               : "encoder.block.0.layer.1.DenseReluDense.wi.weight",
-                         2, where, "d_ff"));
+      Shape q, shape_of(c, "encoder.block.0.layer.0.SelfAttention.q.weight", 2, where, "d_kv"));
+  const bool gated = c.count("encoder.block.0.layer.1.DenseReluDense.wi_0.weight") > 0;
+  CKPT_ASSIGN_OR_RETURN(Shape wi,
+                        shape_of(c,
+                                 gated ? "encoder.block.0.layer.1.DenseReluDense.wi_0.weight"
+                                       : "encoder.block.0.layer.1.DenseReluDense.wi.weight",
+                                 2, where, "d_ff"));
   const uint64_t layers = count_of(c, [](uint64_t k) {
     return fmt::format("encoder.block.{}.layer.0.SelfAttention.q.weight", k);
   });
   if (bias[1] == 0 || q[0] % bias[1] != 0)
-    return Status(ErrorCode::kInvalidArgument,
-                  fmt::format("{} attention rows are not a whole number of {} heads", q[0],
-                              bias[1]),
-                  where);
+    return Status(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{} attention rows are not a whole number of {} heads", q[0], bias[1]), where);
   o.set("architectures", json_list(std::vector<std::string>{"T5EncoderModel"}));
   o.set("classifier_dropout", std::string("0.0"));
   o.set("d_ff", wi[0]);
@@ -673,7 +667,8 @@ std::string scheduler_config_json(const DiffusersFamily& fam, std::string_view p
 
 std::string tokenizer_of(std::string_view text_encoder_folder) {
   // text_encoder → tokenizer, text_encoder_2 → tokenizer_2, …
-  return fmt::format("tokenizer{}", text_encoder_folder.substr(std::string_view("text_encoder").size()));
+  return fmt::format("tokenizer{}",
+                     text_encoder_folder.substr(std::string_view("text_encoder").size()));
 }
 
 std::vector<std::string> tokenizers_of(const DiffusersFamily& fam) {

@@ -177,8 +177,8 @@ Status no_rule(const std::string& where, const std::string& name, std::string_vi
 
 Status bad_rows(const std::string& where, const std::string& name, const Shape& s,
                 std::string_view why) {
-  return Status(ErrorCode::kInvalidArgument,
-                fmt::format("shape [{}]: {}", shape_to_string(s), why), where, kNoOffset, name);
+  return Status(ErrorCode::kInvalidArgument, fmt::format("shape [{}]: {}", shape_to_string(s), why),
+                where, kNoOffset, name);
 }
 
 Result<uint64_t> width_of(const ShapeMap& shapes, std::string_view name, const std::string& where) {
@@ -227,19 +227,21 @@ Result<std::vector<MappedTensor>> dit_to_diffusers(std::string_view family, cons
         out.push_back({target(0), {{name, 0, rows}}});
         break;
       case Cut::kThirds:
-        if (rows % 3 != 0) return bad_rows(where, name, shape, "q, k, v rows are not 3 equal parts");
+        if (rows % 3 != 0)
+          return bad_rows(where, name, shape, "q, k, v rows are not 3 equal parts");
         for (size_t k = 0; k < 3; ++k) out.push_back({target(k), {{name, k * rows / 3, rows / 3}}});
         break;
       case Cut::kThreeAndRest:
         if (rows <= 3 * width)
-          return bad_rows(where, name, shape,
-                          fmt::format("q, k, v of width {} and the MLP input need more rows",
-                                      width));
+          return bad_rows(
+              where, name, shape,
+              fmt::format("q, k, v of width {} and the MLP input need more rows", width));
         for (size_t k = 0; k < 3; ++k) out.push_back({target(k), {{name, k * width, width}}});
         out.push_back({target(3), {{name, 3 * width, rows - 3 * width}}});
         break;
       case Cut::kSwapHalves:
-        if (rows % 2 != 0) return bad_rows(where, name, shape, "shift and scale need 2 equal halves");
+        if (rows % 2 != 0)
+          return bad_rows(where, name, shape, "shift and scale need 2 equal halves");
         out.push_back({target(0), {{name, rows / 2, rows / 2}, {name, 0, rows / 2}}});
         break;
       case Cut::kSwapIfPair:
@@ -300,8 +302,8 @@ Result<std::vector<MappedTensor>> dit_from_diffusers(std::string_view family,
     const Shape& first = shapes.find(g.parts[0])->second;
     for (const std::string& p : g.parts) {
       const Shape& s = shapes.find(p)->second;
-      if (s.empty() || first.empty() || !std::equal(s.begin() + 1, s.end(), first.begin() + 1,
-                                                    first.end()))
+      if (s.empty() || first.empty() ||
+          !std::equal(s.begin() + 1, s.end(), first.begin() + 1, first.end()))
         return bad_rows(where, p, s,
                         fmt::format("it is joined with '{}' [{}] into '{}', and their trailing "
                                     "dimensions differ",

@@ -480,9 +480,10 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
       // A FLUX transformer file alone, or one without its text encoders: the folder says
       // [null, null] for the part, as diffusers writes an absent component.
       absent.push_back(slot.folder);
-      report.notes.push_back(fmt::format("{}: the file has no {}; [null, null] in "
-                                         "model_index.json (give it to from_pretrained)",
-                                         slot.folder, part_display_name(slot.kind)));
+      report.notes.push_back(
+          fmt::format("{}: the file has no {}; [null, null] in "
+                      "model_index.json (give it to from_pretrained)",
+                      slot.folder, part_display_name(slot.kind)));
       continue;
     }
     if (!c)
@@ -549,8 +550,7 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
       CKPT_ASSIGN_OR_RETURN(config, detail::vae_config_json(*fam, shapes_of(out), where));
     } else if (slot.kind == PartKind::kFluxDiT || slot.kind == PartKind::kMMDiT) {
       CKPT_ASSIGN_OR_RETURN(out, map_dit(fam->family, std::move(ts), true, in_path));
-      CKPT_ASSIGN_OR_RETURN(config,
-                            detail::transformer_config_json(*fam, shapes_of(out), where));
+      CKPT_ASSIGN_OR_RETURN(config, detail::transformer_config_json(*fam, shapes_of(out), where));
     } else if (slot.kind == PartKind::kT5xxl) {
       // T5EncoderModel ties encoder.embed_tokens to shared and saves shared.weight alone
       // (transformers' _tied_weights_keys): the single file's copy, and anything else a
@@ -564,9 +564,9 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
         t.name = fs_slot ? detail::add_component_prefix(t.name, *fs_slot) : c->prefix + t.name;
         extra.push_back(std::move(t));
       }
-      CKPT_ASSIGN_OR_RETURN(config, detail::t5_config_json(
-                                        shapes_of(out),
-                                        out.empty() ? DType::F32 : out.front().dtype, where));
+      CKPT_ASSIGN_OR_RETURN(
+          config, detail::t5_config_json(shapes_of(out),
+                                         out.empty() ? DType::F32 : out.front().dtype, where));
     } else {
       // CLIP text encoders: Hugging Face names already, or OpenCLIP's, converted exactly.
       if (c->naming == Naming::kOpenClip) {
@@ -590,9 +590,9 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
         t.name = fs_slot ? detail::add_component_prefix(t.name, *fs_slot) : c->prefix + t.name;
         extra.push_back(std::move(t));
       }
-      if (keeps_projection &&
-          std::none_of(out.begin(), out.end(),
-                       [](const PartTensor& t) { return t.name == "text_projection.weight"; }))
+      if (keeps_projection && std::none_of(out.begin(), out.end(), [](const PartTensor& t) {
+            return t.name == "text_projection.weight";
+          }))
         return Status(ErrorCode::kUnsupported,
                       fmt::format("the {} under '{}' has no text_projection.weight, which a "
                                   "diffusers {} needs (diffusers' own loader puts an identity "
@@ -614,10 +614,10 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
     in->add_inputs(plan);
     add_tensors(plan, out);
     plan.metadata = {{"format", "pt"}};
-    for (FolderFile& f : shard({fmt::format("{}/{}", slot.folder, slot.weights), std::move(plan),
-                                "", std::string(slot.folder), in_path},
-                               slot.library == "transformers" ? transformers_shard
-                                                              : diffusers_shard))
+    for (FolderFile& f :
+         shard({fmt::format("{}/{}", slot.folder, slot.weights), std::move(plan), "",
+                std::string(slot.folder), in_path},
+               slot.library == "transformers" ? transformers_shard : diffusers_shard))
       files.push_back(std::move(f));
     files.push_back({fmt::format("{}/config.json", slot.folder), std::nullopt, config,
                      fmt::format("{} config", slot.folder), in_path});
@@ -676,12 +676,12 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
     }
   }
   const std::string_view pipeline = a.variant == "inpaint" ? fam->inpaint_pipeline : fam->pipeline;
-  files.push_back({"model_index.json", std::nullopt,
-                   detail::model_index_json(
-                       *fam, pipeline,
-                       options.tokenizers_from.empty() ? std::vector<std::string>{} : tokenizers,
-                       absent),
-                   "model_index", in_path});
+  files.push_back(
+      {"model_index.json", std::nullopt,
+       detail::model_index_json(
+           *fam, pipeline,
+           options.tokenizers_from.empty() ? std::vector<std::string>{} : tokenizers, absent),
+       "model_index", in_path});
   if (kept.tensors > 0) report.dropped.push_back(kept);
   if (options.tokenizers_from.empty() && !tokenizers.empty())
     report.notes.push_back(fmt::format(
@@ -748,9 +748,10 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
     const bool listed = std::any_of(folder.parts.begin(), folder.parts.end(),
                                     [&](const DiffusersPart& p) { return p.name == slot.folder; });
     if (!listed && fam->parts_optional && !is_denoiser(slot.kind)) {
-      report.notes.push_back(fmt::format("{}: [null, null] in model_index.json; the single file "
-                                         "has no {}",
-                                         slot.folder, part_display_name(slot.kind)));
+      report.notes.push_back(
+          fmt::format("{}: [null, null] in model_index.json; the single file "
+                      "has no {}",
+                      slot.folder, part_display_name(slot.kind)));
       continue;
     }
     if (!listed)
@@ -777,10 +778,9 @@ Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::
       const detail::ShapeMap shapes = shapes_of(ts);
       const std::string config = (fs::path(in_dir) / slot.folder / "config.json").string();
       Result<std::string> derived =
-          slot.kind == PartKind::kUNet ? detail::unet_config_json(*fam, shapes, "epsilon", path)
-          : slot.kind == PartKind::kVae ? detail::vae_config_json(*fam, shapes, path)
-          : slot.kind == PartKind::kT5xxl
-              ? detail::t5_config_json(shapes, ts.front().dtype, path)
+          slot.kind == PartKind::kUNet    ? detail::unet_config_json(*fam, shapes, "epsilon", path)
+          : slot.kind == PartKind::kVae   ? detail::vae_config_json(*fam, shapes, path)
+          : slot.kind == PartKind::kT5xxl ? detail::t5_config_json(shapes, ts.front().dtype, path)
           : is_denoiser(slot.kind)
               ? detail::transformer_config_json(*fam, shapes, path)
               : detail::clip_config_json(slot.kind, shapes, ts.front().dtype, path);

@@ -115,8 +115,14 @@ def make_flux(path, parts, seed, metadata, bias_values=(), rules=None):
             local = full[len("model.diffusion_model."):] if full.startswith("model.diffusion_model.") else None
             offsets = {0}
             if local is not None and shape:
-                for _, r0, _ in (rules or flux_rules)(local, shape[0]):
+                pieces = (rules or flux_rules)(local, shape[0])
+                for _, r0, _ in pieces:
                     offsets.add(r0 * row_bytes(dtype, shape))
+                # A cut tensor with data is rebuilt through buffers on the way back, not
+                # copied in the kernel: only the first blocks' carry data, the rest stay
+                # holes (read as zeros on both sides), to keep the test quick.
+                if len(pieces) > 1 and local.split(".")[1] not in ("0", "adaLN_modulation"):
+                    offsets = set()
             if local in bias_values:
                 data = rng.bytes(end - begin)
                 writes[full] = data
@@ -438,8 +444,13 @@ class Sd3(TempDirTest):
                 begin, end = h[full]["data_offsets"]
                 offs = {0}
                 if full.startswith("model.diffusion_model.") and shape:
-                    for _, r0, _ in sd3_rules(full[len("model.diffusion_model."):], shape[0]):
+                    local = full[len("model.diffusion_model."):]
+                    pieces = sd3_rules(local, shape[0])
+                    for _, r0, _ in pieces:
                         offs.add(r0 * row_bytes(dtype, shape))
+                    if len(pieces) > 1 and local.split(".")[1] not in ("0", str(SD3_LAST),
+                                                                      "adaLN_modulation"):
+                        offs = set()  # as in make_flux: holes, to keep the test quick
                 for off in offs:
                     f.seek(8 + n + begin + off)
                     f.write(rng.bytes(min(WINDOW, end - begin - off)))
