@@ -201,7 +201,8 @@ Result<ReshapeReport> swap_parts(const std::string& in_path, const PartPaths& pa
                                  const std::string& out_path, const AssembleOptions& options);
 
 /// `convert MODEL -o DIR --to diffusers`: a single file of a family that has a diffusers
-/// layout (SD1, SD2, SDXL base, SDXL refiner) as a diffusers folder: model_index.json, one folder
+/// layout (SD1, SD2, SDXL base, SDXL refiner, FLUX.1 dev and schnell: an all-in-one file or a
+/// bare transformer) as a diffusers folder: model_index.json, one folder
 /// per part with its weights (metadata format: pt) and a config.json derived from them, the
 /// family's scheduler config. Tokenizers are not written (weights cannot give them). Tensors the
 /// folder has no place for (EMA, schedule buffers, logit_scale, …) and the file's metadata go into
@@ -216,13 +217,18 @@ struct DiffusersOptions {
   /// A diffusers folder to take the tokenizer folders from (tokenizer/, tokenizer_2/: each
   /// file copied as it is); "" writes none ([null, null] in model_index.json).
   std::string tokenizers_from;
+  /// A part's weights larger than this are written as NAME-0000k-of-0000n.safetensors shards
+  /// with NAME.safetensors.index.json; 0: the libraries' own defaults (diffusers'
+  /// save_pretrained 10 GB for unet/, transformer/, vae/; transformers' 5 GB for text
+  /// encoders; decimal units, as they count).
+  uint64_t max_shard_size = 0;
 };
 
 Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std::string& out_dir,
                                           const DiffusersOptions& options);
 
 /// `convert DIR -o MODEL.safetensors`: a diffusers folder (model_index.json naming an SD1,
-/// SD2, SDXL or SDXL refiner pipeline; safetensors parts, sharded or not, their fp16
+/// SD2, SDXL, SDXL refiner or FLUX pipeline; safetensors parts, sharded or not, their fp16
 /// variants, or PyTorch .bin parts, scanned like any PyTorch input) as the
 /// family's single file, with what ckptkit_extra.safetensors holds put back.
 Result<ReshapeReport> diffusers_to_single(const std::string& in_dir, const std::string& out_path,

@@ -37,11 +37,37 @@ int print_folder_report(const ReshapeReport& r, bool quiet) {
   return kExitOk;
 }
 
+/// diffusers' and transformers' size strings: "10GB" is 10^10 bytes (decimal, as they count);
+/// the binary forms (10G, 10GiB) and plain bytes are parse_size's.
+Result<uint64_t> parse_shard_size(std::string_view text) {
+  uint64_t v = 0;
+  bool decimal = false;
+  for (auto [unit, mult] : {std::pair<std::string_view, uint64_t>{"GB", 1'000'000'000ull},
+                            {"MB", 1'000'000ull},
+                            {"KB", 1'000ull},
+                            {"kB", 1'000ull}})
+    if (!decimal && text.size() > unit.size() && text.ends_with(unit)) {
+      CKPT_ASSIGN_OR_RETURN(v, parse_size(text.substr(0, text.size() - unit.size())));
+      if (v == 0) break;
+      if (v > UINT64_MAX / mult)
+        return Status(ErrorCode::kInvalidArgument,
+                      fmt::format("--max-shard-size '{}' is too large", text));
+      v *= mult;
+      decimal = true;
+    }
+  if (!decimal) {
+    CKPT_ASSIGN_OR_RETURN(v, parse_size(text));
+  }
+  if (v == 0) return Status(ErrorCode::kInvalidArgument, "--max-shard-size must be larger than 0");
+  return v;
+}
+
 }  // namespace
 
 Runner setup_convert(CLI::App& sub) {
   struct Opts {
-    std::string in, out, dtype = "keep", quant, target = "comfyui", to, prediction, tokenizers;
+    std::string in, out, dtype = "keep", quant, target = "comfyui", to, prediction, tokenizers,
+                         max_shard;
     uint64_t max_header = kDefaultMaxHeaderBytes;
     bool quiet = false;
     bool allow_dangerous = false;
@@ -56,9 +82,8 @@ Runner setup_convert(CLI::App& sub) {
       ->required();
   sub.add_option("--to", o->to,
                  "diffusers: write MODEL as a diffusers folder OUT (SD1, SD2, SDXL base, SDXL "
-                 "refiner). A "
-                 "folder "
-                 "as IN is converted back to a single file without this flag")
+                 "refiner, FLUX.1 dev/schnell). A folder as IN is converted back to a single "
+                 "file without this flag")
       ->check(CLI::IsMember({"diffusers"}));
   sub.add_option("--prediction-type", o->prediction,
                  "with --to diffusers: the scheduler's prediction_type, epsilon or v_prediction "
@@ -68,6 +93,10 @@ Runner setup_convert(CLI::App& sub) {
   sub.add_option("--tokenizers-from", o->tokenizers,
                  "with --to diffusers: copy tokenizer/ (and tokenizer_2/) from this diffusers "
                  "folder (weights cannot give a tokenizer; without it none is written)");
+  sub.add_option("--max-shard-size", o->max_shard,
+                 "with --to diffusers: write a part's weights larger than this as shards with an "
+                 "index (10GB, 500MB: decimal, as diffusers counts; 2G, 512M: binary; default: "
+                 "10GB for unet/transformer/vae, 5GB for text encoders, the libraries' own)");
   sub.add_option("--quant", o->quant,
                  "write GGUF with this type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_0, "
                  "q5_1, q4_k_m, q4_k_s, q4_0, q4_1, q3_k_m, q3_k_s, q2_k (docs/gguf.md)");
@@ -112,13 +141,17 @@ Runner setup_convert(CLI::App& sub) {
       "folder has no place for (EMA, schedule buffers, logit_scale, SD2's last text layer, the\n"
       "file's metadata) goes into OUT/ckptkit_extra.safetensors, which diffusers ignores and the\n"
       "reverse conversion puts back, so a round trip gives back every tensor byte for byte.\n"
+      "A FLUX.1 file (all-in-one or a bare transformer) becomes transformer/ (q/k/v split,\n"
+      "final shift/scale swapped: byte ranges), text_encoder/, text_encoder_2/ (T5), vae/ as\n"
+      "it has them. Weights above --max-shard-size (10GB, text encoders 5GB) are sharded.\n"
       "Tokenizers are copied with --tokenizers-from DIR, else not written. OUT must not exist\n"
       "(--force writes into it); the folder appears whole or not at all.\n"
       "  ckptkit convert v1-5-pruned-emaonly.safetensors -o sd15-diffusers --to diffusers\n"
       "  ckptkit convert sd15-diffusers -o v1-5-again.safetensors\n"
       "  ckptkit convert sd_xl_base_1.0.safetensors -o sdxl-diffusers --to diffusers\n"
       "  ckptkit convert v2-1_512-ema-pruned.safetensors -o sd21-base --to diffusers "
-      "--prediction-type epsilon");
+      "--prediction-type epsilon\n"
+      "  ckptkit convert flux1-dev.safetensors -o flux1-dev --to diffusers");
   return [o] {
     std::error_code ec;
     const bool folder_in = std::filesystem::is_directory(o->in, ec);
@@ -145,14 +178,21 @@ Runner setup_convert(CLI::App& sub) {
                 scan_gate(o->in, "convert", options.limits, o->allow_dangerous, options.verdict))
           return *rc;
       }
-      if (folder_in && (!o->prediction.empty() || !o->tokenizers.empty()))
+      if (folder_in && (!o->prediction.empty() || !o->tokenizers.empty() || !o->max_shard.empty()))
         return report_error(Status(ErrorCode::kInvalidArgument,
-                                   "--prediction-type and --tokenizers-from apply to --to "
-                                   "diffusers (a single file has neither)",
+                                   "--prediction-type, --tokenizers-from and --max-shard-size "
+                                   "apply to --to diffusers (a single file has none of them)",
                                    o->in));
-      auto report =
-          folder_in ? diffusers_to_single(o->in, o->out, options)
-                    : single_to_diffusers(o->in, o->out, {options, o->prediction, o->tokenizers});
+      uint64_t max_shard = 0;
+      if (!o->max_shard.empty()) {
+        auto size = parse_shard_size(o->max_shard);
+        if (!size) return report_error(size.status());
+        max_shard = *size;
+      }
+      auto report = folder_in
+                        ? diffusers_to_single(o->in, o->out, options)
+                        : single_to_diffusers(o->in, o->out,
+                                              {options, o->prediction, o->tokenizers, max_shard});
       if (!report) return report_error(report.status());
       return print_folder_report(*report, o->quiet);
     }

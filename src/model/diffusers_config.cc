@@ -59,6 +59,10 @@ const std::vector<DiffusersFamily>& families() {
        false,
        512,
        "0.18215",
+       false,
+       "",
+       "",
+       true,
        false},
       // SD 2.x: OpenCLIP-H (text_encoder, 23 of its 24 layers), linear projections in the
       // UNet, 64-wide heads (stable-diffusion-2-1's and -2-1-base's configs).
@@ -90,6 +94,10 @@ const std::vector<DiffusersFamily>& families() {
        true,
        768,
        "0.18215",
+       false,
+       "",
+       "",
+       true,
        false},
       {"sdxl",
        "StableDiffusionXLPipeline",
@@ -112,7 +120,11 @@ const std::vector<DiffusersFamily>& families() {
        true,
        1024,
        "0.13025",
-       true},
+       true,
+       "",
+       "",
+       true,
+       false},
       // The refiner has only OpenCLIP-G (text_encoder_2) and conditions on an aesthetic
       // score instead of the target size (stable-diffusion-xl-refiner-1.0's model_index.json).
       {"sdxl-refiner",
@@ -135,6 +147,106 @@ const std::vector<DiffusersFamily>& families() {
        true,
        1024,
        "0.13025",
+       true,
+       "",
+       "",
+       true,
+       false},
+      // FLUX.1 (FluxPipeline): the transformer, CLIP-L (text_encoder), T5-XXL
+      // (text_encoder_2), the 16-channel VAE. dev and schnell differ in the guidance
+      // embedding and the scheduler: dev samples with a resolution-dependent shift.
+      {"flux",
+       "FluxPipeline",
+       "FluxFillPipeline",
+       {{"transformer", PartKind::kFluxDiT, "diffusers", "FluxTransformer2DModel",
+         "diffusion_pytorch_model.safetensors"},
+        {"text_encoder", PartKind::kClipL, "transformers", "CLIPTextModel", "model.safetensors"},
+        {"text_encoder_2", PartKind::kT5xxl, "transformers", "T5EncoderModel", "model.safetensors"},
+        {"vae", PartKind::kVae, "diffusers", "AutoencoderKL",
+         "diffusion_pytorch_model.safetensors"}},
+       {"feature_extractor", "image_encoder", "tokenizer", "tokenizer_2"},
+       {},
+       "FlowMatchEulerDiscreteScheduler",
+       {{"base_image_seq_len", "256"},
+        {"base_shift", "0.5"},
+        {"max_image_seq_len", "4096"},
+        {"max_shift", "1.15"},
+        {"num_train_timesteps", "1000"},
+        {"shift", "3.0"},
+        {"use_dynamic_shifting", "true"}},
+       "",
+       false,
+       0,
+       0,
+       false,
+       1024,
+       "0.3611",
+       true,
+       "flux1-dev",
+       "0.1159",
+       false,
+       true},
+      {"flux",
+       "FluxPipeline",
+       "FluxFillPipeline",
+       {{"transformer", PartKind::kFluxDiT, "diffusers", "FluxTransformer2DModel",
+         "diffusion_pytorch_model.safetensors"},
+        {"text_encoder", PartKind::kClipL, "transformers", "CLIPTextModel", "model.safetensors"},
+        {"text_encoder_2", PartKind::kT5xxl, "transformers", "T5EncoderModel", "model.safetensors"},
+        {"vae", PartKind::kVae, "diffusers", "AutoencoderKL",
+         "diffusion_pytorch_model.safetensors"}},
+       {"feature_extractor", "image_encoder", "tokenizer", "tokenizer_2"},
+       {},
+       "FlowMatchEulerDiscreteScheduler",
+       {{"base_image_seq_len", "256"},
+        {"base_shift", "0.5"},
+        {"max_image_seq_len", "4096"},
+        {"max_shift", "1.15"},
+        {"num_train_timesteps", "1000"},
+        {"shift", "1.0"},
+        {"use_dynamic_shifting", "false"}},
+       "",
+       false,
+       0,
+       0,
+       false,
+       1024,
+       "0.3611",
+       true,
+       "flux1-schnell",
+       "0.1159",
+       false,
+       true},
+      // SD3 and SD3.5 (StableDiffusion3Pipeline): the MMDiT, CLIP-L and CLIP-G with their
+      // projections, T5-XXL, the 16-channel VAE (scripts/convert_sd3_to_diffusers.py: scaling
+      // 1.5305, shift 0.0609, no quant convolutions), flow matching with shift 3.0.
+      {"sd3",
+       "StableDiffusion3Pipeline",
+       "StableDiffusion3InpaintPipeline",
+       {{"transformer", PartKind::kMMDiT, "diffusers", "SD3Transformer2DModel",
+         "diffusion_pytorch_model.safetensors"},
+        {"text_encoder", PartKind::kClipL, "transformers", "CLIPTextModelWithProjection",
+         "model.safetensors"},
+        {"text_encoder_2", PartKind::kClipG, "transformers", "CLIPTextModelWithProjection",
+         "model.safetensors"},
+        {"text_encoder_3", PartKind::kT5xxl, "transformers", "T5EncoderModel", "model.safetensors"},
+        {"vae", PartKind::kVae, "diffusers", "AutoencoderKL",
+         "diffusion_pytorch_model.safetensors"}},
+       {"feature_extractor", "image_encoder", "tokenizer", "tokenizer_2", "tokenizer_3"},
+       {},
+       "FlowMatchEulerDiscreteScheduler",
+       {{"num_train_timesteps", "1000"}, {"shift", "3.0"}},
+       "",
+       false,
+       0,
+       0,
+       false,
+       1024,
+       "1.5305",
+       true,
+       "",
+       "0.0609",
+       false,
        true},
   };
   return kFamilies;
@@ -202,14 +314,22 @@ uint64_t count_of(const ShapeMap& m, F&& name_of) {
 
 }  // namespace
 
-const DiffusersFamily* diffusers_family(std::string_view family) {
-  for (const DiffusersFamily& f : families())
-    if (f.family == family) return &f;
-  return nullptr;
+const DiffusersFamily* diffusers_family(std::string_view family, std::string_view architecture) {
+  const DiffusersFamily* first = nullptr;
+  for (const DiffusersFamily& f : families()) {
+    if (f.family != family) continue;
+    if (!first) first = &f;
+    if (!architecture.empty() && f.architecture == architecture) return &f;
+  }
+  return first;
 }
 
 const DiffusersFamily* diffusers_family_of_pipeline(std::string_view pipeline,
-                                                    bool has_text_encoder) {
+                                                    bool has_text_encoder,
+                                                    std::string_view architecture) {
+  if (pipeline == "FluxPipeline" || pipeline == "FluxFillPipeline")
+    return diffusers_family("flux", architecture);
+  if (pipeline == "StableDiffusion3Pipeline") return diffusers_family("sd3");
   // SDXL's img2img and inpaint pipelines serve the base model (two text encoders) and the
   // refiner (OpenCLIP-G only): the folder's text_encoder entry tells them apart.
   if (pipeline == "StableDiffusionXLImg2ImgPipeline" ||
@@ -344,7 +464,153 @@ Result<std::string> vae_config_json(const DiffusersFamily& fam, const ShapeMap& 
   o.set("out_channels", out[0]);
   o.set("sample_size", fam.vae_sample_size);
   o.set("scaling_factor", std::string(fam.vae_scaling_factor));
+  if (!fam.vae_shift_factor.empty()) o.set("shift_factor", std::string(fam.vae_shift_factor));
   o.set("up_block_types", json_list(std::vector<std::string>(levels, "UpDecoderBlock2D")));
+  // The SD3/FLUX autoencoder has no 1×1 convolutions around the latent.
+  if (!v.count("quant_conv.weight")) o.set_bool("use_quant_conv", false);
+  if (!v.count("post_quant_conv.weight")) o.set_bool("use_post_quant_conv", false);
+  return o.text();
+}
+
+Result<std::string> transformer_config_json(const DiffusersFamily& fam, const ShapeMap& t,
+                                            const std::string& where) {
+  JsonObject o;
+  o.set_str("_diffusers_version", kDiffusersVersion);
+  if (fam.family == "flux") {
+    // FluxTransformer2DModel: every number but the patch size is a shape.
+    o.set_str("_class_name", "FluxTransformer2DModel");
+    CKPT_ASSIGN_OR_RETURN(Shape x,
+                          shape_of(t, "x_embedder.weight", 2, where, "in_channels and the width"));
+    CKPT_ASSIGN_OR_RETURN(Shape norm, shape_of(t, "transformer_blocks.0.attn.norm_q.weight", 1,
+                                               where, "attention_head_dim"));
+    CKPT_ASSIGN_OR_RETURN(Shape ctx,
+                          shape_of(t, "context_embedder.weight", 2, where, "joint_attention_dim"));
+    CKPT_ASSIGN_OR_RETURN(Shape pooled, shape_of(t, "time_text_embed.text_embedder.linear_1.weight",
+                                                 2, where, "pooled_projection_dim"));
+    CKPT_ASSIGN_OR_RETURN(Shape out, shape_of(t, "proj_out.weight", 2, where, "out_channels"));
+    if (norm[0] == 0 || x[0] % norm[0] != 0)
+      return Status(
+          ErrorCode::kInvalidArgument,
+          fmt::format("the width {} is not a whole number of {}-wide heads", x[0], norm[0]), where);
+    o.set("attention_head_dim", norm[0]);
+    o.set_bool("guidance_embeds", t.count("time_text_embed.guidance_embedder.linear_1.weight") > 0);
+    o.set("in_channels", x[1]);
+    o.set("joint_attention_dim", ctx[1]);
+    o.set("num_attention_heads", x[0] / norm[0]);
+    o.set("num_layers", count_of(t, [](uint64_t i) {
+            return fmt::format("transformer_blocks.{}.attn.to_q.weight", i);
+          }));
+    o.set("num_single_layers", count_of(t, [](uint64_t i) {
+            return fmt::format("single_transformer_blocks.{}.attn.to_q.weight", i);
+          }));
+    // Written only where it differs from in_channels (FLUX Fill), as published.
+    if (out[0] != x[1]) o.set("out_channels", out[0]);
+    o.set("patch_size", 1);
+    o.set("pooled_projection_dim", pooled[1]);
+    return o.text();
+  }
+  if (fam.family == "sd3") {
+    // SD3Transformer2DModel (diffusers' convert_sd3_to_diffusers.py derives the same numbers).
+    o.set_str("_class_name", "SD3Transformer2DModel");
+    CKPT_ASSIGN_OR_RETURN(Shape proj, shape_of(t, "pos_embed.proj.weight", 4, where,
+                                               "in_channels, patch_size and the width"));
+    CKPT_ASSIGN_OR_RETURN(Shape pos,
+                          shape_of(t, "pos_embed.pos_embed", 3, where, "pos_embed_max_size"));
+    CKPT_ASSIGN_OR_RETURN(Shape ctx, shape_of(t, "context_embedder.weight", 2, where,
+                                              "caption_projection_dim, joint_attention_dim"));
+    CKPT_ASSIGN_OR_RETURN(Shape pooled, shape_of(t, "time_text_embed.text_embedder.linear_1.weight",
+                                                 2, where, "pooled_projection_dim"));
+    CKPT_ASSIGN_OR_RETURN(Shape out, shape_of(t, "proj_out.weight", 2, where, "out_channels"));
+    // The head width: the q-norm's length where there is one (SD3.5), else 64 (SD3's).
+    auto norm = t.find("transformer_blocks.0.attn.norm_q.weight");
+    const uint64_t head = norm != t.end() && norm->second.size() == 1 ? norm->second[0] : 64;
+    const uint64_t patch = proj[2];
+    uint64_t side = 0;
+    while ((side + 1) * (side + 1) <= pos[1]) ++side;
+    if (side * side != pos[1] || head == 0 || proj[0] % head != 0 || patch == 0 ||
+        out[0] % (patch * patch) != 0)
+      return Status(ErrorCode::kInvalidArgument,
+                    fmt::format("the shapes do not make an MMDiT: {} positions (a square "
+                                "expected), width {} in {}-wide heads, {} output rows for "
+                                "{}×{} patches",
+                                pos[1], proj[0], head, out[0], patch, patch),
+                    where);
+    std::vector<uint64_t> dual;
+    const uint64_t layers = count_of(
+        t, [](uint64_t i) { return fmt::format("transformer_blocks.{}.attn.to_q.weight", i); });
+    for (uint64_t i = 0; i < layers; ++i)
+      if (t.count(fmt::format("transformer_blocks.{}.attn2.to_q.weight", i))) dual.push_back(i);
+    o.set("attention_head_dim", head);
+    o.set("caption_projection_dim", ctx[0]);
+    if (!dual.empty()) o.set("dual_attention_layers", json_list(dual));
+    o.set("in_channels", proj[1]);
+    o.set("joint_attention_dim", ctx[1]);
+    o.set("num_attention_heads", proj[0] / head);
+    o.set("num_layers", layers);
+    o.set("out_channels", out[0] / (patch * patch));
+    o.set("patch_size", patch);
+    o.set("pooled_projection_dim", pooled[1]);
+    o.set("pos_embed_max_size", side);
+    if (norm != t.end()) o.set_str("qk_norm", "rms_norm");
+    o.set("sample_size", 128);
+    return o.text();
+  }
+  return Status(ErrorCode::kInternal, "no transformer config for the family", where);
+}
+
+Result<std::string> t5_config_json(const ShapeMap& c, DType dtype, const std::string& where) {
+  JsonObject o;
+  CKPT_ASSIGN_OR_RETURN(Shape shared,
+                        shape_of(c, "shared.weight", 2, where, "vocab_size and d_model"));
+  CKPT_ASSIGN_OR_RETURN(
+      Shape bias,
+      shape_of(c, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", 2, where,
+               "num_heads and relative_attention_num_buckets"));
+  CKPT_ASSIGN_OR_RETURN(
+      Shape q, shape_of(c, "encoder.block.0.layer.0.SelfAttention.q.weight", 2, where, "d_kv"));
+  const bool gated = c.count("encoder.block.0.layer.1.DenseReluDense.wi_0.weight") > 0;
+  CKPT_ASSIGN_OR_RETURN(Shape wi,
+                        shape_of(c,
+                                 gated ? "encoder.block.0.layer.1.DenseReluDense.wi_0.weight"
+                                       : "encoder.block.0.layer.1.DenseReluDense.wi.weight",
+                                 2, where, "d_ff"));
+  const uint64_t layers = count_of(c, [](uint64_t k) {
+    return fmt::format("encoder.block.{}.layer.0.SelfAttention.q.weight", k);
+  });
+  if (bias[1] == 0 || q[0] % bias[1] != 0)
+    return Status(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{} attention rows are not a whole number of {} heads", q[0], bias[1]), where);
+  o.set("architectures", json_list(std::vector<std::string>{"T5EncoderModel"}));
+  o.set("classifier_dropout", std::string("0.0"));
+  o.set("d_ff", wi[0]);
+  o.set("d_kv", q[0] / bias[1]);
+  o.set("d_model", shared[1]);
+  o.set("decoder_start_token_id", 0);
+  o.set_str("dense_act_fn", gated ? "gelu_new" : "relu");
+  o.set("dropout_rate", std::string("0.1"));
+  o.set("eos_token_id", 1);
+  o.set_str("feed_forward_proj", gated ? "gated-gelu" : "relu");
+  o.set("initializer_factor", std::string("1.0"));
+  o.set_bool("is_encoder_decoder", true);
+  o.set_bool("is_gated_act", gated);
+  o.set("layer_norm_epsilon", std::string("1e-06"));
+  o.set_str("model_type", "t5");
+  o.set("num_decoder_layers", layers);
+  o.set("num_heads", bias[1]);
+  o.set("num_layers", layers);
+  o.set_bool("output_past", true);
+  o.set("pad_token_id", 0);
+  o.set("relative_attention_max_distance", 128);
+  o.set("relative_attention_num_buckets", bias[0]);
+  o.set_bool("tie_word_embeddings", false);
+  const char* torch_dtype = dtype == DType::F16    ? "float16"
+                            : dtype == DType::BF16 ? "bfloat16"
+                                                   : "float32";
+  o.set_str("torch_dtype", torch_dtype);
+  o.set_str("transformers_version", "4.44.0");
+  o.set_bool("use_cache", true);
+  o.set("vocab_size", shared[0]);
   return o.text();
 }
 
@@ -392,35 +658,47 @@ Result<std::string> clip_config_json(PartKind kind, const ShapeMap& c, DType dty
 
 std::string scheduler_config_json(const DiffusersFamily& fam, std::string_view prediction) {
   JsonObject o;
-  o.set_str("prediction_type", prediction);
+  if (fam.scheduler_prediction) o.set_str("prediction_type", prediction);
   o.set_str("_class_name", fam.scheduler_class);
   o.set_str("_diffusers_version", kDiffusersVersion);
   for (const auto& [k, v] : fam.scheduler) o.set(k, std::string(v));
   return o.text();
 }
 
+std::string tokenizer_of(std::string_view text_encoder_folder) {
+  // text_encoder → tokenizer, text_encoder_2 → tokenizer_2, …
+  return fmt::format("tokenizer{}",
+                     text_encoder_folder.substr(std::string_view("text_encoder").size()));
+}
+
 std::vector<std::string> tokenizers_of(const DiffusersFamily& fam) {
   std::vector<std::string> out;
   for (const DiffusersSlot& s : fam.slots)
-    if (s.folder == "text_encoder")
-      out.push_back("tokenizer");
-    else if (s.folder == "text_encoder_2")
-      out.push_back("tokenizer_2");
+    if (s.folder.starts_with("text_encoder")) out.push_back(tokenizer_of(s.folder));
   return out;
 }
 
 std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeline,
-                             const std::vector<std::string>& tokenizers) {
+                             const std::vector<std::string>& tokenizers,
+                             const std::vector<std::string_view>& absent) {
   JsonObject o;
   o.set_str("_class_name", pipeline);
   o.set_str("_diffusers_version", kDiffusersVersion);
   for (std::string_view n : fam.null_parts) o.set(n, std::string("[null, null]"));
-  for (const std::string& t : tokenizers)
-    o.set(t, std::string("[\"transformers\", \"CLIPTokenizer\"]"));
+  for (const DiffusersSlot& s : fam.slots) {
+    if (!s.folder.starts_with("text_encoder")) continue;
+    const std::string t = tokenizer_of(s.folder);
+    if (std::find(tokenizers.begin(), tokenizers.end(), t) != tokenizers.end())
+      o.set(t, fmt::format("[\"transformers\", \"{}\"]",
+                           s.kind == PartKind::kT5xxl ? "T5TokenizerFast" : "CLIPTokenizer"));
+  }
   for (const auto& [k, v] : fam.pipeline_flags) o.set(k, std::string(v));
   o.set("scheduler", fmt::format("[\"diffusers\", \"{}\"]", fam.scheduler_class));
-  for (const DiffusersSlot& s : fam.slots)
-    o.set(s.folder, fmt::format("[\"{}\", \"{}\"]", s.library, s.class_name));
+  for (const DiffusersSlot& s : fam.slots) {
+    const bool missing = std::find(absent.begin(), absent.end(), s.folder) != absent.end();
+    o.set(s.folder, missing ? std::string("[null, null]")
+                            : fmt::format("[\"{}\", \"{}\"]", s.library, s.class_name));
+  }
   return o.text();
 }
 
@@ -442,6 +720,19 @@ Status check_config_against_weights(const std::string& config_path, const std::s
       "num_hidden_layers",
       "vocab_size",
       "max_position_embeddings",
+      "num_layers",
+      "num_single_layers",
+      "joint_attention_dim",
+      "pooled_projection_dim",
+      "guidance_embeds",
+      "caption_projection_dim",
+      "pos_embed_max_size",
+      "dual_attention_layers",
+      "d_model",
+      "d_ff",
+      "d_kv",
+      "num_heads",
+      "relative_attention_num_buckets",
   };
   std::error_code ec;
   const uint64_t size = std::filesystem::file_size(config_path, ec);

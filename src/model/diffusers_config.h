@@ -55,14 +55,28 @@ struct DiffusersFamily {
   uint64_t vae_sample_size;
   std::string_view vae_scaling_factor;
   bool vae_force_upcast;
+  /// The anatomy's architecture this row is for (FLUX dev and schnell differ in their
+  /// scheduler); "" for every architecture of the family.
+  std::string_view architecture;
+  /// The 16-channel VAEs' shift_factor; "" for none.
+  std::string_view vae_shift_factor;
+  /// The scheduler has a prediction_type (the DDPM ones; flow matching has none).
+  bool scheduler_prediction;
+  /// Parts other than the denoiser may be missing (FLUX and SD3 files often come without
+  /// text encoders): [null, null] in model_index.json, absent from the single file.
+  bool parts_optional;
 };
 
-/// nullptr when the family has no diffusers folder layout here.
-const DiffusersFamily* diffusers_family(std::string_view family);
+/// nullptr when the family has no diffusers folder layout here; `architecture` picks among the
+/// family's rows (flux1-dev, flux1-schnell), the first row when none is for it.
+const DiffusersFamily* diffusers_family(std::string_view family,
+                                        std::string_view architecture = "");
 /// The family of a model_index.json `_class_name` (nullptr: not one this converts);
-/// `has_text_encoder`: the folder has a non-null text_encoder entry.
+/// `has_text_encoder`: the folder has a non-null text_encoder entry; `architecture`: what
+/// read_diffusers_folder took it for.
 const DiffusersFamily* diffusers_family_of_pipeline(std::string_view pipeline,
-                                                    bool has_text_encoder);
+                                                    bool has_text_encoder,
+                                                    std::string_view architecture = "");
 
 using ShapeMap = std::map<std::string, Shape, std::less<>>;
 
@@ -73,19 +87,28 @@ Result<std::string> unet_config_json(const DiffusersFamily& fam, const ShapeMap&
                                      std::string_view prediction, const std::string& where);
 Result<std::string> vae_config_json(const DiffusersFamily& fam, const ShapeMap& vae,
                                     const std::string& where);
+/// FluxTransformer2DModel or SD3Transformer2DModel, from the diffusers-named tensors.
+Result<std::string> transformer_config_json(const DiffusersFamily& fam, const ShapeMap& t,
+                                            const std::string& where);
+/// T5EncoderModel (T5 v1.1: gated GELU when the MLP has wi_0 and wi_1).
+Result<std::string> t5_config_json(const ShapeMap& t5, DType dtype, const std::string& where);
 /// CLIPTextModel (or CLIPTextModelWithProjection when it has text_projection.weight).
 Result<std::string> clip_config_json(PartKind kind, const ShapeMap& clip, DType dtype,
                                      const std::string& where);
 /// `prediction`: epsilon or v_prediction.
 std::string scheduler_config_json(const DiffusersFamily& fam, std::string_view prediction);
-/// The tokenizer folders the family's pipeline uses: tokenizer for text_encoder, tokenizer_2
-/// for text_encoder_2.
+/// The tokenizer folder of a text encoder's folder: tokenizer for text_encoder, tokenizer_2
+/// for text_encoder_2, …
+std::string tokenizer_of(std::string_view text_encoder_folder);
+/// The tokenizer folders the family's pipeline uses.
 std::vector<std::string> tokenizers_of(const DiffusersFamily& fam);
 
 /// `pipeline`: fam.pipeline or fam.inpaint_pipeline; `tokenizers`: the tokenizer folders the
-/// output has (CLIPTokenizer), the others are [null, null].
+/// output has (CLIPTokenizer, T5TokenizerFast for a T5's), the others are [null, null];
+/// `absent`: part folders the output does not have ([null, null]).
 std::string model_index_json(const DiffusersFamily& fam, std::string_view pipeline,
-                             const std::vector<std::string>& tokenizers);
+                             const std::vector<std::string>& tokenizers,
+                             const std::vector<std::string_view>& absent = {});
 
 /// Compares the dimensions a loader reads from `config_path` (a part's config.json) with
 /// `derived` (the config derived from the part's weights): a key present in both with another

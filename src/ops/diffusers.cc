@@ -23,6 +23,7 @@
 #include "io/file.h"
 #include "io/output.h"
 #include "model/diffusers_config.h"
+#include "model/dit_names.h"
 #include "model/families.h"
 #include "model/unet_names.h"
 #include "model/vae_names.h"
@@ -42,6 +43,9 @@ using detail::PartTensor;
 constexpr std::string_view kExtraFile = "ckptkit_extra.safetensors";
 /// Metadata key that marks the extra file (and is not part of the single file's metadata).
 constexpr std::string_view kExtraKey = "ckptkit.diffusers_extra";
+/// Metadata key of the extra file: the single file's denoiser prefix where it is not the
+/// family's usual one (a bare FLUX transformer file: "").
+constexpr std::string_view kDenoiserPrefixKey = "ckptkit.diffusers_denoiser_prefix";
 constexpr size_t kListed = 20;
 
 Result<std::unique_ptr<OpenedInput>> open_input(const std::string& path,
@@ -57,7 +61,8 @@ Result<std::unique_ptr<OpenedInput>> open_input(const std::string& path,
 
 std::string supported_families() {
   return "Stable Diffusion 1.x and 2.x (StableDiffusionPipeline), SDXL base "
-         "(StableDiffusionXLPipeline) and the SDXL refiner (StableDiffusionXLImg2ImgPipeline)";
+         "(StableDiffusionXLPipeline), the SDXL refiner (StableDiffusionXLImg2ImgPipeline), "
+         "SD3/SD3.5 (StableDiffusion3Pipeline) and FLUX.1 dev and schnell (FluxPipeline)";
 }
 
 /// One output of the folder: a plan (weights) or text (a JSON file).
@@ -68,6 +73,69 @@ struct FolderFile {
   std::string part;
   std::string source;
 };
+
+/// Bytes of a tensor's data.
+uint64_t tensor_bytes(DType dtype, const Shape& shape) {
+  return (shape.empty() ? 1 : shape_numel(shape).value_or(0)) * dtype_info(dtype).bits / 8;
+}
+
+bool is_denoiser(PartKind k) {
+  return k == PartKind::kUNet || k == PartKind::kFluxDiT || k == PartKind::kMMDiT;
+}
+
+/// A weights file larger than `max` as shards, the way save_pretrained writes them:
+/// `STEM-0000k-of-0000n.safetensors`, tensors in name order, a new shard when the next tensor
+/// would pass `max` (a larger tensor gets a shard of its own), and `NAME.index.json`
+/// ({"metadata": {"total_size": bytes}, "weight_map": {tensor: shard}}). Each shard is a plan
+/// over the same producers: nothing is copied to shard.
+std::vector<FolderFile> shard(FolderFile f, uint64_t max) {
+  std::vector<FolderFile> out;
+  uint64_t total = 0;
+  for (const PlannedTensor& t : f.plan->tensors) total += tensor_bytes(t.dtype, t.shape);
+  if (total <= max) {
+    out.push_back(std::move(f));
+    return out;
+  }
+  std::vector<PlannedTensor> ts = std::move(f.plan->tensors);
+  std::sort(ts.begin(), ts.end(),
+            [](const PlannedTensor& a, const PlannedTensor& b) { return a.name < b.name; });
+  std::vector<std::vector<PlannedTensor>> groups(1);
+  uint64_t in_group = 0;
+  for (PlannedTensor& t : ts) {
+    const uint64_t b = tensor_bytes(t.dtype, t.shape);
+    if (!groups.back().empty() && in_group + b > max) {
+      groups.emplace_back();
+      in_group = 0;
+    }
+    in_group += b;
+    groups.back().push_back(std::move(t));
+  }
+  const fs::path rel(f.relative);
+  const std::string name = rel.filename().string();
+  const std::string stem = name.substr(0, name.size() - std::string_view(".safetensors").size());
+  std::string weight_map;
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (size_t k = 0; k < groups.size(); ++k) {
+    const std::string file =
+        fmt::format("{}-{:05d}-of-{:05d}.safetensors", stem, k + 1, groups.size());
+    for (const PlannedTensor& t : groups[k]) entries.emplace_back(t.name, file);
+    Plan plan;
+    plan.inputs = f.plan->inputs;
+    plan.metadata = f.plan->metadata;
+    plan.tensors = std::move(groups[k]);
+    out.push_back({(rel.parent_path() / file).string(), std::move(plan), "", f.part, f.source});
+  }
+  std::sort(entries.begin(), entries.end());
+  for (size_t i = 0; i < entries.size(); ++i)
+    weight_map += fmt::format("    \"{}\": \"{}\"{}\n", entries[i].first, entries[i].second,
+                              i + 1 < entries.size() ? "," : "");
+  out.push_back({f.relative + ".index.json", std::nullopt,
+                 fmt::format("{{\n  \"metadata\": {{\n    \"total_size\": {}\n  }},\n  "
+                             "\"weight_map\": {{\n{}  }}\n}}\n",
+                             total, weight_map),
+                 fmt::format("{} index", f.part), f.source});
+  return out;
+}
 
 /// Adds every file to one OutputFolder (all checked and created first), writes them and links
 /// them into place together: an error or a kill before the end leaves nothing.
@@ -163,6 +231,53 @@ Status reshape_projection(PartTensor& t, bool to_linear, const std::string& path
     t.shape = {s[0], s[1], 1, 1};
   }
   return Status::ok();
+}
+
+/// The transformer's tensors in the other naming (model/dit_names.h): renames, and row slices
+/// and concatenations of the inputs' byte ranges for the fused projections and the swapped
+/// modulation halves.
+Result<std::vector<PartTensor>> map_dit(std::string_view family, std::vector<PartTensor> ts,
+                                        bool to_diffusers, const std::string& path) {
+  std::map<std::string, const PartTensor*, std::less<>> by_name;
+  detail::ShapeMap shapes;
+  for (const PartTensor& t : ts) {
+    by_name[t.name] = &t;
+    shapes[t.name] = t.shape;
+  }
+  auto mapped = to_diffusers ? detail::dit_to_diffusers(family, shapes, path)
+                             : detail::dit_from_diffusers(family, shapes, path);
+  if (!mapped) return mapped.status();
+  std::vector<PartTensor> out;
+  out.reserve(mapped->size());
+  for (const detail::MappedTensor& m : *mapped) {
+    std::vector<PartTensor> parts;
+    for (const detail::RowRange& r : m.from) {
+      const PartTensor& src = *by_name.find(r.source)->second;
+      if (r.begin == 0 && (src.shape.empty() || r.rows == src.shape[0])) {
+        PartTensor whole = src;
+        whole.name = m.name;
+        parts.push_back(std::move(whole));
+        continue;
+      }
+      if (dtype_info(src.dtype).bits % 8 != 0)
+        return Status(ErrorCode::kUnsupported,
+                      fmt::format("its dtype {} packs several values in a byte; its rows "
+                                  "cannot be cut",
+                                  dtype_name(src.dtype)),
+                      path, kNoOffset, src.name);
+      parts.push_back(detail::row_slice(src, r.begin, r.rows, m.name));
+    }
+    for (const PartTensor& p : parts)
+      if (p.dtype != parts.front().dtype)
+        return Status(ErrorCode::kInvalidArgument,
+                      fmt::format("it is joined into '{}' with tensors of another dtype ({} and "
+                                  "{})",
+                                  m.name, dtype_name(p.dtype), dtype_name(parts.front().dtype)),
+                      path, kNoOffset, m.from.front().source);
+    out.push_back(parts.size() == 1 ? std::move(parts.front())
+                                    : detail::concat_rows(std::move(parts), m.name));
+  }
+  return out;
 }
 
 const detail::FamilySlot* slot_for(const detail::FamilyLayout& fam, PartKind kind) {
@@ -318,12 +433,17 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
   report.architecture = a.architecture;
   report.family = a.family;
   report.input_bytes = ck.file_size;
-  const DiffusersFamily* fam = detail::diffusers_family(a.family);
+  const DiffusersFamily* fam = detail::diffusers_family(a.family, a.architecture);
   if (!fam)
     return Status(ErrorCode::kUnsupported,
                   fmt::format("the file is {} ({}); writing a diffusers folder is supported for "
                               "{}",
                               a.architecture, a.layout, supported_families()),
+                  in_path);
+  if (!fam->scheduler_prediction && !options.prediction_type.empty())
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("--prediction-type: the {} scheduler ({}) has no prediction type",
+                              a.architecture, fam->scheduler_class),
                   in_path);
 
   // What the model predicts is not in the weights: metadata or a v_pred marker (the anatomy's
@@ -346,15 +466,35 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
   std::vector<bool> placed(ck.tensors.size(), false);
   std::vector<FolderFile> files;
   std::vector<PartTensor> extra;
+  std::vector<std::string_view> absent;
+  std::string denoiser_prefix;
+  const uint64_t diffusers_shard =
+      options.max_shard_size ? options.max_shard_size : 10'000'000'000ull;
+  const uint64_t transformers_shard =
+      options.max_shard_size ? options.max_shard_size : 5'000'000'000ull;
   for (const DiffusersSlot& slot : fam->slots) {
     const Component* c = nullptr;
     for (const Component& comp : a.components)
       if (comp.kind == slot.kind && comp.role != Role::kEma) c = &comp;
+    if (!c && fam->parts_optional && !is_denoiser(slot.kind)) {
+      // A FLUX transformer file alone, or one without its text encoders: the folder says
+      // [null, null] for the part, as diffusers writes an absent component.
+      absent.push_back(slot.folder);
+      report.notes.push_back(
+          fmt::format("{}: the file has no {}; [null, null] in "
+                      "model_index.json (give it to from_pretrained)",
+                      slot.folder, part_display_name(slot.kind)));
+      continue;
+    }
     if (!c)
       return Status(ErrorCode::kInvalidArgument,
                     fmt::format("the file has no {}; the {} folder needs one for {}/",
                                 part_display_name(slot.kind), fam->pipeline, slot.folder),
                     in_path);
+    const detail::FamilyLayout* layout = detail::family_layout(fam->family);
+    const detail::FamilySlot* fs_slot = layout ? slot_for(*layout, slot.kind) : nullptr;
+    if (is_denoiser(slot.kind) && fs_slot && c->prefix != fs_slot->prefix)
+      denoiser_prefix = c->prefix.empty() ? std::string("-") : c->prefix;
     for (size_t i : c->tensors) placed[i] = true;
     std::vector<PartTensor> ts = detail::component_tensors(*in, *c);
     for (const PartTensor& t : ts)
@@ -408,6 +548,25 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
         out.push_back(std::move(t));
       }
       CKPT_ASSIGN_OR_RETURN(config, detail::vae_config_json(*fam, shapes_of(out), where));
+    } else if (slot.kind == PartKind::kFluxDiT || slot.kind == PartKind::kMMDiT) {
+      CKPT_ASSIGN_OR_RETURN(out, map_dit(fam->family, std::move(ts), true, in_path));
+      CKPT_ASSIGN_OR_RETURN(config, detail::transformer_config_json(*fam, shapes_of(out), where));
+    } else if (slot.kind == PartKind::kT5xxl) {
+      // T5EncoderModel ties encoder.embed_tokens to shared and saves shared.weight alone
+      // (transformers' _tied_weights_keys): the single file's copy, and anything else a
+      // T5EncoderModel has no place for (logit_scale), stay in the extra file.
+      for (PartTensor& t : ts) {
+        if (t.name == "shared.weight" ||
+            (t.name.starts_with("encoder.") && t.name != "encoder.embed_tokens.weight")) {
+          out.push_back(std::move(t));
+          continue;
+        }
+        t.name = fs_slot ? detail::add_component_prefix(t.name, *fs_slot) : c->prefix + t.name;
+        extra.push_back(std::move(t));
+      }
+      CKPT_ASSIGN_OR_RETURN(
+          config, detail::t5_config_json(shapes_of(out),
+                                         out.empty() ? DType::F32 : out.front().dtype, where));
     } else {
       // CLIP text encoders: Hugging Face names already, or OpenCLIP's, converted exactly.
       if (c->naming == Naming::kOpenClip) {
@@ -428,11 +587,18 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
         // can be put back that way.
         if (c->naming == Naming::kOpenClip && t.name != "logit_scale")
           return no_counterpart(in_path, t.name, part_display_name(slot.kind), "diffusers");
-        const detail::FamilyLayout* layout = detail::family_layout(fam->family);
-        const detail::FamilySlot* fs_slot = layout ? slot_for(*layout, slot.kind) : nullptr;
         t.name = fs_slot ? detail::add_component_prefix(t.name, *fs_slot) : c->prefix + t.name;
         extra.push_back(std::move(t));
       }
+      if (keeps_projection && std::none_of(out.begin(), out.end(), [](const PartTensor& t) {
+            return t.name == "text_projection.weight";
+          }))
+        return Status(ErrorCode::kUnsupported,
+                      fmt::format("the {} under '{}' has no text_projection.weight, which a "
+                                  "diffusers {} needs (diffusers' own loader puts an identity "
+                                  "matrix there; ckptkit writes only tensors the file has)",
+                                  part_display_name(slot.kind), c->prefix, slot.class_name),
+                      in_path);
       if (out.empty())
         return Status(ErrorCode::kUnsupported,
                       fmt::format("the {} under '{}' has no Hugging Face text_model.* names "
@@ -448,8 +614,11 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
     in->add_inputs(plan);
     add_tensors(plan, out);
     plan.metadata = {{"format", "pt"}};
-    files.push_back({fmt::format("{}/{}", slot.folder, slot.weights), std::move(plan), "",
-                     std::string(slot.folder), in_path});
+    for (FolderFile& f :
+         shard({fmt::format("{}/{}", slot.folder, slot.weights), std::move(plan), "",
+                std::string(slot.folder), in_path},
+               slot.library == "transformers" ? transformers_shard : diffusers_shard))
+      files.push_back(std::move(f));
     files.push_back({fmt::format("{}/config.json", slot.folder), std::nullopt, config,
                      fmt::format("{} config", slot.folder), in_path});
   }
@@ -474,11 +643,16 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
     plan.metadata[std::string(kExtraKey)] =
         "tensors and metadata of the single file that a diffusers folder has no place for; "
         "`ckptkit convert FOLDER -o FILE.safetensors` puts them back";
+    if (!denoiser_prefix.empty()) plan.metadata[std::string(kDenoiserPrefixKey)] = denoiser_prefix;
     files.push_back({std::string(kExtraFile), std::move(plan), "", "extra", in_path});
   }
   files.push_back({"scheduler/scheduler_config.json", std::nullopt,
                    detail::scheduler_config_json(*fam, prediction), "scheduler", in_path});
-  const std::vector<std::string> tokenizers = detail::tokenizers_of(*fam);
+  std::vector<std::string> tokenizers;
+  for (const DiffusersSlot& slot : fam->slots)
+    if (slot.folder.starts_with("text_encoder") &&
+        std::find(absent.begin(), absent.end(), slot.folder) == absent.end())
+      tokenizers.push_back(detail::tokenizer_of(slot.folder));
   if (!options.tokenizers_from.empty()) {
     // Tokenizer files are vocabularies, not weights: copied as they are from a folder that
     // has them.
@@ -502,13 +676,14 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
     }
   }
   const std::string_view pipeline = a.variant == "inpaint" ? fam->inpaint_pipeline : fam->pipeline;
-  files.push_back({"model_index.json", std::nullopt,
-                   detail::model_index_json(
-                       *fam, pipeline,
-                       options.tokenizers_from.empty() ? std::vector<std::string>{} : tokenizers),
-                   "model_index", in_path});
+  files.push_back(
+      {"model_index.json", std::nullopt,
+       detail::model_index_json(
+           *fam, pipeline,
+           options.tokenizers_from.empty() ? std::vector<std::string>{} : tokenizers, absent),
+       "model_index", in_path});
   if (kept.tensors > 0) report.dropped.push_back(kept);
-  if (options.tokenizers_from.empty())
+  if (options.tokenizers_from.empty() && !tokenizers.empty())
     report.notes.push_back(fmt::format(
         "not included: {} (a tokenizer cannot be derived from weights: give --tokenizers-from "
         "a diffusers folder that has it, or pass it to from_pretrained)",
@@ -530,7 +705,7 @@ Result<detail::FolderAsSingle> detail::read_folder_as_single(const std::string& 
       std::any_of(folder.parts.begin(), folder.parts.end(),
                   [](const DiffusersPart& p) { return p.name == "text_encoder"; });
   const DiffusersFamily* fam =
-      detail::diffusers_family_of_pipeline(folder.pipeline, has_text_encoder);
+      detail::diffusers_family_of_pipeline(folder.pipeline, has_text_encoder, folder.architecture);
   // SD1 and SD2 share their pipeline classes: the UNet's cross-attention width (its config,
   // which inspect reads) tells them apart; the weights are checked against it below.
   if (fam && fam->family == "sd1" && folder.architecture.starts_with("sd2"))
@@ -547,9 +722,37 @@ Result<detail::FolderAsSingle> detail::read_folder_as_single(const std::string& 
 
   std::vector<std::unique_ptr<OpenedInput>> inputs;
   std::vector<PartTensor> all;
+  // What the folder has no place for, from ckptkit_extra.safetensors when the folder came from
+  // a single file: its tensors, its metadata and where the denoiser sat.
+  std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  std::optional<std::string> denoiser_prefix;
+  const std::string extra_path = (fs::path(in_dir) / kExtraFile).string();
+  std::error_code ec;
+  if (fs::exists(extra_path, ec)) {
+    CKPT_ASSIGN_OR_RETURN(auto in, open_input(extra_path, out_path, o, false));
+    for (const TensorInfo& t : in->checkpoint().tensors)
+      all.push_back(detail::whole_tensor(*in, t));
+    metadata = in->checkpoint().metadata;
+    metadata.erase(std::string(kExtraKey));
+    if (auto it = metadata.find(std::string(kDenoiserPrefixKey)); it != metadata.end()) {
+      denoiser_prefix = it->second == "-" ? std::string() : it->second;
+      metadata.erase(it);
+    }
+    report.notes.push_back(fmt::format("{} tensors and the single file's metadata restored from {}",
+                                       in->checkpoint().tensors.size(), kExtraFile));
+    report.input_bytes += in->checkpoint().file_size;
+    inputs.push_back(std::move(in));
+  }
   for (const DiffusersSlot& slot : fam->slots) {
     const bool listed = std::any_of(folder.parts.begin(), folder.parts.end(),
                                     [&](const DiffusersPart& p) { return p.name == slot.folder; });
+    if (!listed && fam->parts_optional && !is_denoiser(slot.kind)) {
+      report.notes.push_back(
+          fmt::format("{}: [null, null] in model_index.json; the single file "
+                      "has no {}",
+                      slot.folder, part_display_name(slot.kind)));
+      continue;
+    }
     if (!listed)
       return Status(ErrorCode::kInvalidArgument,
                     fmt::format("model_index.json has no '{}' entry; a {} folder needs {}/{}",
@@ -574,9 +777,11 @@ Result<detail::FolderAsSingle> detail::read_folder_as_single(const std::string& 
       const detail::ShapeMap shapes = shapes_of(ts);
       const std::string config = (fs::path(in_dir) / slot.folder / "config.json").string();
       Result<std::string> derived =
-          slot.kind == PartKind::kUNet ? detail::unet_config_json(*fam, shapes, "epsilon", path)
-          : slot.kind == PartKind::kVae
-              ? detail::vae_config_json(*fam, shapes, path)
+          slot.kind == PartKind::kUNet    ? detail::unet_config_json(*fam, shapes, "epsilon", path)
+          : slot.kind == PartKind::kVae   ? detail::vae_config_json(*fam, shapes, path)
+          : slot.kind == PartKind::kT5xxl ? detail::t5_config_json(shapes, ts.front().dtype, path)
+          : is_denoiser(slot.kind)
+              ? detail::transformer_config_json(*fam, shapes, path)
               : detail::clip_config_json(slot.kind, shapes, ts.front().dtype, path);
       if (!derived) return derived.status();
       CKPT_RETURN_IF_ERROR(detail::check_config_against_weights(config, *derived));
@@ -611,6 +816,15 @@ Result<detail::FolderAsSingle> detail::read_folder_as_single(const std::string& 
         if (l->conv_as_linear) CKPT_RETURN_IF_ERROR(reshape_projection(t, false, path));
         out.push_back(std::move(t));
       }
+    } else if (slot.kind == PartKind::kFluxDiT || slot.kind == PartKind::kMMDiT) {
+      // The transformer's config was checked against these shapes above, so its rows divide
+      // as the rules say.
+      CKPT_ASSIGN_OR_RETURN(out, map_dit(fam->family, std::move(ts), false, path));
+    } else if (slot.kind == PartKind::kT5xxl) {
+      for (const PartTensor& t : ts)
+        if (t.name != "shared.weight" && !t.name.starts_with("encoder."))
+          return no_counterpart(path, t.name, part_display_name(slot.kind), "single-file");
+      out = std::move(ts);
     } else {
       for (const PartTensor& t : ts)
         if (!t.name.starts_with("text_model.") && t.name != "text_projection.weight")
@@ -623,24 +837,10 @@ Result<detail::FolderAsSingle> detail::read_folder_as_single(const std::string& 
       }
       out = std::move(ts);
     }
-    for (PartTensor& t : out) t.name = detail::add_component_prefix(t.name, *fslot);
+    detail::FamilySlot dest = *fslot;
+    if (is_denoiser(slot.kind) && denoiser_prefix) dest.prefix = *denoiser_prefix;
+    for (PartTensor& t : out) t.name = detail::add_component_prefix(t.name, dest);
     for (PartTensor& t : out) all.push_back(std::move(t));
-  }
-  std::map<std::string, std::string> metadata;
-  const std::string extra_path = (fs::path(in_dir) / kExtraFile).string();
-  std::error_code ec;
-  if (fs::exists(extra_path, ec)) {
-    CKPT_ASSIGN_OR_RETURN(auto in, open_input(extra_path, out_path, o, false));
-    for (const TensorInfo& t : in->checkpoint().tensors)
-      all.push_back(detail::whole_tensor(*in, t));
-    metadata = in->checkpoint().metadata;
-    metadata.erase(std::string(kExtraKey));
-    report.notes.push_back(fmt::format("{} tensors and the single file's metadata restored from {}",
-                                       in->checkpoint().tensors.size(), kExtraFile));
-    report.input_bytes += in->checkpoint().file_size;
-    inputs.push_back(std::move(in));
-  } else {
-    metadata = {{"format", "pt"}};
   }
   std::set<std::string_view> seen;
   for (const PartTensor& t : all)

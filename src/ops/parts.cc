@@ -34,20 +34,6 @@ Piece rows(const Piece& p, uint64_t r0, uint64_t r1) {
   return out;
 }
 
-/// Rows [r0, r1) of a tensor made of pieces concatenated along dimension 0 (a q/k/v fused by
-/// hf_to_openclip and cut again): the rows of each piece the range covers.
-std::vector<Piece> rows_of(const std::vector<Piece>& pieces, uint64_t r0, uint64_t r1) {
-  std::vector<Piece> out;
-  uint64_t first = 0;
-  for (const Piece& p : pieces) {
-    const uint64_t n = p.info.shape.empty() ? 0 : p.info.shape[0];
-    const uint64_t lo = std::max(r0, first), hi = std::min(r1, first + n);
-    if (lo < hi) out.push_back(rows(p, lo - first, hi - first));
-    first += n;
-  }
-  return out;
-}
-
 /// The transpose of a 2-D tensor, as a strided view (the gather producer materializes it).
 Piece transposed(const Piece& p) {
   Piece out = p;
@@ -180,12 +166,9 @@ Result<std::vector<PartTensor>> openclip_to_hf(std::vector<PartTensor> in,
         return not_convertible(path, t.name, "the fused projection is not 3 equal parts");
       const uint64_t w = t.shape[0] / 3;
       for (unsigned k = 0; k < 3; ++k) {
-        PartTensor p{fmt::format("{}self_attn.{}.{}", layer, kQkv[k], weight ? "weight" : "bias"),
-                     t.dtype,
-                     t.shape,
-                     rows_of(t.pieces, k * w, (k + 1) * w)};
-        p.shape[0] = w;
-        out.push_back(std::move(p));
+        out.push_back(row_slice(
+            t, k * w, w,
+            fmt::format("{}self_attn.{}.{}", layer, kQkv[k], weight ? "weight" : "bias")));
       }
       continue;
     }
@@ -267,6 +250,29 @@ Result<std::vector<PartTensor>> hf_to_openclip(std::vector<PartTensor> in, const
     for (unsigned k = 0; k < 3; ++k)
       for (const Piece& p : parts[k]->pieces) fused.pieces.push_back(p);
     out.push_back(std::move(fused));
+  }
+  return out;
+}
+
+PartTensor row_slice(const PartTensor& t, uint64_t r0, uint64_t count, std::string name) {
+  PartTensor out{std::move(name), t.dtype, t.shape, {}};
+  out.shape[0] = count;
+  uint64_t at = 0;  // first row of the current piece
+  for (const Piece& p : t.pieces) {
+    const uint64_t n = p.info.shape[0];
+    const uint64_t b = std::max(at, r0), e = std::min(at + n, r0 + count);
+    if (b < e) out.pieces.push_back(rows(p, b - at, e - at));
+    at += n;
+  }
+  return out;
+}
+
+PartTensor concat_rows(std::vector<PartTensor> parts, std::string name) {
+  PartTensor out{std::move(name), parts.front().dtype, parts.front().shape, {}};
+  out.shape[0] = 0;
+  for (PartTensor& p : parts) {
+    out.shape[0] += p.shape[0];
+    for (Piece& piece : p.pieces) out.pieces.push_back(std::move(piece));
   }
   return out;
 }

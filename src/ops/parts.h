@@ -62,6 +62,14 @@ Result<FolderAsSingle> read_folder_as_single(const std::string& in_dir,
                                              const std::string& out_path,
                                              const ReshapeOptions& o, ReshapeReport& report);
 
+/// Rows [r0, r0 + count) of `t` (dimension 0), named `name`: byte ranges of its pieces, no
+/// bytes move. `t` must have at least one dimension and whole-byte elements.
+PartTensor row_slice(const PartTensor& t, uint64_t r0, uint64_t count, std::string name);
+
+/// `parts` one after the other along dimension 0 (same dtype and trailing dimensions, which
+/// the caller checked), named `name`.
+PartTensor concat_rows(std::vector<PartTensor> parts, std::string name);
+
 /// A producer of `t`, cast to `to`.
 std::unique_ptr<TensorProducer> part_producer(const PartTensor& t, DType to);
 

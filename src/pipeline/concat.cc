@@ -32,6 +32,18 @@ class ConcatProducer final : public TensorProducer {
     return Status::ok();
   }
 
+  /// A hole where every part it overlaps is one (a sparse input stays sparse).
+  bool is_hole(uint64_t first, uint64_t count) const override {
+    uint64_t base = 0;
+    const uint64_t end = first + count;
+    for (size_t i = 0; i < parts_.size() && base < end; ++i) {
+      const uint64_t lo = std::max(first, base), hi = std::min(end, base + counts_[i]);
+      if (lo < hi && !parts_[i]->is_hole(lo - base, hi - lo)) return false;
+      base += counts_[i];
+    }
+    return true;
+  }
+
  private:
   std::vector<std::unique_ptr<TensorProducer>> parts_;
   std::vector<uint64_t> counts_;

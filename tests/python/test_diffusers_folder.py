@@ -759,14 +759,21 @@ class BadInput(TempDirTest):
                      names=[os.path.join(d, rel), "1024", "sd1"])
 
     def test_unknown_pipeline(self):
-        d = self.copy_folder("flux")
+        d = self.copy_folder("kandinsky")
         index = load_json(os.path.join(d, "model_index.json"))
+        index["_class_name"] = "KandinskyV22Pipeline"
+        os.unlink(os.path.join(d, "model_index.json"))
+        with open(os.path.join(d, "model_index.json"), "w") as f:
+            json.dump(index, f)
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=["KandinskyV22Pipeline", "StableDiffusionPipeline"])
+        # A supported pipeline whose required part is not in model_index.json.
         index["_class_name"] = "FluxPipeline"
         os.unlink(os.path.join(d, "model_index.json"))
         with open(os.path.join(d, "model_index.json"), "w") as f:
             json.dump(index, f)
         self.refused("convert", d, "-o", self.path("out.safetensors"),
-                     names=["FluxPipeline", "StableDiffusionPipeline"])
+                     names=["FluxPipeline", "transformer"])
 
     def test_a_tensor_without_a_single_file_name(self):
         d = self.copy_folder("strange")

@@ -5,7 +5,8 @@ For each family the folder is written by `convert --to diffusers` from a sparse 
 published layout whose every tensor starts with its own random bytes; `split` of the folder
 must give the same files, byte for byte, as `split` of the single file (each part's names,
 dtypes, shapes, data and metadata), so a part built from the wrong folder tensor, a CLIP-G left
-in OpenCLIP names or SD2's last text layer lost (it lives in the folder's extra file) are seen.
+in OpenCLIP names, a FLUX projection left cut, or SD2's last text layer lost (it lives in the
+folder's extra file) is seen.
 Then the refusals: a folder missing a part, --quant (needs a single file), an existing output.
 """
 import json
@@ -71,6 +72,11 @@ class SplitFolder(TempDirTest):
 
     def test_sdxl(self):
         self.check_family("sdxl-sgm", 3)
+
+    def test_flux_q_k_v_and_linear1_fused_back(self):
+        # The folder's transformer has q/k/v and linear1 cut into rows; its parts must come
+        # back fused, as in the single file.
+        self.check_family("flux1-dev-comfy-fp8-aio", 6)
 
     def test_refusals_write_nothing(self):
         src = self.path("sd15.safetensors")
