@@ -222,6 +222,9 @@ struct DiffusersOptions {
   /// save_pretrained 10 GB for unet/, transformer/, vae/; transformers' 5 GB for text
   /// encoders; decimal units, as they count).
   uint64_t max_shard_size = 0;
+  /// Part files to take the text encoders and VAE from (as `assemble` does), for a diffusion
+  /// model given alone (a FLUX or SD3 transformer file); `diffusion_model` is not used.
+  PartPaths parts;
 };
 
 Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std::string& out_dir,

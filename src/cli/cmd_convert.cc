@@ -68,6 +68,7 @@ Runner setup_convert(CLI::App& sub) {
   struct Opts {
     std::string in, out, dtype = "keep", quant, target = "comfyui", to, prediction, tokenizers,
                          max_shard;
+    PartPaths parts;  // --to diffusers of a diffusion model given alone
     uint64_t max_header = kDefaultMaxHeaderBytes;
     bool quiet = false;
     bool allow_dangerous = false;
@@ -97,6 +98,12 @@ Runner setup_convert(CLI::App& sub) {
                  "with --to diffusers: write a part's weights larger than this as shards with an "
                  "index (10GB, 500MB: decimal, as diffusers counts; 2G, 512M: binary; default: "
                  "10GB for unet/transformer/vae, 5GB for text encoders, the libraries' own)");
+  sub.add_option("--clip-l", o->parts.clip_l,
+                 "with --to diffusers: the CLIP-L part file for a diffusion model given alone "
+                 "(a FLUX or SD3 transformer, as ComfyUI loads them)");
+  sub.add_option("--clip-g", o->parts.clip_g, "with --to diffusers: the CLIP-G part file");
+  sub.add_option("--t5xxl", o->parts.t5xxl, "with --to diffusers: the T5-XXL part file");
+  sub.add_option("--vae", o->parts.vae, "with --to diffusers: the VAE part file");
   sub.add_option("--quant", o->quant,
                  "write GGUF with this type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_0, "
                  "q5_1, q4_k_m, q4_k_s, q4_0, q4_1, q3_k_m, q3_k_s, q2_k (docs/gguf.md)");
@@ -151,10 +158,19 @@ Runner setup_convert(CLI::App& sub) {
       "  ckptkit convert sd_xl_base_1.0.safetensors -o sdxl-diffusers --to diffusers\n"
       "  ckptkit convert v2-1_512-ema-pruned.safetensors -o sd21-base --to diffusers "
       "--prediction-type epsilon\n"
-      "  ckptkit convert flux1-dev.safetensors -o flux1-dev --to diffusers");
+      "  ckptkit convert flux1-dev.safetensors -o flux1-dev --to diffusers\n"
+      "  ckptkit convert flux1-dev-transformer.safetensors -o flux1-dev --to diffusers \\\n"
+      "      --clip-l clip_l.safetensors --t5xxl t5xxl_fp16.safetensors --vae ae.safetensors");
   return [o] {
     std::error_code ec;
     const bool folder_in = std::filesystem::is_directory(o->in, ec);
+    const PartPaths& p = o->parts;
+    if ((!p.clip_l.empty() || !p.clip_g.empty() || !p.t5xxl.empty() || !p.vae.empty()) &&
+        o->to.empty())
+      return report_error(Status(ErrorCode::kInvalidArgument,
+                                 "--clip-l, --clip-g, --t5xxl and --vae go with --to diffusers "
+                                 "(to make one file of parts: ckptkit assemble)",
+                                 o->in));
     if (folder_in || !o->to.empty()) {
       if (folder_in && !o->to.empty())
         return report_error(Status(ErrorCode::kInvalidArgument,
@@ -192,7 +208,8 @@ Runner setup_convert(CLI::App& sub) {
       auto report = folder_in
                         ? diffusers_to_single(o->in, o->out, options)
                         : single_to_diffusers(o->in, o->out,
-                                              {options, o->prediction, o->tokenizers, max_shard});
+                                              {options, o->prediction, o->tokenizers, max_shard,
+                                               o->parts});
       if (!report) return report_error(report.status());
       return print_folder_report(*report, o->quiet);
     }

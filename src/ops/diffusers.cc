@@ -426,13 +426,33 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
                   "(or give --force to write over the files of this one)",
                   out_dir);
   const std::string probe = (fs::path(out_dir) / "x").string();
-  CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, probe, o, true));
-  const Checkpoint& ck = in->checkpoint();
-  const Anatomy a = analyze(ck, &in->file());
+  // The input: one file, or (with part files) the single file assemble would make of them.
   ReshapeReport report;
+  std::unique_ptr<OpenedInput> file;
+  detail::AssembledSingle assembled;
+  std::unique_ptr<detail::TensorSource> source;
+  const PartPaths& parts = options.parts;
+  if (!parts.clip_l.empty() || !parts.clip_g.empty() || !parts.clip_h.empty() ||
+      !parts.t5xxl.empty() || !parts.vae.empty()) {
+    PartPaths with = parts;
+    with.diffusion_model = in_path;
+    CKPT_ASSIGN_OR_RETURN(assembled, detail::assemble_as_single(with, probe, o, true, report));
+    report.notes.push_back(fmt::format(
+        "the diffusion model and {} part file{} read as the single file `assemble` makes of them",
+        assembled.inputs.size() - 1, assembled.inputs.size() == 2 ? "" : "s"));
+    source = detail::TensorSource::of_tensors(in_path, std::move(assembled.tensors),
+                                              std::move(assembled.metadata), assembled.inputs,
+                                              report.input_bytes);
+  } else {
+    CKPT_ASSIGN_OR_RETURN(file, open_input(in_path, probe, o, true));
+    source = detail::TensorSource::of_file(*file);
+    report.input_bytes = file->checkpoint().file_size;
+  }
+  const detail::TensorSource& src = *source;
+  const Checkpoint& ck = *src.ck;
+  const Anatomy& a = src.a;
   report.architecture = a.architecture;
   report.family = a.family;
-  report.input_bytes = ck.file_size;
   const DiffusersFamily* fam = detail::diffusers_family(a.family, a.architecture);
   if (!fam)
     return Status(ErrorCode::kUnsupported,
@@ -496,7 +516,7 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
     if (is_denoiser(slot.kind) && fs_slot && c->prefix != fs_slot->prefix)
       denoiser_prefix = c->prefix.empty() ? std::string("-") : c->prefix;
     for (size_t i : c->tensors) placed[i] = true;
-    std::vector<PartTensor> ts = detail::component_tensors(*in, *c);
+    std::vector<PartTensor> ts = src.component(*c);
     for (const PartTensor& t : ts)
       if (is_quantized(t.dtype)) return quantized_refusal(in_path, t);
     if (fam->text_drops_last_layer && c->naming == Naming::kOpenClip) {
@@ -511,7 +531,7 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
       for (size_t k = 0; k < ts.size(); ++k) {
         const std::string& n = ts[k].name;
         if (n.starts_with(last_block) || n == "text_projection" || n == "logit_scale")
-          extra.push_back(detail::whole_tensor(*in, ck.tensors[c->tensors[k]]));
+          extra.push_back(src.tensor(c->tensors[k]));
         else
           keep.push_back(std::move(ts[k]));
       }
@@ -611,7 +631,7 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
                             detail::clip_config_json(slot.kind, shapes_of(out), dtype, where));
     }
     Plan plan;
-    in->add_inputs(plan);
+    src.add_inputs(plan);
     add_tensors(plan, out);
     plan.metadata = {{"format", "pt"}};
     for (FolderFile& f :
@@ -626,7 +646,7 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
   DroppedGroup kept{"kept_in_extra_file", 0, 0, {}};
   for (size_t i = 0; i < ck.tensors.size(); ++i) {
     if (placed[i]) continue;
-    extra.push_back(detail::whole_tensor(*in, ck.tensors[i]));
+    extra.push_back(src.tensor(i));
   }
   for (const PartTensor& t : extra) {
     if (is_quantized(t.dtype)) return quantized_refusal(in_path, t);
@@ -637,7 +657,7 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
   }
   {
     Plan plan;
-    in->add_inputs(plan);
+    src.add_inputs(plan);
     add_tensors(plan, extra);
     plan.metadata = ck.metadata;
     plan.metadata[std::string(kExtraKey)] =
@@ -657,21 +677,21 @@ Result<ReshapeReport> single_to_diffusers(const std::string& in_path, const std:
     // Tokenizer files are vocabularies, not weights: copied as they are from a folder that
     // has them.
     for (const std::string& t : tokenizers) {
-      const fs::path src = fs::path(options.tokenizers_from) / t;
+      const fs::path from = fs::path(options.tokenizers_from) / t;
       std::vector<std::string> names;
-      for (const auto& e : fs::directory_iterator(src, ec))
+      for (const auto& e : fs::directory_iterator(from, ec))
         if (e.is_regular_file(ec)) names.push_back(e.path().filename().string());
       if (names.empty())
         return Status(ErrorCode::kNotFound,
                       fmt::format("--tokenizers-from: expected the {} folder of a diffusers "
                                   "model here (vocab.json, merges.txt, …)",
                                   t),
-                      src.string());
+                      from.string());
       std::sort(names.begin(), names.end());
       for (const std::string& n : names) {
-        CKPT_ASSIGN_OR_RETURN(std::string text, read_small_text((src / n).string()));
+        CKPT_ASSIGN_OR_RETURN(std::string text, read_small_text((from / n).string()));
         files.push_back(
-            {fmt::format("{}/{}", t, n), std::nullopt, std::move(text), t, (src / n).string()});
+            {fmt::format("{}/{}", t, n), std::nullopt, std::move(text), t, (from / n).string()});
       }
     }
   }

@@ -105,6 +105,61 @@ Status check_convertible(const std::string& path, const PartTensor& t) {
 
 }  // namespace
 
+std::unique_ptr<TensorSource> TensorSource::of_file(const OpenedInput& in) {
+  auto s = std::make_unique<TensorSource>();
+  s->path = in.file().path();
+  s->ck = &in.checkpoint();
+  s->a = analyze(in.checkpoint(), &in.file());
+  s->in = &in;
+  s->files = {&in};
+  return s;
+}
+
+std::unique_ptr<TensorSource> TensorSource::of_tensors(
+    std::string path, std::vector<PartTensor> tensors, std::map<std::string, std::string> metadata,
+    const std::vector<std::unique_ptr<OpenedInput>>& inputs, uint64_t input_bytes) {
+  auto s = std::make_unique<TensorSource>();
+  s->path = std::move(path);
+  s->table.path = s->path;
+  s->table.file_size = input_bytes;
+  s->table.metadata = std::move(metadata);
+  uint64_t offset = 0;
+  for (const PartTensor& t : tensors) {
+    TensorInfo info;
+    info.name = t.name;
+    info.dtype = t.dtype;
+    info.shape = t.shape;
+    info.begin = offset;
+    for (const Piece& piece : t.pieces) offset += piece.info.nbytes();
+    info.end = offset;
+    s->table.tensors.push_back(std::move(info));
+  }
+  s->ck = &s->table;
+  s->a = analyze(s->table);
+  s->whole = std::move(tensors);
+  for (const auto& in : inputs) s->files.push_back(in.get());
+  return s;
+}
+
+PartTensor TensorSource::tensor(size_t i) const {
+  return in ? whole_tensor(*in, ck->tensors[i]) : whole[i];
+}
+
+std::vector<PartTensor> TensorSource::component(const Component& c) const {
+  if (in) return component_tensors(*in, c);
+  std::vector<PartTensor> out;
+  for (size_t i : c.tensors) {
+    PartTensor p = whole[i];
+    p.name = component_local_name(c, p.name);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+void TensorSource::add_inputs(Plan& plan) const {
+  for (const OpenedInput* f : files) f->add_inputs(plan);
+}
+
 PartTensor whole_tensor(const OpenedInput& in, const TensorInfo& t) {
   auto [file, info] = in.locate(t);
   return {t.name, t.dtype, t.shape, {{file, info}}};

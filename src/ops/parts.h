@@ -70,6 +70,41 @@ PartTensor row_slice(const PartTensor& t, uint64_t r0, uint64_t count, std::stri
 /// the caller checked), named `name`.
 PartTensor concat_rows(std::vector<PartTensor> parts, std::string name);
 
+/// A diffusion model and part files (assemble's inputs) as the single file assemble writes:
+/// every tensor under its single-file name, in assemble's order, and that file's metadata.
+/// Defined in ops/reshape.cc.
+struct AssembledSingle {
+  std::vector<std::unique_ptr<OpenedInput>> inputs;
+  std::vector<PartTensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+Result<AssembledSingle> assemble_as_single(const PartPaths& paths, const std::string& out_path,
+                                           const ReshapeOptions& o, bool allow_missing,
+                                           ReshapeReport& report);
+
+/// What an op takes apart: a checkpoint table, its analysis and where each tensor's bytes are.
+/// Either one opened file (`of_file`) or tensors gathered from several files under the names
+/// of one single file (`of_tensors`: a diffusers folder, or a transformer and its parts), whose
+/// table is made up for the anatomy (offsets are cumulative sizes). The inputs must outlive it.
+struct TensorSource {
+  std::string path;
+  Checkpoint table;                 ///< of_tensors only; `ck` points here then
+  const Checkpoint* ck = nullptr;
+  Anatomy a;
+  const OpenedInput* in = nullptr;  ///< the single file; null for gathered tensors
+  std::vector<PartTensor> whole;    ///< gathered tensors, as ck->tensors
+  std::vector<const OpenedInput*> files;
+
+  static std::unique_ptr<TensorSource> of_file(const OpenedInput& in);
+  static std::unique_ptr<TensorSource> of_tensors(
+      std::string path, std::vector<PartTensor> tensors, std::map<std::string, std::string> metadata,
+      const std::vector<std::unique_ptr<OpenedInput>>& inputs, uint64_t input_bytes);
+
+  PartTensor tensor(size_t i) const;                         ///< tensor i, its own name
+  std::vector<PartTensor> component(const Component& c) const;  ///< component_tensors
+  void add_inputs(Plan& plan) const;
+};
+
 /// A producer of `t`, cast to `to`.
 std::unique_ptr<TensorProducer> part_producer(const PartTensor& t, DType to);
 

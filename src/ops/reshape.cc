@@ -302,35 +302,7 @@ std::vector<size_t> model_config_tensors(const Anatomy& a) {
 
 namespace {
 
-/// What split takes apart: a checkpoint's table, its analysis and each tensor's bytes. A single
-/// file is its own source; a diffusers folder is read as the single file it converts to.
-struct SplitSource {
-  std::string path;
-  const Checkpoint* ck = nullptr;
-  Anatomy a;
-  const OpenedInput* in = nullptr;  ///< the single file; null for a folder (`whole` then)
-  std::vector<PartTensor> whole;    ///< a folder's tensors, as ck->tensors
-  std::vector<const OpenedInput*> files;
-
-  PartTensor tensor(size_t i) const {
-    return in ? detail::whole_tensor(*in, ck->tensors[i]) : whole[i];
-  }
-  std::vector<PartTensor> component(const Component& c) const {
-    if (in) return detail::component_tensors(*in, c);
-    std::vector<PartTensor> out;
-    for (size_t i : c.tensors) {
-      PartTensor p = whole[i];
-      p.name = detail::component_local_name(c, p.name);
-      out.push_back(std::move(p));
-    }
-    return out;
-  }
-  void add_inputs(Plan& plan) const {
-    for (const OpenedInput* f : files) f->add_inputs(plan);
-  }
-};
-
-Result<ReshapeReport> split_source(const SplitSource& src, const std::string& out_dir,
+Result<ReshapeReport> split_source(const detail::TensorSource& src, const std::string& out_dir,
                                    const SplitOptions& options) {
   const ReshapeOptions& o = options.common;
   const std::string& in_path = src.path;
@@ -446,41 +418,16 @@ Result<ReshapeReport> split_file(const std::string& in_path, const std::string& 
     ReshapeReport read;
     CKPT_ASSIGN_OR_RETURN(detail::FolderAsSingle f,
                           detail::read_folder_as_single(in_path, probe, o, read));
-    Checkpoint ck;
-    ck.path = in_path;
-    ck.file_size = read.input_bytes;
-    ck.metadata = std::move(f.metadata);
-    uint64_t offset = 0;
-    for (const PartTensor& t : f.tensors) {
-      TensorInfo info;
-      info.name = t.name;
-      info.dtype = t.dtype;
-      info.shape = t.shape;
-      info.begin = offset;
-      for (const detail::Piece& piece : t.pieces) offset += piece.info.nbytes();
-      info.end = offset;
-      ck.tensors.push_back(std::move(info));
-    }
-    SplitSource src;
-    src.path = in_path;
-    src.ck = &ck;
-    src.a = analyze(ck);
-    src.whole = std::move(f.tensors);
-    for (const auto& in : f.inputs) src.files.push_back(in.get());
-    CKPT_ASSIGN_OR_RETURN(ReshapeReport report, split_source(src, out_dir, options));
+    auto src = detail::TensorSource::of_tensors(in_path, std::move(f.tensors),
+                                                std::move(f.metadata), f.inputs, read.input_bytes);
+    CKPT_ASSIGN_OR_RETURN(ReshapeReport report, split_source(*src, out_dir, options));
     report.notes.insert(report.notes.begin(), read.notes.begin(), read.notes.end());
     report.dropped.insert(report.dropped.begin(), read.dropped.begin(), read.dropped.end());
     report.input_bytes = read.input_bytes;
     return report;
   }
   CKPT_ASSIGN_OR_RETURN(auto in, open_input(in_path, probe, o, "split", true));
-  SplitSource src;
-  src.path = in_path;
-  src.ck = &in->checkpoint();
-  src.a = analyze(in->checkpoint(), &in->file());
-  src.in = in.get();
-  src.files = {in.get()};
-  return split_source(src, out_dir, options);
+  return split_source(*detail::TensorSource::of_file(*in), out_dir, options);
 }
 
 // --- assemble and swap -----------------------------------------------------------------------
@@ -543,13 +490,14 @@ Result<std::map<PartKind, std::vector<PartTensor>>> gather_parts(
 
 }  // namespace
 
-Result<ReshapeReport> assemble_files(const PartPaths& paths, const std::string& out_path,
-                                     const AssembleOptions& options) {
-  const ReshapeOptions& o = options.common;
+Result<detail::AssembledSingle> detail::assemble_as_single(const PartPaths& paths,
+                                                          const std::string& out_path,
+                                                          const ReshapeOptions& o,
+                                                          bool allow_missing,
+                                                          ReshapeReport& report) {
   if (paths.diffusion_model.empty())
     return Status(ErrorCode::kInvalidArgument, "--diffusion-model is required");
-  CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
-  CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
+  AssembledSingle out;
   CKPT_ASSIGN_OR_RETURN(auto dm_in,
                         open_input(paths.diffusion_model, out_path, o, "assemble", true));
   const Checkpoint& ck = dm_in->checkpoint();
@@ -557,7 +505,7 @@ Result<ReshapeReport> assemble_files(const PartPaths& paths, const std::string& 
   CKPT_ASSIGN_OR_RETURN(const FamilyLayout* fam,
                         family_of(a, paths.diffusion_model, "no single-file layout can be chosen"));
   const Component* dm = a.find(Role::kDiffusionModel);
-  ReshapeReport report = report_for(a, ck);
+  report = report_for(a, ck);
 
   const std::vector<Requested> req = requested_parts(paths);
   std::vector<std::unique_ptr<OpenedInput>> inputs;
@@ -566,32 +514,47 @@ Result<ReshapeReport> assemble_files(const PartPaths& paths, const std::string& 
   for (const FamilySlot& s : fam->slots)
     if (s.required && s.kind != dm->kind && !parts.count(s.kind))
       missing.push_back(flag_of(s.kind));
-  if (!missing.empty() && !options.allow_missing)
+  if (!missing.empty() && !allow_missing)
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("a {} file also needs {} (or --allow-missing to write it without)",
                               fam->display, fmt::join(missing, ", ")),
                   paths.diffusion_model);
 
-  Plan plan;
-  dm_in->add_inputs(plan);
-  for (const auto& in : inputs) in->add_inputs(plan);
   CKPT_ASSIGN_OR_RETURN(LoadedPart dpart, load_part(*dm_in, *dm, report));
-  CKPT_ASSIGN_OR_RETURN(auto dts,
+  CKPT_ASSIGN_OR_RETURN(out.tensors,
                         to_slot(std::move(dpart), fam->slots[0], paths.diffusion_model, report));
-  add_tensors(plan, dts, report);
-  std::vector<PartTensor> markers;
   for (size_t i : model_config_tensors(a))
-    markers.push_back(detail::whole_tensor(*dm_in, ck.tensors[i]));
-  add_tensors(plan, markers, report);
-  for (auto& [kind, ts] : parts) add_tensors(plan, ts, report);
-  plan.metadata = metadata_for(ck, true, a.modelspec, fam->implementation,
-                               o.title.empty() ? title_of(ck, paths.diffusion_model) : o.title);
+    out.tensors.push_back(detail::whole_tensor(*dm_in, ck.tensors[i]));
+  for (auto& [kind, ts] : parts)
+    for (PartTensor& t : ts) out.tensors.push_back(std::move(t));
+  out.metadata = metadata_for(ck, true, a.modelspec, fam->implementation,
+                              o.title.empty() ? title_of(ck, paths.diffusion_model) : o.title);
+  for (const auto& in : inputs) report.input_bytes += in->checkpoint().file_size;
+  out.inputs.push_back(std::move(dm_in));
+  for (auto& in : inputs) out.inputs.push_back(std::move(in));
+  return out;
+}
+
+Result<ReshapeReport> assemble_files(const PartPaths& paths, const std::string& out_path,
+                                     const AssembleOptions& options) {
+  const ReshapeOptions& o = options.common;
+  if (paths.diffusion_model.empty())
+    return Status(ErrorCode::kInvalidArgument, "--diffusion-model is required");
+  CKPT_RETURN_IF_ERROR(check_safetensors_output_name(out_path));
+  CKPT_RETURN_IF_ERROR(check_output_path(out_path, o.run.force));
+  ReshapeReport report;
+  CKPT_ASSIGN_OR_RETURN(detail::AssembledSingle single,
+                        detail::assemble_as_single(paths, out_path, o, options.allow_missing,
+                                                   report));
+  Plan plan;
+  for (const auto& in : single.inputs) in->add_inputs(plan);
+  add_tensors(plan, single.tensors, report);
+  plan.metadata = std::move(single.metadata);
   std::vector<std::pair<Plan, WrittenFile>> outs;
   outs.emplace_back(std::move(plan), WrittenFile{out_path, "model", 0, 0, paths.diffusion_model});
   RunOptions run = o.run;
   if (run.label == RunOptions{}.label) run.label = "assembling";
   CKPT_RETURN_IF_ERROR(run_one(outs, run, report));
-  for (const auto& in : inputs) report.input_bytes += in->checkpoint().file_size;
   return report;
 }
 

@@ -384,6 +384,42 @@ class FluxSamples(TempDirTest):
                                       "text_encoders.clip_l.logit_scale",
                                       "text_encoders.t5xxl.logit_scale"})
 
+    def test_transformer_with_part_files(self):
+        # ComfyUI's parts of a FLUX model: the transformer and --clip-l/--t5xxl/--vae make the
+        # folder the all-in-one file makes (only the extra file, which carries the single
+        # file's metadata, differs), and that folder converts back to what assemble writes.
+        src = self.path("aio.safetensors")
+        run("sample", "--layout", "flux1-dev-comfy-fp8-aio", "--sparse", "-o", src)
+        parts = self.path("parts")
+        run("split", src, "-o", parts, "--name", "f", "--no-sync")
+        dm = os.path.join(parts, "diffusion_models/f.safetensors")
+        te = os.path.join(parts, "text_encoders")
+        given = ["--clip-l", os.path.join(te, "f-clip_l.safetensors"),
+                 "--t5xxl", os.path.join(te, "f-t5xxl.safetensors"),
+                 "--vae", os.path.join(parts, "vae/f-vae.safetensors")]
+        whole, folder = self.path("whole"), self.path("folder")
+        run("convert", src, "-o", whole, "--to", "diffusers", "--no-sync")
+        run("convert", dm, "-o", folder, "--to", "diffusers", *given, "--no-sync")
+        self.assertEqual(listing(folder), listing(whole))
+        for rel in listing(whole):
+            a = os.path.join(whole, rel)
+            if os.path.isfile(a) and rel != "ckptkit_extra.safetensors":
+                self.assertTrue(same_file(a, os.path.join(folder, rel)), rel)
+        back, assembled = self.path("back.safetensors"), self.path("assembled.safetensors")
+        run("convert", folder, "-o", back, "--no-sync")
+        run("assemble", "--diffusion-model", dm, *given, "-o", assembled, "--no-sync")
+        self.assertTrue(same_file(back, assembled))
+        # Refusals write nothing: parts without --to, a part FLUX does not use.
+        before = listing(self.tmp)
+        p = run("convert", dm, "-o", self.path("x.safetensors"), *given, check=False)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--to diffusers", p.stderr)
+        p = run("convert", dm, "-o", self.path("y"), "--to", "diffusers", "--clip-g",
+                os.path.join(te, "f-clip_l.safetensors"), check=False)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("CLIP-G", p.stderr)
+        self.assertEqual(listing(self.tmp), before)
+
 
 # diffusers' convert_sd3_to_diffusers.py, rule by rule.
 SD3_TOP = {
