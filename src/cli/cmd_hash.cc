@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "ckptkit/hash.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "io/errors.h"
@@ -123,7 +124,7 @@ Runner setup_hash(CLI::App& sub) {
         w.end_object();
       }
       w.end_array();
-      std::fputs(w.str().c_str(), stdout);
+      print_out(w.str());
       return rc;
     }
     std::string out;
@@ -157,7 +158,7 @@ Runner setup_hash(CLI::App& sub) {
                              e.stored, e.computed, e.note);
       }
     }
-    std::fputs(out.c_str(), stdout);
+    print_out(out);
     return rc;
   };
 }

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "ckptkit/lora.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "pipeline/progress.h"
@@ -21,7 +22,7 @@ int finish_json(JsonWriter& w, const std::vector<std::string>& notes, const RunS
   w.key("output_bytes").value(stats.bytes_written);
   w.key("seconds").value(fmt::format("{:.3f}", stats.seconds));
   w.end_object();
-  std::fputs(w.str().c_str(), stdout);
+  print_out(w.str());
   return kExitOk;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "ckptkit/verify.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "pipeline/progress.h"
@@ -100,7 +101,7 @@ Runner setup_verify(CLI::App& sub) {
             x.message, x.offset == UINT64_MAX ? "" : fmt::format(" (at byte {:#x})", x.offset));
     }
     w.end_array();
-    std::fputs(o->json ? w.str().c_str() : text.c_str(), stdout);
+    print_out(o->json ? w.str() : text);
     return rc;
   };
 }

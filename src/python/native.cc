@@ -19,16 +19,21 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ckptkit/dtype.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
+#include "cli/app.h"
 #include "cli/inspect_report.h"
 #include "cli/json_writer.h"
 #include "cli/scan_report.h"
@@ -293,6 +298,75 @@ void write_safetensors(const std::string& path, const py::list& tensors,
   if (!st.is_ok()) raise_status(st);
 }
 
+/// Runs `ckptkit ARGS...` in this process (cli/app.h: the command's own flags, checks and
+/// --json report) on a worker thread, with the GIL released. This thread wakes every 50 ms to
+/// take the GIL, let Python handle signals (Ctrl-C raises KeyboardInterrupt here: signal
+/// handlers run only on the main thread) and call `progress(done, total)` when the byte count
+/// moved; an exception from either sets the monitor's cancel flag, the executor stops between
+/// chunks and discards its output, and the exception is raised once the worker has ended.
+/// Returns (exit status, what the command printed on stdout).
+constexpr int kExitError = 2;  // the program's exit status for an error (cli/commands.h)
+
+py::tuple run_command(const std::vector<std::string>& args, const py::object& progress) {
+  RunMonitor monitor;
+  cli::Capture capture;
+  capture.monitor = &monitor;
+  int rc = kExitError;
+  std::exception_ptr failure;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false;
+  std::thread worker([&] {
+    try {
+      rc = cli::run_captured(args, capture);
+    } catch (const std::bad_alloc&) {
+      capture.error = Status(ErrorCode::kInternal, "out of memory");
+      rc = kExitError;
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    finished = true;
+    cv.notify_all();
+  });
+  std::optional<py::error_already_set> pending;  // the exception that cancelled the work
+  uint64_t reported = ~uint64_t{0};
+  for (;;) {
+    bool done = false;
+    {
+      py::gil_scoped_release unlocked;
+      std::unique_lock<std::mutex> lock(mu);
+      done = cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return finished; });
+    }
+    if (done) break;
+    if (pending || monitor.cancel.load()) continue;
+    if (PyErr_CheckSignals() != 0) {
+      pending.emplace();  // takes the raised exception
+      monitor.cancel.store(true);
+      continue;
+    }
+    const uint64_t d = monitor.done.load(), t = monitor.total.load();
+    if (!progress.is_none() && t != 0 && d != reported) {
+      reported = d;
+      try {
+        progress(d, t);
+      } catch (py::error_already_set& e) {
+        pending.emplace(std::move(e));
+        monitor.cancel.store(true);
+      }
+    }
+  }
+  worker.join();
+  if (pending) throw py::error_already_set(std::move(*pending));
+  if (failure) std::rethrow_exception(failure);
+  // The last call sees the whole count, so a caller's bar ends at 100 %.
+  const uint64_t d = monitor.done.load(), t = monitor.total.load();
+  if (rc == 0 && !progress.is_none() && t != 0 && d != reported) progress(d, t);
+  if (!capture.dangerous_report.empty()) raise_status(capture.error, capture.dangerous_report);
+  if (!capture.error.is_ok()) raise_status(capture.error);
+  return py::make_tuple(rc, capture.out);
+}
+
 }  // namespace
 }  // namespace ckptkit::python
 
@@ -316,6 +390,7 @@ PYBIND11_MODULE(_native, m) {
   m.def("open_file", &open_file, py::arg("path"), py::arg("allow_dangerous"));
   m.def("scan", &scan_path, py::arg("path"));
   m.def("inspect", &inspect_path, py::arg("path"), py::arg("tensors"));
+  m.def("run_command", &run_command, py::arg("args"), py::arg("progress"));
   m.def("write_safetensors", &write_safetensors, py::arg("path"), py::arg("tensors"),
         py::arg("metadata"));
   m.def(
