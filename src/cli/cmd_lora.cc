@@ -158,6 +158,10 @@ Runner setup_bake(CLI::App& sub) {
     if (!report) {
       // --strict refusals are "problems found", not errors of the input.
       if (o->strict && report.status().message().starts_with("--strict")) {
+        if (Capture* c = current_capture()) {
+          c->error = report.status();
+          return kExitProblems;
+        }
         std::fprintf(stderr, "ckptkit: %s\n", report.status().to_string().c_str());
         return kExitProblems;
       }

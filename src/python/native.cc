@@ -38,6 +38,7 @@
 #include "cli/json_writer.h"
 #include "cli/scan_report.h"
 #include "io/output.h"
+#include "lora/svd.h"
 
 namespace py = pybind11;
 
@@ -393,6 +394,8 @@ PYBIND11_MODULE(_native, m) {
   m.def("run_command", &run_command, py::arg("args"), py::arg("progress"));
   m.def("write_safetensors", &write_safetensors, py::arg("path"), py::arg("tensors"),
         py::arg("metadata"));
+  m.def("blas_core", &ckptkit::detail::blas_core_name,
+        "The OpenBLAS kernel family this process runs (lora_extract/lora_resize's SVDs).");
   m.def(
       "live_mappings", [] { return g_live_mappings.load(); },
       "How many file mappings are alive (tests of the arrays' lifetime).");
