@@ -591,29 +591,31 @@ def _doc(f):
     return f
 
 
-def hash(path, *, algo="sha256", jobs=None):
+def hash(path, *, algo="sha256", jobs=None, progress=None):
     """Identity hashes of one file or a list of files, each from one read: the fields of
     `ckptkit hash --json` (path, size, hashes {name: hex}, not_defined, embedded: the hashes
     recorded in the metadata and whether they match). algo: comma-separated sha256, autov1,
-    autov2, autov3, crc32, blake3 or "all". A single path gives one dict, a list a list."""
+    autov2, autov3, crc32, blake3 or "all". A single path gives one dict, a list a list.
+    progress(done_bytes, total_bytes) and Ctrl-C as for convert."""
     a = _Argv("hash", "hash")
     single = a.inputs("path", path)
     a.str("--algo", "algo", algo)
     a.int("--jobs", "jobs", jobs)
-    r = a.run(None)
+    r = a.run(progress)
     return r[0] if single else r
 
 
-def verify(path, *, structure_only=False, max_abs=None, threads=None):
+def verify(path, *, structure_only=False, max_abs=None, threads=None, progress=None):
     """Is the file intact and sound? The fields of `ckptkit verify --json` for one file (a dict)
     or a list of files (a list): structure, lint, anatomy defects and, unless structure_only,
-    NaN/Inf/zero counts of every value. Problems are reported in the result, not raised."""
+    NaN/Inf/zero counts of every value. Problems are reported in the result, not raised.
+    progress(done_bytes, total_bytes) follows the value pass; Ctrl-C stops it."""
     a = _Argv("verify", "verify")
     single = a.inputs("path", path)
     a.flag("--structure-only", "structure_only", structure_only)
     a.float("--max-abs", "max_abs", max_abs)
     a.int("--threads", "threads", threads)
-    r = a.run(None)
+    r = a.run(progress)
     return r[0] if single else r
 
 

@@ -74,6 +74,7 @@ Runner setup_hash(CLI::App& sub) {
     HashOptions options;
     options.algos = *algos;
     options.parallel_files = o->jobs;
+    if (Capture* c = current_capture()) options.monitor = c->monitor;
     const std::vector<FileHashes> results = hash_files(o->files, options);
     int rc = kExitOk;
     for (const FileHashes& r : results) {

@@ -42,6 +42,7 @@ Runner setup_verify(CLI::App& sub) {
     options.values = !o->quick;
     options.max_abs = o->max_abs;
     options.threads = o->threads;
+    if (Capture* c = current_capture()) options.monitor = c->monitor;
     int rc = kExitOk;
     JsonWriter w;
     w.begin_array();

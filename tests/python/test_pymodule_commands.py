@@ -285,3 +285,15 @@ def test_progress_callback_sees_increasing_counts(sd15, tmp):
     dones = [d for d, _ in seen]
     assert dones == sorted(dones) and len(set(dones)) == len(dones)
     assert seen[-1][0] == seen[-1][1] > 0
+
+
+def test_hash_and_verify_report_progress(tmp):
+    path = os.path.join(tmp, "clip-progress.safetensors")
+    ckptkit.sample("clip-l", path, seed=2, force=True)
+    seen = []
+    ckptkit.hash(path, algo="blake3", progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1] == (os.path.getsize(path), os.path.getsize(path))
+    seen.clear()
+    ckptkit.verify(path, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1] > 0
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
