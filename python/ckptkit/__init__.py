@@ -99,6 +99,7 @@ _SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "U32": 4, "I32": 4, "
           "I64": 8, "F16": 2, "BF16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
           "C64": 8}
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_FLOATS = {"F16", "BF16", "F32", "F64"}
 
 
 def _np_dtype(name, tensor, path):
@@ -136,12 +137,25 @@ def _torch_dtype(name, tensor, path):
 class _Opened:
     """A file's table and its mapping, and the arrays built over it."""
 
-    def __init__(self, path, allow_dangerous):
+    def __init__(self, path, allow_dangerous, dtype=None, raw=False):
         path = _check_path(path)
         if not isinstance(allow_dangerous, bool):
             raise TypeError(f"allow_dangerous must be a bool, not {type(allow_dangerous).__name__}")
+        if not isinstance(raw, bool):
+            raise TypeError(f"raw must be a bool, not {type(raw).__name__}")
+        if dtype is not None:
+            if not isinstance(dtype, str):
+                raise TypeError(f"dtype must be a str or None, not {type(dtype).__name__}")
+            if dtype.upper() not in ("F32", "F16", "BF16"):
+                raise ValueError(f'dtype must be "f32", "f16" or "bf16", not {dtype!r}')
+            dtype = dtype.upper()
         with _translate():
             info = _native.open_file(path, allow_dangerous)
+        if info["format"] != "gguf" and (dtype is not None or raw):
+            raise ValueError("dtype= and raw= choose how GGUF blocks are read; this file is "
+                             f"{info['format']} (ckptkit.convert casts other files)")
+        self.gguf_dtype, self.raw = dtype, raw
+        self.block_types = info["block_types"]
         self.path = path
         self.format = info["format"]
         self.mapping = info["mapping"]
@@ -233,7 +247,35 @@ class _Opened:
         return t
 
     def get(self, name, framework):
+        if self.format == "gguf":
+            dtype = self.tensors[name][1]
+            if dtype in self.block_types or (self.gguf_dtype not in (None, dtype)
+                                             and dtype in _FLOATS):
+                return self.gguf(name, framework)
         return self.torch(name) if framework == "pt" else self.numpy(name)
+
+    def gguf(self, name, framework):
+        """A GGUF tensor decoded: block types dequantized exactly as ggml does (to F32, or the
+        dtype asked for), plain floats cast; with raw, blocks as a 1-D uint8 view."""
+        _, dtype, shape, begin, nbytes, _, _, _ = self.tensors[name]
+        if self.raw and dtype in self.block_types:
+            a = self._u8(begin, nbytes)
+            return _torch().from_numpy(a) if framework == "pt" else a
+        to = self.gguf_dtype or "F32"
+        if framework == "np" and to == "BF16":
+            raise Error(f'{self.path}: NumPy has no BF16: use framework="pt", or dtype="f32" '
+                        'or "f16"', "unsupported", self.path)
+        numel = 1
+        for d in shape:
+            numel *= d
+        out = np.empty(numel, {"F32": np.float32, "F16": np.float16, "BF16": np.int16}[to])
+        with _translate():
+            _native.decode_gguf(self.mapping, begin, nbytes, dtype, numel, to, out)
+        out = out.reshape(tuple(shape))
+        if framework == "np":
+            return out
+        t = _torch().from_numpy(out)
+        return t.view(_torch().bfloat16) if to == "BF16" else t
 
 
 def _signed(size):
@@ -249,7 +291,7 @@ def _contiguous_strides(shape):
     return list(reversed(strides))
 
 
-def load(path, framework="np", allow_dangerous=False):
+def load(path, framework="np", allow_dangerous=False, dtype=None, raw=False):
     """Loads every tensor of a checkpoint into a dict {name: array}, without copying.
 
     path: a .safetensors file or a PyTorch .ckpt/.pt/.pth/.bin file (zip or legacy format),
@@ -260,6 +302,11 @@ def load(path, framework="np", allow_dangerous=False):
       tensors raise ckptkit.Error naming framework="pt".
     allow_dangerous: a PyTorch file that `scan` calls dangerous (torch.load would run code)
       raises DangerousPickleError unless this is True.
+    dtype, raw (GGUF files only): block-quantized tensors (Q8_0, Q4_K, ...) are dequantized,
+      bit for bit as ggml's dequantize_row_<type>, to dtype: "f32" (the default), "f16" or
+      "bf16" (framework="pt"); the file's float tensors are cast to it too (kept as they are,
+      zero-copy, when dtype is None). raw=True gives block-quantized tensors as 1-D uint8
+      arrays of their block bytes instead (zero-copy), for code that dequantizes itself.
 
     The arrays view a private copy-on-write mapping of the file (writing to them never changes
     the file), which stays mapped as long as any of them lives. Views and shared storages of a
@@ -270,7 +317,7 @@ def load(path, framework="np", allow_dangerous=False):
     DangerousPickleError (.report), Error, TypeError (a wrong argument type, named).
     """
     framework = _check_framework(framework)
-    f = _Opened(path, allow_dangerous)
+    f = _Opened(path, allow_dangerous, dtype, raw)
     return {name: f.get(name, framework) for name in f.tensors}
 
 
@@ -285,15 +332,16 @@ class safe_open:
             part = f.get_slice("w")[:, 1:3]
             f.metadata()
 
-    Works for .safetensors and PyTorch files (which are scanned first: see load's
-    allow_dangerous). device must be "cpu".
+    Works for .safetensors, PyTorch files (which are scanned first: see load's
+    allow_dangerous) and GGUF files (dtype and raw as in load). device must be "cpu".
     """
 
-    def __init__(self, path, framework="pt", device="cpu", allow_dangerous=False):
+    def __init__(self, path, framework="pt", device="cpu", allow_dangerous=False, dtype=None,
+                 raw=False):
         self._framework = _check_framework(framework)
         if device != "cpu":
             raise ValueError(f'device must be "cpu", not {device!r}')
-        self._f = _Opened(path, allow_dangerous)
+        self._f = _Opened(path, allow_dangerous, dtype, raw)
 
     def __enter__(self):
         return self

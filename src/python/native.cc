@@ -29,7 +29,9 @@
 #include <thread>
 #include <vector>
 
+#include "ckptkit/cast.h"
 #include "ckptkit/dtype.h"
+#include "ckptkit/gguf.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
@@ -164,10 +166,6 @@ py::dict open_file(const std::string& path, bool allow_dangerous) {
     verdict = py::str(std::string(verdict_name(r->scan->verdict)));
     if (r->scan->verdict == Verdict::kDangerous && !allow_dangerous) raise_dangerous(path, report);
   }
-  if (ck.format == FileFormat::kGguf)
-    raise_status(Status(ErrorCode::kUnsupported,
-                        "GGUF files cannot be loaded from Python yet (ckptkit convert them)",
-                        path));
   Result<std::shared_ptr<Mapping>> m = map_file(path, ck.file_size);
   if (!m.is_ok()) raise_status(m.status());
   const uint64_t size = (*m)->size();
@@ -214,7 +212,87 @@ py::dict open_file(const std::string& path, bool allow_dangerous) {
   out["state_dict_key"] = ck.torch.state_dict_key;
   out["tensors"] = tensors;
   out["storages"] = storages;
+  py::dict blocks;  // the block types present: name -> (elements, bytes) per block
+  for (const TensorInfo& t : ck.tensors)
+    if (is_quantized(t.dtype))
+      blocks[py::str(std::string(dtype_info(t.dtype).name))] =
+          py::make_tuple(dtype_info(t.dtype).block, dtype_info(t.dtype).block_bytes);
+  out["block_types"] = blocks;
   return out;
+}
+
+/// Decodes the GGUF tensor stored at [begin, begin + nbytes) of `map` as `numel` elements of
+/// `from` (a block type, dequantized bit for bit as ggml does, or a plain float type) into
+/// `out`, a writable buffer of `numel` elements of `to` (F32, F16 or BF16; a block type goes
+/// through F32). Chunks of whole blocks on one thread per core, the GIL released.
+void decode_gguf(const Mapping& map, uint64_t begin, uint64_t nbytes, const std::string& from,
+                 uint64_t numel, const std::string& to, const py::buffer& out) {
+  // Any dtype by its name, the block types included (parse_dtype knows safetensors' only).
+  auto by_name = [](const std::string& name) -> std::optional<DType> {
+    for (const DTypeInfo& d : all_dtypes())
+      if (d.name == name) return d.dtype;
+    return std::nullopt;
+  };
+  const auto in_t = by_name(from);
+  const auto out_t = by_name(to);
+  if (!in_t || !out_t)
+    raise_status(Status(ErrorCode::kInvalidArgument, "unknown dtype " + from + " or " + to));
+  py::buffer_info b = out.request(/*writable=*/true);
+  const std::optional<uint64_t> in_bytes = dtype_bytes(*in_t, numel);
+  const std::optional<uint64_t> out_bytes = dtype_bytes(*out_t, numel);
+  if (!in_bytes || *in_bytes != nbytes || begin > map.size() || nbytes > map.size() - begin)
+    raise_status(Status(ErrorCode::kCorrupt, "tensor data does not match its type and shape",
+                        map.path(), begin));
+  if (!out_bytes || static_cast<uint64_t>(b.size * b.itemsize) != *out_bytes)
+    raise_status(Status(ErrorCode::kInvalidArgument, "output buffer of the wrong size"));
+  const bool blocks = is_quantized(*in_t);
+  if (!blocks && !can_cast(*in_t, *out_t))
+    raise_status(Status(ErrorCode::kUnsupported,
+                        "cannot cast " + from + " to " + to, map.path(), begin));
+  const DTypeInfo& ii = dtype_info(*in_t);
+  // Whole blocks per chunk (256 is a multiple of every block) and ~1 MiB of F32.
+  const uint64_t per_chunk = blocks ? 256u * 1024 : 1u << 18;
+  const uint64_t chunks = (numel + per_chunk - 1) / per_chunk;
+  const uint8_t* src = map.data() + begin;
+  auto* dst = static_cast<uint8_t*>(b.ptr);
+  const size_t out_size = dtype_info(*out_t).bits / 8;
+  std::atomic<uint64_t> next{0};
+  std::mutex mu;
+  Status first;
+  {
+    py::gil_scoped_release unlocked;
+    auto worker = [&] {
+      std::vector<float> f32;
+      for (uint64_t c; (c = next.fetch_add(1)) < chunks;) {
+        const uint64_t first_el = c * per_chunk, n = std::min(per_chunk, numel - first_el);
+        Status st;
+        if (blocks) {
+          const uint64_t off = first_el / ii.block * ii.block_bytes;
+          const uint64_t len = n / ii.block * ii.block_bytes;
+          float* f = *out_t == DType::F32 ? reinterpret_cast<float*>(dst) + first_el
+                                          : (f32.resize(n), f32.data());
+          st = dequantize_gguf(*in_t, std::span(src + off, len), std::span(f, n));
+          if (st.is_ok() && *out_t != DType::F32)
+            st = cast_elements(DType::F32, *out_t, f, dst + first_el * out_size, n);
+        } else {
+          st = cast_elements(*in_t, *out_t, src + first_el * (ii.bits / 8),
+                             dst + first_el * out_size, n);
+        }
+        if (!st.is_ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (first.is_ok()) first = st;
+          next.store(chunks);
+        }
+      }
+    };
+    const unsigned n = std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(),
+                                                        static_cast<unsigned>(chunks)));
+    std::vector<std::thread> pool;
+    for (unsigned i = 1; i < n; ++i) pool.emplace_back(worker);
+    worker();
+    for (std::thread& t : pool) t.join();
+  }
+  if (!first.is_ok()) raise_status(first.with_path(map.path()));
 }
 
 /// `ckptkit scan --json`'s object for one file.
@@ -391,6 +469,8 @@ PYBIND11_MODULE(_native, m) {
   m.def("open_file", &open_file, py::arg("path"), py::arg("allow_dangerous"));
   m.def("scan", &scan_path, py::arg("path"));
   m.def("inspect", &inspect_path, py::arg("path"), py::arg("tensors"));
+  m.def("decode_gguf", &decode_gguf, py::arg("mapping"), py::arg("begin"), py::arg("nbytes"),
+        py::arg("dtype"), py::arg("numel"), py::arg("to"), py::arg("out"));
   m.def("run_command", &run_command, py::arg("args"), py::arg("progress"));
   m.def("write_safetensors", &write_safetensors, py::arg("path"), py::arg("tensors"),
         py::arg("metadata"));
