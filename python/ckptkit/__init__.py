@@ -100,12 +100,15 @@ _SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "U32": 4, "I32": 4, "
           "C64": 8}
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _FLOATS = {"F16", "BF16", "F32", "F64"}
+# With raw=True, the types a framework has no dtype for come as their bit patterns.
+_RAW_BITS = {"BF16": np.uint16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8}
 
 
 def _np_dtype(name, tensor, path):
     dt = _NP_DTYPES.get(name)
     if dt is None:
-        hint = ' Use framework="pt".' if name in ("BF16", "F8_E4M3", "F8_E5M2") else ""
+        hint = (' Use framework="pt", or raw=True for its bits as '
+                f'{_RAW_BITS[name].__name__}.' if name in _RAW_BITS else "")
         raise Error(f"{path}: tensor {tensor!r} is {name}, which NumPy has no dtype for.{hint}",
                     "unsupported", path)
     return np.dtype(dt)
@@ -151,8 +154,8 @@ class _Opened:
             dtype = dtype.upper()
         with _translate():
             info = _native.open_file(path, allow_dangerous)
-        if info["format"] != "gguf" and (dtype is not None or raw):
-            raise ValueError("dtype= and raw= choose how GGUF blocks are read; this file is "
+        if info["format"] != "gguf" and dtype is not None:
+            raise ValueError("dtype= chooses what GGUF blocks are dequantized to; this file is "
                              f"{info['format']} (ckptkit.convert casts other files)")
         self.gguf_dtype, self.raw = dtype, raw
         self.block_types = info["block_types"]
@@ -199,7 +202,10 @@ class _Opened:
 
     def numpy(self, name):
         _, dtype, shape, begin, nbytes, strides, storage, big = self.tensors[name]
-        dt = _np_dtype(dtype, name, self.path)
+        if self.raw and dtype in _RAW_BITS:
+            dt = np.dtype(_RAW_BITS[dtype])
+        else:
+            dt = _np_dtype(dtype, name, self.path)
         buf, off, strides, big = self.element_bytes(name)
         if big:
             dt = dt.newbyteorder(">")
@@ -215,7 +221,11 @@ class _Opened:
     def torch(self, name):
         torch = _torch()
         _, dtype, shape, begin, nbytes, strides, storage, big = self.tensors[name]
-        dt = _torch_dtype(dtype, name, self.path)
+        if self.raw and dtype in ("F8_E4M3", "F8_E5M2") and not hasattr(
+                torch, {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}[dtype]):
+            dt = torch.uint8  # this torch has no FP8: the bits, as asked
+        else:
+            dt = _torch_dtype(dtype, name, self.path)
         size = _SIZES[dtype]
         buf, off, strides, big = self.element_bytes(name)
         if big:
@@ -302,11 +312,13 @@ def load(path, framework="np", allow_dangerous=False, dtype=None, raw=False):
       tensors raise ckptkit.Error naming framework="pt".
     allow_dangerous: a PyTorch file that `scan` calls dangerous (torch.load would run code)
       raises DangerousPickleError unless this is True.
-    dtype, raw (GGUF files only): block-quantized tensors (Q8_0, Q4_K, ...) are dequantized,
-      bit for bit as ggml's dequantize_row_<type>, to dtype: "f32" (the default), "f16" or
-      "bf16" (framework="pt"); the file's float tensors are cast to it too (kept as they are,
-      zero-copy, when dtype is None). raw=True gives block-quantized tensors as 1-D uint8
-      arrays of their block bytes instead (zero-copy), for code that dequantizes itself.
+    dtype (GGUF files only): block-quantized tensors (Q8_0, Q4_K, ...) are dequantized, bit
+      for bit as ggml's dequantize_row_<type>, to dtype: "f32" (the default), "f16" or "bf16"
+      (framework="pt"); the file's float tensors are cast to it too (kept as they are,
+      zero-copy, when dtype is None).
+    raw: True gives what the framework has no dtype for as its bits, zero-copy: GGUF blocks as
+      1-D uint8 arrays of their bytes (for code that dequantizes itself), BF16 as uint16 and
+      FP8 as uint8 in NumPy (and FP8 in a torch without float8 types).
 
     The arrays view a private copy-on-write mapping of the file (writing to them never changes
     the file), which stays mapped as long as any of them lives. Views and shared storages of a

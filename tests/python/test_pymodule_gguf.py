@@ -141,8 +141,6 @@ def test_dtype_and_raw_are_for_gguf_only(tmp_path):
     tl.write_safetensors(st, [("x", "F32", [2], np.zeros(2, np.float32).tobytes())])
     with pytest.raises(ValueError, match="GGUF"):
         ckptkit.load(st, dtype="f16")
-    with pytest.raises(ValueError, match="GGUF"):
-        ckptkit.load(st, raw=True)
     with pytest.raises(TypeError, match="dtype"):
         ckptkit.load(st, dtype=16)
     with pytest.raises(TypeError, match="raw"):
