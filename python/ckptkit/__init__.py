@@ -65,7 +65,9 @@ def _translate():
         code, message, path, offset, text, report = e.args
         if report is not None and code == "invalid argument":
             raise DangerousPickleError(text, json.loads(report), path) from None
-        if code == "not found":
+        # "not found" also means "no tensors found in the file": only a missing path is
+        # FileNotFoundError.
+        if code == "not found" and (not path or not os.path.exists(path)):
             raise FileNotFoundError(2, text, path) from None
         cls = FormatError if code in _FORMAT_CODES else Error
         raise cls(text, code, path or None, offset) from None

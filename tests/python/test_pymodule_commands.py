@@ -297,3 +297,25 @@ def test_hash_and_verify_report_progress(tmp):
     ckptkit.verify(path, progress=lambda d, t: seen.append((d, t)))
     assert seen and seen[-1][0] == seen[-1][1] > 0
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_dangerous_input_raises_with_the_scan_report(tmp):
+    import torch_fixtures as tf
+    canaries = os.path.join(tmp, "canaries")
+    os.makedirs(canaries, exist_ok=True)
+    cases = [c for c in tf.malicious_corpus(os.path.join(tmp, "malicious"), canaries)
+             if c.verdict == "dangerous" and not c.malformed]
+    assert cases
+    out = os.path.join(tmp, "never.safetensors")
+    for c in cases:
+        with pytest.raises(ckptkit.DangerousPickleError) as e:
+            ckptkit.convert(c.path, out)
+        assert e.value.report["verdict"] == "dangerous" and e.value.path == c.path, c.name
+        assert not os.path.exists(out), c.name
+        try:
+            ckptkit.convert(c.path, out, allow_dangerous=True, force=True)
+        except ckptkit.Error:
+            pass  # no state dict to take: refused, never run
+        if os.path.exists(out):
+            os.unlink(out)
+    assert os.listdir(canaries) == [], "a payload ran"
