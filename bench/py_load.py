@@ -71,6 +71,7 @@ def main():
             (hlen,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(hlen))
         base = 8 + hlen
+        sd = {}  # kept, as a loader returns them (their mappings stay, as ckptkit.load's do)
         for name, info in header.items():
             if name == "__metadata__":
                 continue
@@ -80,7 +81,8 @@ def main():
             if count == 0:
                 continue
             a = np.memmap(path, dtype=dt, mode="r", offset=base + begin, shape=(count,))
-            b, p = touch(a.reshape(info["shape"]))
+            sd[name] = a.reshape(info["shape"])
+            b, p = touch(sd[name])
             n, nbytes, pages = n + 1, nbytes + b, pages + p
     else:
         raise SystemExit(f"unknown mode {mode}")
