@@ -71,6 +71,16 @@ inline constexpr std::string_view kGgufOrigShapePrefix = "comfy.gguf.orig_shape.
 /// Reads and validates the header of a GGUF file (reads only the header, not the data).
 Result<Checkpoint> read_gguf(const std::string& path, const GgufLimits& limits = {});
 
+/// Whether dequantize_gguf reads `type` (every quantized type ckptkit knows but the IQ types
+/// other than IQ4_NL and IQ4_XS).
+bool can_dequantize_gguf(DType type);
+
+/// Dequantizes `out.size()` elements of the block type `type` stored at `blocks` (whole
+/// blocks: exactly dtype_bytes(type, out.size()) bytes) to F32, bit for bit ggml's
+/// dequantize_row_<type>. InvalidArgument for a size that is not whole blocks or does not
+/// match, Unsupported for a type it cannot read.
+Status dequantize_gguf(DType type, std::span<const uint8_t> blocks, std::span<float> out);
+
 /// Validates a whole file held in memory (tests, fuzzing). `path` only labels errors.
 Result<Checkpoint> parse_gguf(std::span<const uint8_t> file_bytes, const GgufLimits& limits = {},
                               const std::string& path = {});

@@ -60,11 +60,15 @@ struct FileHashes {
   double seconds = 0;
 };
 
+struct RunMonitor;  // ckptkit/ops.h
+
 struct HashOptions {
   std::vector<HashAlgo> algos = {HashAlgo::kSha256};
   /// Files hashed at once (0: one per core). Each file also uses one thread per digest.
   unsigned parallel_files = 0;
   uint64_t buffer_bytes = 8ull << 20;  ///< each of the ring's 8 buffers
+  /// Counts the bytes read; a file whose read is cancelled gets error kCancelled. Not owned.
+  RunMonitor* monitor = nullptr;
 };
 
 /// Hashes one file. Always returns; FileHashes::error says when it could not be read.

@@ -6,6 +6,7 @@
 // input is never overwritten.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -24,6 +25,17 @@ namespace ckptkit {
 
 enum class ProgressMode : uint8_t { kAuto, kAlways, kNever };
 
+/// A caller's window on a running op, beside (not instead of) the progress bar: the executor
+/// adds the output bytes of each plan it starts to `total` and every chunk it writes to `done`,
+/// and stops between chunks with Status kCancelled once `cancel` is set (the output is then
+/// discarded like after any error). One monitor may follow several plans (split, diffusers
+/// folders). Set and read from any thread; the Python module polls it from the caller's thread.
+struct RunMonitor {
+  std::atomic<uint64_t> done{0};
+  std::atomic<uint64_t> total{0};
+  std::atomic<bool> cancel{false};
+};
+
 struct RunOptions {
   unsigned threads = 0;               ///< 0: one per core
   uint64_t max_memory = 64ull << 20;  ///< budget for all I/O buffers together
@@ -31,6 +43,7 @@ struct RunOptions {
   bool force = false;             ///< replace an existing output file
   bool sync = true;               ///< fsync before the rename (durable output)
   std::string label = "writing";  ///< shown on the progress bar
+  RunMonitor* monitor = nullptr;  ///< not owned; must outlive the run
 };
 
 struct RunStats {

@@ -44,6 +44,8 @@ struct VerifyReport {
   bool problems() const;
 };
 
+struct RunMonitor;  // ckptkit/ops.h
+
 struct VerifyOptions {
   ReadLimits limits;
   unsigned threads = 0;                ///< 0: one per core
@@ -52,6 +54,9 @@ struct VerifyOptions {
   /// A finite |value| above this in a weight is reported as far outside the usual range
   /// (trained diffusion, text-encoder and VAE weights stay well below 1e3).
   double max_abs = 1e4;
+  /// Counts the value pass's bytes; once cancelled, the pass stops (the report is then
+  /// incomplete: the caller that cancelled discards it). Not owned.
+  RunMonitor* monitor = nullptr;
 };
 
 VerifyReport verify_file(const std::string& path, const VerifyOptions& options = {});

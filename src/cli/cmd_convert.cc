@@ -9,14 +9,20 @@
 #include "ckptkit/ops.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/scan.h"
+#include "cli/app.h"
 #include "cli/commands.h"
+#include "cli/json_writer.h"
 #include "cli/scan_report.h"
 #include "pipeline/progress.h"
 
 namespace ckptkit::cli {
 namespace {
 
-int print_folder_report(const ReshapeReport& r, bool quiet) {
+int print_folder_report(const ReshapeReport& r, bool quiet, bool json) {
+  if (json) {
+    print_out(reshape_report_json(r));
+    return kExitOk;
+  }
   if (quiet) return kExitOk;
   std::string out = fmt::format("converted {} ({}) in {:.2f} s\n", r.architecture,
                                 r.family.empty() ? "no family" : r.family, r.stats.seconds);
@@ -62,6 +68,57 @@ Result<uint64_t> parse_shard_size(std::string_view text) {
   return v;
 }
 
+void write_counts(JsonWriter& w, std::string_view key, const std::map<std::string, uint64_t>& m) {
+  w.key(key).begin_object();
+  for (const auto& [k, n] : m) w.key(k).value(n);
+  w.end_object();
+}
+
+/// `convert --json` of a file (not a folder): what the text report says, every count.
+std::string convert_report_json(const ConvertReport& r, const std::string& out,
+                                const std::optional<GgufConvertOptions>& gguf) {
+  JsonWriter w;
+  w.begin_object();
+  w.key("output").value(out);
+  w.key("input_format").value(format_name(r.format));
+  w.key("tensors").value(r.stats.tensors);
+  w.key("tensors_converted").value(r.tensors_cast);
+  w.key("tensors_copied").value(r.tensors_copied);
+  write_counts(w, "kept_not_float", r.kept_not_float);
+  w.key("output_bytes").value(r.stats.bytes_written);
+  w.key("seconds").value(fmt::format("{:.3f}", r.stats.seconds));
+  if (r.format == FileFormat::kSafetensors || r.format == FileFormat::kGguf) {
+    w.key("state_dict_key").null();
+  } else {
+    w.key("state_dict_key").value(r.state_dict_key);
+  }
+  w.key("dropped_values").value(r.dropped_values);
+  w.key("other_entries").value(r.other_entries);
+  w.key("tensors_materialized").value(r.tensors_materialized);
+  if (r.verdict) {
+    w.key("verdict").value(verdict_name(*r.verdict));
+  } else {
+    w.key("verdict").null();
+  }
+  if (gguf) {
+    w.key("gguf").begin_object();
+    w.key("target").value(gguf->target);
+    w.key("quant").value(gguf->quant);
+    w.key("architecture").value(r.gguf_architecture);
+    write_counts(w, "types", r.gguf_types);
+    w.key("reshaped").value(r.gguf_reshaped);
+    write_counts(w, "not_quantized", r.gguf_not_quantized);
+    w.end_object();
+  } else {
+    w.key("gguf").null();
+  }
+  w.key("notes").begin_array();
+  for (const std::string& n : r.notes) w.value(n);
+  w.end_array();
+  w.end_object();
+  return w.str();
+}
+
 }  // namespace
 
 Runner setup_convert(CLI::App& sub) {
@@ -71,6 +128,7 @@ Runner setup_convert(CLI::App& sub) {
     PartPaths parts;  // --to diffusers of a diffusion model given alone
     uint64_t max_header = kDefaultMaxHeaderBytes;
     bool quiet = false;
+    bool json = false;
     bool allow_dangerous = false;
     WriteFlags write;
   };
@@ -118,6 +176,7 @@ Runner setup_convert(CLI::App& sub) {
   sub.add_option("--max-header-size", o->max_header, "refuse input headers larger than this")
       ->default_val(kDefaultMaxHeaderBytes);
   sub.add_flag("-q,--quiet", o->quiet, "print nothing on success");
+  sub.add_flag("--json", o->json, "print the report as JSON on stdout");
   sub.add_flag("--allow-dangerous", o->allow_dangerous,
                "convert a PyTorch file even if `scan` finds code in it (only the tensors are "
                "taken; nothing is ever run)");
@@ -211,7 +270,7 @@ Runner setup_convert(CLI::App& sub) {
                                               {options, o->prediction, o->tokenizers, max_shard,
                                                o->parts});
       if (!report) return report_error(report.status());
-      return print_folder_report(*report, o->quiet);
+      return print_folder_report(*report, o->quiet, o->json);
     }
     auto dtype = parse_dtype_flag(o->dtype);
     if (!dtype) return report_error(dtype.status());
@@ -237,6 +296,10 @@ Runner setup_convert(CLI::App& sub) {
     if (gguf_out) options.gguf = GgufConvertOptions{o->quant, o->target};
     auto report = convert_file(o->in, o->out, options);
     if (!report) return report_error(report.status());
+    if (o->json) {
+      print_out(convert_report_json(*report, o->out, options.gguf));
+      return kExitOk;
+    }
     if (!o->quiet) {
       const RunStats& s = report->stats;
       std::string kept;

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "ckptkit/hash.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "io/errors.h"
@@ -73,6 +74,7 @@ Runner setup_hash(CLI::App& sub) {
     HashOptions options;
     options.algos = *algos;
     options.parallel_files = o->jobs;
+    if (Capture* c = current_capture()) options.monitor = c->monitor;
     const std::vector<FileHashes> results = hash_files(o->files, options);
     int rc = kExitOk;
     for (const FileHashes& r : results) {
@@ -123,7 +125,7 @@ Runner setup_hash(CLI::App& sub) {
         w.end_object();
       }
       w.end_array();
-      std::fputs(w.str().c_str(), stdout);
+      print_out(w.str());
       return rc;
     }
     std::string out;
@@ -157,7 +159,7 @@ Runner setup_hash(CLI::App& sub) {
                              e.stored, e.computed, e.note);
       }
     }
-    std::fputs(out.c_str(), stdout);
+    print_out(out);
     return rc;
   };
 }

@@ -12,6 +12,7 @@
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
 #include "cli/anatomy_report.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/inspect_report.h"
 #include "cli/json_writer.h"
@@ -256,7 +257,7 @@ int print_against(const LoraFile& lora, const Anatomy& la, const std::string& ba
     }
     w.end_array();
     w.end_object();
-    std::fputs(w.str().c_str(), stdout);
+    print_out(w.str());
     return missed ? kExitProblems : kExitOk;
   }
   std::string out = fmt::format("{} of {} modules ({} LoRA) land in {} ({}){}\n", landed,
@@ -265,7 +266,7 @@ int print_against(const LoraFile& lora, const Anatomy& la, const std::string& ba
   for (const LoraModuleMatch& m : matches)
     out += m.base_tensor.empty() ? fmt::format("  {}  ->  none: {}\n", m.module, m.why_not)
                                  : fmt::format("  {}  ->  {}\n", m.module, target_text(m));
-  std::fputs(out.c_str(), stdout);
+  print_out(out);
   return missed ? kExitProblems : kExitOk;
 }
 
@@ -359,7 +360,7 @@ std::string render_json(const Checkpoint& ck, const std::map<std::string, DTypeS
 int print_json(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by_dtype, bool list,
                const ScanReport* scan, const Anatomy& anatomy,
                const std::vector<std::string>& fingerprints, const LoraFile* lora) {
-  std::fputs(render_json(ck, by_dtype, list, scan, anatomy, fingerprints, lora).c_str(), stdout);
+  print_out(render_json(ck, by_dtype, list, scan, anatomy, fingerprints, lora));
   return kExitOk;
 }
 
@@ -432,7 +433,7 @@ int print_text(const Checkpoint& ck, const std::map<std::string, DTypeStats>& by
                          shape_to_string(t.shape), ck.data_offset + t.begin,
                          t.strides.empty() ? "" : " (strided view)");
   }
-  std::fputs(out.c_str(), stdout);
+  print_out(out);
   return kExitOk;
 }
 
@@ -491,9 +492,9 @@ Runner setup_inspect(CLI::App& sub) {
         w.begin_object();
         write_diffusers_json(w, *folder);
         w.end_object();
-        std::fputs(w.str().c_str(), stdout);
+        print_out(w.str());
       } else {
-        std::fputs(diffusers_text(*folder).c_str(), stdout);
+        print_out(diffusers_text(*folder));
       }
       return kExitOk;
     }

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "ckptkit/lora.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "pipeline/progress.h"
@@ -21,7 +22,7 @@ int finish_json(JsonWriter& w, const std::vector<std::string>& notes, const RunS
   w.key("output_bytes").value(stats.bytes_written);
   w.key("seconds").value(fmt::format("{:.3f}", stats.seconds));
   w.end_object();
-  std::fputs(w.str().c_str(), stdout);
+  print_out(w.str());
   return kExitOk;
 }
 
@@ -157,6 +158,10 @@ Runner setup_bake(CLI::App& sub) {
     if (!report) {
       // --strict refusals are "problems found", not errors of the input.
       if (o->strict && report.status().message().starts_with("--strict")) {
+        if (Capture* c = current_capture()) {
+          c->error = report.status();
+          return kExitProblems;
+        }
         std::fprintf(stderr, "ckptkit: %s\n", report.status().to_string().c_str());
         return kExitProblems;
       }

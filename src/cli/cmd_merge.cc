@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "ckptkit/merge.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "io/errors.h"
@@ -160,7 +161,7 @@ int list_blocks(const MergeFlags& f) {
     }
     w.end_array();
     w.end_object();
-    std::fputs(w.str().c_str(), stdout);
+    print_out(w.str());
     return kExitOk;
   }
   std::string out = fmt::format("{}: {} ({}), {} α groups\n", f.list_blocks, r->architecture,
@@ -169,7 +170,7 @@ int list_blocks(const MergeFlags& f) {
   for (const MergeGroup& g : r->groups)
     out += fmt::format("  {:<18} {:>8} {:>12}\n", g.name, g.tensors, short_count(g.parameters));
   out += "Set one with --alpha NAME=X (the rest take --alpha X).\n";
-  std::fputs(out.c_str(), stdout);
+  print_out(out);
   return kExitOk;
 }
 
@@ -217,7 +218,7 @@ int print_report(const MergeReport& r, const MergeSpec& s, const MergeFlags& f, 
     w.key("buffer_bytes").value(r.stats.buffer_bytes);
     w.key("seconds").value(fmt::format("{:.3f}", r.stats.seconds));
     w.end_object();
-    std::fputs(w.str().c_str(), stdout);
+    print_out(w.str());
     return kExitOk;
   }
   if (f.quiet) return kExitOk;

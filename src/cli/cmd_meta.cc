@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "ckptkit/reader.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "io/errors.h"
@@ -77,12 +78,12 @@ Runner setup_meta(CLI::App& sub) {
         w.begin_object();
         for (const auto& [k, v] : ck->metadata) w.key(k).value(v);
         w.end_object();
-        std::fputs(w.str().c_str(), stdout);
+        print_out(w.str());
       } else {
         std::string out;
         for (const auto& [k, v] : ck->metadata) out += fmt::format("{}: {}\n", k, v);
         if (ck->metadata.empty()) std::fprintf(stderr, "%s: no metadata\n", o->in.c_str());
-        std::fputs(out.c_str(), stdout);
+        print_out(out);
       }
       return kExitOk;
     }
@@ -115,7 +116,7 @@ Runner setup_meta(CLI::App& sub) {
       w.begin_object();
       for (const auto& [k, v] : report->after) w.key(k).value(v);
       w.end_object();
-      std::fputs(w.str().c_str(), stdout);
+      print_out(w.str());
     } else if (!o->quiet) {
       std::fprintf(stderr, "wrote %s: %s, %zu metadata keys (was %zu), data copied unchanged\n",
                    o->out.c_str(), human_bytes(report->stats.bytes_written).c_str(),

@@ -5,6 +5,7 @@
 
 #include "ckptkit/ops.h"
 #include "ckptkit/scan.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "cli/scan_report.h"
@@ -44,42 +45,50 @@ struct ReshapeFlags {
   }
 };
 
+}  // namespace
+
+std::string reshape_report_json(const ReshapeReport& r) {
+  JsonWriter w;
+  w.begin_object();
+  w.key("architecture").value(r.architecture);
+  w.key("family").value(r.family);
+  w.key("outputs").begin_array();
+  for (const WrittenFile& o : r.outputs) {
+    w.begin_object();
+    w.key("path").value(o.path);
+    w.key("part").value(o.part);
+    w.key("tensors").value(o.tensors);
+    w.key("bytes").value(o.bytes);
+    w.end_object();
+  }
+  w.end_array();
+  w.key("dropped").begin_array();
+  for (const DroppedGroup& d : r.dropped) {
+    w.begin_object();
+    w.key("what").value(d.what);
+    w.key("tensors").value(d.tensors);
+    w.key("bytes").value(d.bytes);
+    w.key("names").begin_array();
+    for (const std::string& n : d.names) w.value(n);
+    w.end_array();
+    w.end_object();
+  }
+  w.end_array();
+  w.key("notes").begin_array();
+  for (const std::string& n : r.notes) w.value(n);
+  w.end_array();
+  w.key("input_bytes").value(r.input_bytes);
+  w.key("output_bytes").value(r.stats.bytes_written);
+  w.key("seconds").value(fmt::format("{:.3f}", r.stats.seconds));
+  w.end_object();
+  return w.str();
+}
+
+namespace {
+
 int print_report(const ReshapeReport& r, const ReshapeFlags& f, std::string_view verb) {
   if (f.json) {
-    JsonWriter w;
-    w.begin_object();
-    w.key("architecture").value(r.architecture);
-    w.key("family").value(r.family);
-    w.key("outputs").begin_array();
-    for (const WrittenFile& o : r.outputs) {
-      w.begin_object();
-      w.key("path").value(o.path);
-      w.key("part").value(o.part);
-      w.key("tensors").value(o.tensors);
-      w.key("bytes").value(o.bytes);
-      w.end_object();
-    }
-    w.end_array();
-    w.key("dropped").begin_array();
-    for (const DroppedGroup& d : r.dropped) {
-      w.begin_object();
-      w.key("what").value(d.what);
-      w.key("tensors").value(d.tensors);
-      w.key("bytes").value(d.bytes);
-      w.key("names").begin_array();
-      for (const std::string& n : d.names) w.value(n);
-      w.end_array();
-      w.end_object();
-    }
-    w.end_array();
-    w.key("notes").begin_array();
-    for (const std::string& n : r.notes) w.value(n);
-    w.end_array();
-    w.key("input_bytes").value(r.input_bytes);
-    w.key("output_bytes").value(r.stats.bytes_written);
-    w.key("seconds").value(fmt::format("{:.3f}", r.stats.seconds));
-    w.end_object();
-    std::fputs(w.str().c_str(), stdout);
+    print_out(reshape_report_json(r));
     return kExitOk;
   }
   if (f.quiet) return kExitOk;

@@ -3,7 +3,9 @@
 
 #include <cstdio>
 
+#include "cli/app.h"
 #include "cli/commands.h"
+#include "cli/json_writer.h"
 #include "pipeline/progress.h"
 
 namespace ckptkit::cli {
@@ -12,7 +14,7 @@ Runner setup_sample(CLI::App& sub) {
   struct Opts {
     std::string layout, out, dtype = "keep";
     uint64_t seed = 0;
-    bool sparse = false, list = false, quiet = false;
+    bool sparse = false, list = false, quiet = false, json = false;
     WriteFlags write;
   };
   auto o = std::make_shared<Opts>();
@@ -26,6 +28,7 @@ Runner setup_sample(CLI::App& sub) {
                "rest as holes (instant, almost no disk use)");
   sub.add_flag("--list", o->list, "list the layouts and exit");
   sub.add_flag("-q,--quiet", o->quiet, "print nothing on success");
+  sub.add_flag("--json", o->json, "print the report (or with --list, the layouts) as JSON");
   o->write.add_to(sub);
   sub.footer(
       "Tensor names, dtypes and shapes are exactly those of the real published files; values\n"
@@ -35,13 +38,29 @@ Runner setup_sample(CLI::App& sub) {
       "  ckptkit sample --layout sd15-ldm -o sd15.safetensors --dtype f16\n"
       "  ckptkit sample --layout sdxl-sgm -o sdxl.safetensors --sparse");
   return [o] {
+    if (o->list && o->json) {
+      JsonWriter w;
+      w.begin_array();
+      for (const LayoutSummary& l : list_layouts()) {
+        w.begin_object();
+        w.key("name").value(l.name);
+        w.key("tensors").value(l.tensors);
+        w.key("parameters").value(l.parameters);
+        w.key("bytes").value(l.bytes);
+        w.key("dtypes").value(l.dtypes);
+        w.end_object();
+      }
+      w.end_array();
+      print_out(w.str());
+      return kExitOk;
+    }
     if (o->list) {
       std::string out = fmt::format("{:<28} {:>7} {:>16} {:>10}  {}\n", "layout", "tensors",
                                     "parameters", "size", "dtypes");
       for (const LayoutSummary& l : list_layouts())
         out += fmt::format("{:<28} {:>7} {:>16} {:>10}  {}\n", l.name, l.tensors, l.parameters,
                            human_bytes(l.bytes), l.dtypes);
-      std::fputs(out.c_str(), stdout);
+      print_out(out);
       return kExitOk;
     }
     if (o->layout.empty() || o->out.empty())
@@ -58,6 +77,19 @@ Runner setup_sample(CLI::App& sub) {
     options.run = *run;
     auto stats = write_sample(o->layout, o->out, options);
     if (!stats) return report_error(stats.status());
+    if (o->json) {
+      JsonWriter w;
+      w.begin_object();
+      w.key("output").value(o->out);
+      w.key("layout").value(o->layout);
+      w.key("tensors").value(stats->tensors);
+      w.key("output_bytes").value(stats->bytes_written);
+      w.key("sparse").value(o->sparse);
+      w.key("seconds").value(fmt::format("{:.3f}", stats->seconds));
+      w.end_object();
+      print_out(w.str());
+      return kExitOk;
+    }
     if (!o->quiet)
       std::fprintf(stderr, "wrote %s: %s, %llu tensors%s in %.2f s\n", o->out.c_str(),
                    human_bytes(stats->bytes_written).c_str(),

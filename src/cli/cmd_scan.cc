@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "ckptkit/scan.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "cli/scan_report.h"
@@ -123,12 +124,12 @@ Runner setup_scan(CLI::App& sub) {
       if (o->json)
         write_scan_json(w, r);
       else
-        std::fputs(scan_text(r, o->all).c_str(), stdout);
+        print_out(scan_text(r, o->all));
     }
     if (o->json) {
       w.end_array();
       w.end_object();
-      std::fputs(w.str().c_str(), stdout);
+      print_out(w.str());
     }
     return status;
   };
@@ -142,6 +143,23 @@ std::optional<int> scan_gate(const std::string& path, std::string_view verb,
   ScanReport scan = scan_file(path, rl);
   if (!scan.error.is_ok()) return std::nullopt;
   if (scan.verdict == Verdict::kDangerous) {
+    if (Capture* c = current_capture()) {
+      if (!allow) {
+        JsonWriter w;
+        write_scan_json(w, scan);
+        c->dangerous_report = w.str();
+        c->error = Status(ErrorCode::kInvalidArgument,
+                          fmt::format("refusing to {}: loading it would run code (see the scan "
+                                      "report); nothing was written. Pass allow_dangerous=True "
+                                      "to take the tensors anyway; ckptkit never runs the "
+                                      "file's code",
+                                      verb),
+                          path);
+        return kExitProblems;
+      }
+      verdict = scan.verdict;
+      return std::nullopt;
+    }
     std::fputs(scan_text(scan, false).c_str(), stderr);
     if (!allow) {
       std::fprintf(stderr,

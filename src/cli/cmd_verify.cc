@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "ckptkit/verify.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/json_writer.h"
 #include "pipeline/progress.h"
@@ -41,6 +42,7 @@ Runner setup_verify(CLI::App& sub) {
     options.values = !o->quick;
     options.max_abs = o->max_abs;
     options.threads = o->threads;
+    if (Capture* c = current_capture()) options.monitor = c->monitor;
     int rc = kExitOk;
     JsonWriter w;
     w.begin_array();
@@ -100,7 +102,7 @@ Runner setup_verify(CLI::App& sub) {
             x.message, x.offset == UINT64_MAX ? "" : fmt::format(" (at byte {:#x})", x.offset));
     }
     w.end_array();
-    std::fputs(o->json ? w.str().c_str() : text.c_str(), stdout);
+    print_out(o->json ? w.str() : text);
     return rc;
   };
 }

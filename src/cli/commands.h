@@ -62,6 +62,10 @@ std::optional<int> scan_gate(const std::string& path, std::string_view verb,
                              const SafetensorsLimits& limits, bool allow,
                              std::optional<Verdict>& verdict);
 
+/// The --json report of split, assemble, swap, prune and of convert to or from a diffusers
+/// folder: architecture, family, outputs, dropped, notes, input_bytes, output_bytes, seconds.
+std::string reshape_report_json(const ReshapeReport& r);
+
 /// 1234567 → "1.2 M", 2570000000 → "2.57 B".
 std::string short_count(uint64_t v);
 

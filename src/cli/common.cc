@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "ckptkit/cast.h"
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "io/errors.h"
 #include "io/output.h"
@@ -15,6 +16,10 @@
 namespace ckptkit::cli {
 
 int report_error(const Status& status) {
+  if (Capture* c = current_capture()) {
+    if (c->error.is_ok()) c->error = status;
+    return kExitError;
+  }
   std::fprintf(stderr, "ckptkit: error: %s\n", status.to_string().c_str());
   return kExitError;
 }
@@ -48,6 +53,10 @@ Result<RunOptions> WriteFlags::to_options() const {
                                      : ProgressMode::kAuto;
   o.force = force;
   o.sync = !no_sync;
+  if (Capture* c = current_capture()) {  // an in-process caller follows progress itself
+    o.progress = ProgressMode::kNever;
+    o.monitor = c->monitor;
+  }
   return o;
 }
 

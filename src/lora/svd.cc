@@ -115,6 +115,11 @@ std::string blas_core_hint() {
   return "";
 }
 
+std::string blas_core_name() {
+  const char* core = openblas_get_corename();
+  return core == nullptr ? std::string() : std::string(core);
+}
+
 int blas_threads(int n) {
   const int before = openblas_get_num_threads();
   openblas_set_num_threads(n);

@@ -46,6 +46,9 @@ float quantile(std::vector<float>& v, double q);
 /// OPENBLAS_CORETYPE already set, or OpenBLAS's own choice stands.
 std::string blas_core_hint();
 
+/// The kernel family OpenBLAS chose when it loaded ("Haswell", "Prescott", ...).
+std::string blas_core_name();
+
 /// Sets the number of threads the BLAS may use (1 inside parallel code); returns the previous.
 int blas_threads(int n);
 

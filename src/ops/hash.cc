@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "ckptkit/ops.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/safetensors.h"
 #include "hash/blake3.h"
@@ -84,8 +85,10 @@ struct Stream {
 };
 
 /// Feeds every stream from one sequential read of `file`.
-Status run_streams(const InputFile& file, std::vector<Stream>& streams, uint64_t buffer_bytes) {
+Status run_streams(const InputFile& file, std::vector<Stream>& streams, uint64_t buffer_bytes,
+                   RunMonitor* monitor) {
   const uint64_t size = file.size();
+  if (monitor != nullptr) monitor->total.fetch_add(size, std::memory_order_relaxed);
   const uint64_t chunks = (size + buffer_bytes - 1) / buffer_bytes;
   struct Slot {
     AlignedBuffer buf;
@@ -134,6 +137,11 @@ Status run_streams(const InputFile& file, std::vector<Stream>& streams, uint64_t
     const uint64_t off = i * buffer_bytes;
     const uint64_t len = std::min(buffer_bytes, size - off);
     Status st = file.pread_exact(slot.buf.span().first(len), off, "file data");
+    if (monitor != nullptr && st.is_ok()) {
+      monitor->done.fetch_add(len, std::memory_order_relaxed);
+      if (monitor->cancel.load(std::memory_order_relaxed))
+        st = Status(ErrorCode::kCancelled, "cancelled by the caller", file.path());
+    }
     {
       std::lock_guard<std::mutex> lock(mu);
       if (!st.is_ok()) {
@@ -326,7 +334,8 @@ FileHashes hash_file(const std::string& path, const HashOptions& options) {
     for (int k : {crc, b3})
       if (k >= 0) streams[static_cast<size_t>(k)].on_reader = true;
   if (!streams.empty()) {
-    Status st = run_streams(file, streams, std::max<uint64_t>(options.buffer_bytes, 1u << 16));
+    Status st = run_streams(file, streams, std::max<uint64_t>(options.buffer_bytes, 1u << 16),
+                            options.monitor);
     if (!st.is_ok()) {
       out.error = st;
       return out;

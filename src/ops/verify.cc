@@ -16,6 +16,7 @@
 #include "ckptkit/anatomy.h"
 #include "ckptkit/cast.h"
 #include "ckptkit/hash.h"
+#include "ckptkit/ops.h"
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
 #include "io/file.h"
@@ -208,9 +209,12 @@ void value_pass(const detail::OpenedInput& in, const Anatomy& a, const VerifyOpt
   std::atomic<size_t> next{0};
   std::atomic<uint64_t> values{0}, bytes{0};
   const uint64_t buffer = std::max<uint64_t>(o.buffer_bytes, 1u << 16);
+  if (o.monitor != nullptr)
+    for (size_t i : todo) o.monitor->total.fetch_add(ck.tensors[i].nbytes());
+  auto cancelled = [&] { return o.monitor != nullptr && o.monitor->cancel.load(); };
   auto worker = [&] {
     AlignedBuffer out(buffer), scratch(buffer);
-    for (size_t k; (k = next.fetch_add(1)) < todo.size();) {
+    for (size_t k; !cancelled() && (k = next.fetch_add(1)) < todo.size();) {
       const size_t i = todo[k];
       const TensorInfo& t = ck.tensors[i];
       auto producer = in.producer(t, DType::F32);
@@ -227,7 +231,9 @@ void value_pass(const detail::OpenedInput& in, const Anatomy& a, const VerifyOpt
           break;
         }
         accumulate(out.data(), n, stats[i]);
+        if (cancelled()) break;
       }
+      if (o.monitor != nullptr) o.monitor->done.fetch_add(t.nbytes());
       values += numel;
       bytes += t.nbytes();
     }

@@ -327,7 +327,7 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
   stats.threads = threads;
   if (plan.fill_data && !chunks.empty()) {
     for (const InputFile* in : plan.inputs) in->advise_sequential(0, in->size());
-    Progress progress(options.progress, options.label, header.data_size);
+    Progress progress(options.progress, options.label, header.data_size, options.monitor);
     std::atomic<size_t> next{0};
     std::atomic<bool> failed{false};
     std::atomic<uint64_t> read_bytes{0};
@@ -348,6 +348,13 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
       bool kernel_copy_ok = true;
       for (;;) {
         if (failed.load(std::memory_order_relaxed)) return;
+        if (progress.cancelled()) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          if (first_error.is_ok())
+            first_error = Status(ErrorCode::kCancelled, "cancelled by the caller");
+          failed.store(true);
+          return;
+        }
         const size_t idx = next.fetch_add(1, std::memory_order_relaxed);
         if (idx >= chunks.size()) return;
         if (idx == chunks.size() / 2) detail::test_hold("half");

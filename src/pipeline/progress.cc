@@ -8,12 +8,14 @@
 
 namespace ckptkit {
 
-Progress::Progress(ProgressMode mode, std::string label, uint64_t total)
+Progress::Progress(ProgressMode mode, std::string label, uint64_t total, RunMonitor* monitor)
     : enabled_(mode == ProgressMode::kAlways ||
                (mode == ProgressMode::kAuto && ::isatty(STDERR_FILENO) == 1)),
+      monitor_(monitor),
       label_(std::move(label)),
       total_(total),
       start_(std::chrono::steady_clock::now()) {
+  if (monitor_ != nullptr) monitor_->total.fetch_add(total, std::memory_order_relaxed);
   if (enabled_) thread_ = std::thread([this] { loop(); });
 }
 

@@ -1,5 +1,7 @@
 // A progress bar on stderr, redrawn by its own thread a few times a second. Shown only when
 // enabled (kAlways, or kAuto with stderr a terminal). add() is thread-safe and lock-free.
+// With a RunMonitor (ops.h) the same counts also reach the caller, and cancelled() says when
+// the caller asked the work to stop.
 #pragma once
 
 #include <atomic>
@@ -17,12 +19,18 @@ namespace ckptkit {
 
 class Progress {
  public:
-  Progress(ProgressMode mode, std::string label, uint64_t total);
+  Progress(ProgressMode mode, std::string label, uint64_t total, RunMonitor* monitor = nullptr);
   ~Progress();
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
 
-  void add(uint64_t bytes) { done_.fetch_add(bytes, std::memory_order_relaxed); }
+  void add(uint64_t bytes) {
+    done_.fetch_add(bytes, std::memory_order_relaxed);
+    if (monitor_ != nullptr) monitor_->done.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  bool cancelled() const {
+    return monitor_ != nullptr && monitor_->cancel.load(std::memory_order_relaxed);
+  }
   /// Draws the final state and ends the line.
   void finish();
   bool enabled() const { return enabled_; }
@@ -32,6 +40,7 @@ class Progress {
   void loop();
 
   bool enabled_;
+  RunMonitor* monitor_;
   std::string label_;
   uint64_t total_;
   std::atomic<uint64_t> done_{0};

@@ -19,20 +19,28 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "ckptkit/cast.h"
 #include "ckptkit/dtype.h"
+#include "ckptkit/gguf.h"
 #include "ckptkit/reader.h"
 #include "ckptkit/safetensors.h"
 #include "ckptkit/scan.h"
+#include "cli/app.h"
 #include "cli/inspect_report.h"
 #include "cli/json_writer.h"
 #include "cli/scan_report.h"
 #include "io/output.h"
+#include "lora/svd.h"
 
 namespace py = pybind11;
 
@@ -158,10 +166,6 @@ py::dict open_file(const std::string& path, bool allow_dangerous) {
     verdict = py::str(std::string(verdict_name(r->scan->verdict)));
     if (r->scan->verdict == Verdict::kDangerous && !allow_dangerous) raise_dangerous(path, report);
   }
-  if (ck.format == FileFormat::kGguf)
-    raise_status(Status(ErrorCode::kUnsupported,
-                        "GGUF files cannot be loaded from Python yet (ckptkit convert them)",
-                        path));
   Result<std::shared_ptr<Mapping>> m = map_file(path, ck.file_size);
   if (!m.is_ok()) raise_status(m.status());
   const uint64_t size = (*m)->size();
@@ -208,7 +212,87 @@ py::dict open_file(const std::string& path, bool allow_dangerous) {
   out["state_dict_key"] = ck.torch.state_dict_key;
   out["tensors"] = tensors;
   out["storages"] = storages;
+  py::dict blocks;  // the block types present: name -> (elements, bytes) per block
+  for (const TensorInfo& t : ck.tensors)
+    if (is_quantized(t.dtype))
+      blocks[py::str(std::string(dtype_info(t.dtype).name))] =
+          py::make_tuple(dtype_info(t.dtype).block, dtype_info(t.dtype).block_bytes);
+  out["block_types"] = blocks;
   return out;
+}
+
+/// Decodes the GGUF tensor stored at [begin, begin + nbytes) of `map` as `numel` elements of
+/// `from` (a block type, dequantized bit for bit as ggml does, or a plain float type) into
+/// `out`, a writable buffer of `numel` elements of `to` (F32, F16 or BF16; a block type goes
+/// through F32). Chunks of whole blocks on one thread per core, the GIL released.
+void decode_gguf(const Mapping& map, uint64_t begin, uint64_t nbytes, const std::string& from,
+                 uint64_t numel, const std::string& to, const py::buffer& out) {
+  // Any dtype by its name, the block types included (parse_dtype knows safetensors' only).
+  auto by_name = [](const std::string& name) -> std::optional<DType> {
+    for (const DTypeInfo& d : all_dtypes())
+      if (d.name == name) return d.dtype;
+    return std::nullopt;
+  };
+  const auto in_t = by_name(from);
+  const auto out_t = by_name(to);
+  if (!in_t || !out_t)
+    raise_status(Status(ErrorCode::kInvalidArgument, "unknown dtype " + from + " or " + to));
+  py::buffer_info b = out.request(/*writable=*/true);
+  const std::optional<uint64_t> in_bytes = dtype_bytes(*in_t, numel);
+  const std::optional<uint64_t> out_bytes = dtype_bytes(*out_t, numel);
+  if (!in_bytes || *in_bytes != nbytes || begin > map.size() || nbytes > map.size() - begin)
+    raise_status(Status(ErrorCode::kCorrupt, "tensor data does not match its type and shape",
+                        map.path(), begin));
+  if (!out_bytes || static_cast<uint64_t>(b.size * b.itemsize) != *out_bytes)
+    raise_status(Status(ErrorCode::kInvalidArgument, "output buffer of the wrong size"));
+  const bool blocks = is_quantized(*in_t);
+  if (!blocks && !can_cast(*in_t, *out_t))
+    raise_status(Status(ErrorCode::kUnsupported,
+                        "cannot cast " + from + " to " + to, map.path(), begin));
+  const DTypeInfo& ii = dtype_info(*in_t);
+  // Whole blocks per chunk (256 is a multiple of every block) and ~1 MiB of F32.
+  const uint64_t per_chunk = blocks ? 256u * 1024 : 1u << 18;
+  const uint64_t chunks = (numel + per_chunk - 1) / per_chunk;
+  const uint8_t* src = map.data() + begin;
+  auto* dst = static_cast<uint8_t*>(b.ptr);
+  const size_t out_size = dtype_info(*out_t).bits / 8;
+  std::atomic<uint64_t> next{0};
+  std::mutex mu;
+  Status first;
+  {
+    py::gil_scoped_release unlocked;
+    auto worker = [&] {
+      std::vector<float> f32;
+      for (uint64_t c; (c = next.fetch_add(1)) < chunks;) {
+        const uint64_t first_el = c * per_chunk, n = std::min(per_chunk, numel - first_el);
+        Status st;
+        if (blocks) {
+          const uint64_t off = first_el / ii.block * ii.block_bytes;
+          const uint64_t len = n / ii.block * ii.block_bytes;
+          float* f = *out_t == DType::F32 ? reinterpret_cast<float*>(dst) + first_el
+                                          : (f32.resize(n), f32.data());
+          st = dequantize_gguf(*in_t, std::span(src + off, len), std::span(f, n));
+          if (st.is_ok() && *out_t != DType::F32)
+            st = cast_elements(DType::F32, *out_t, f, dst + first_el * out_size, n);
+        } else {
+          st = cast_elements(*in_t, *out_t, src + first_el * (ii.bits / 8),
+                             dst + first_el * out_size, n);
+        }
+        if (!st.is_ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (first.is_ok()) first = st;
+          next.store(chunks);
+        }
+      }
+    };
+    const unsigned n = std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(),
+                                                        static_cast<unsigned>(chunks)));
+    std::vector<std::thread> pool;
+    for (unsigned i = 1; i < n; ++i) pool.emplace_back(worker);
+    worker();
+    for (std::thread& t : pool) t.join();
+  }
+  if (!first.is_ok()) raise_status(first.with_path(map.path()));
 }
 
 /// `ckptkit scan --json`'s object for one file.
@@ -293,6 +377,75 @@ void write_safetensors(const std::string& path, const py::list& tensors,
   if (!st.is_ok()) raise_status(st);
 }
 
+/// Runs `ckptkit ARGS...` in this process (cli/app.h: the command's own flags, checks and
+/// --json report) on a worker thread, with the GIL released. This thread wakes every 50 ms to
+/// take the GIL, let Python handle signals (Ctrl-C raises KeyboardInterrupt here: signal
+/// handlers run only on the main thread) and call `progress(done, total)` when the byte count
+/// moved; an exception from either sets the monitor's cancel flag, the executor stops between
+/// chunks and discards its output, and the exception is raised once the worker has ended.
+/// Returns (exit status, what the command printed on stdout).
+constexpr int kExitError = 2;  // the program's exit status for an error (cli/commands.h)
+
+py::tuple run_command(const std::vector<std::string>& args, const py::object& progress) {
+  RunMonitor monitor;
+  cli::Capture capture;
+  capture.monitor = &monitor;
+  int rc = kExitError;
+  std::exception_ptr failure;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false;
+  std::thread worker([&] {
+    try {
+      rc = cli::run_captured(args, capture);
+    } catch (const std::bad_alloc&) {
+      capture.error = Status(ErrorCode::kInternal, "out of memory");
+      rc = kExitError;
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    finished = true;
+    cv.notify_all();
+  });
+  std::optional<py::error_already_set> pending;  // the exception that cancelled the work
+  uint64_t reported = ~uint64_t{0};
+  for (;;) {
+    bool done = false;
+    {
+      py::gil_scoped_release unlocked;
+      std::unique_lock<std::mutex> lock(mu);
+      done = cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return finished; });
+    }
+    if (done) break;
+    if (pending || monitor.cancel.load()) continue;
+    if (PyErr_CheckSignals() != 0) {
+      pending.emplace();  // takes the raised exception
+      monitor.cancel.store(true);
+      continue;
+    }
+    const uint64_t d = monitor.done.load(), t = monitor.total.load();
+    if (!progress.is_none() && t != 0 && d != reported) {
+      reported = d;
+      try {
+        progress(d, t);
+      } catch (py::error_already_set& e) {
+        pending.emplace(std::move(e));
+        monitor.cancel.store(true);
+      }
+    }
+  }
+  worker.join();
+  if (pending) throw py::error_already_set(std::move(*pending));
+  if (failure) std::rethrow_exception(failure);
+  // The last call sees the whole count, so a caller's bar ends at 100 %.
+  const uint64_t d = monitor.done.load(), t = monitor.total.load();
+  if (rc == 0 && !progress.is_none() && t != 0 && d != reported) progress(d, t);
+  if (!capture.dangerous_report.empty()) raise_status(capture.error, capture.dangerous_report);
+  if (!capture.error.is_ok()) raise_status(capture.error);
+  return py::make_tuple(rc, capture.out);
+}
+
 }  // namespace
 }  // namespace ckptkit::python
 
@@ -316,8 +469,13 @@ PYBIND11_MODULE(_native, m) {
   m.def("open_file", &open_file, py::arg("path"), py::arg("allow_dangerous"));
   m.def("scan", &scan_path, py::arg("path"));
   m.def("inspect", &inspect_path, py::arg("path"), py::arg("tensors"));
+  m.def("decode_gguf", &decode_gguf, py::arg("mapping"), py::arg("begin"), py::arg("nbytes"),
+        py::arg("dtype"), py::arg("numel"), py::arg("to"), py::arg("out"));
+  m.def("run_command", &run_command, py::arg("args"), py::arg("progress"));
   m.def("write_safetensors", &write_safetensors, py::arg("path"), py::arg("tensors"),
         py::arg("metadata"));
+  m.def("blas_core", &ckptkit::detail::blas_core_name,
+        "The OpenBLAS kernel family this process runs (lora_extract/lora_resize's SVDs).");
   m.def(
       "live_mappings", [] { return g_live_mappings.load(); },
       "How many file mappings are alive (tests of the arrays' lifetime).");

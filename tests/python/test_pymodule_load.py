@@ -385,3 +385,32 @@ def test_missing_and_wrong_types(tmp):
         ckptkit.load(os.path.join(tmp, "nope.safetensors"), framework=1)
     with pytest.raises(ValueError, match="framework"):
         ckptkit.load(os.path.join(tmp, "nope.safetensors"), framework="tf")
+
+
+def test_numpy_raw_bits_of_bf16_and_fp8(tmp):
+    """NumPy has no BF16/FP8: the error names framework="pt" and raw=True; raw=True gives the
+    bit patterns as uint16/uint8 views of the file, zero-copy."""
+    rng = np.random.default_rng(3)
+    bf16 = rng.integers(0, 1 << 16, (5, 7), dtype=np.uint16)
+    f8 = rng.integers(0, 256, (9,), dtype=np.uint8)
+    f32 = rng.standard_normal(4).astype(np.float32)
+    path = os.path.join(tmp, "raw-bits.safetensors")
+    tl.write_safetensors(path, [("bf", "BF16", bf16.shape, bf16.tobytes()),
+                                ("e4", "F8_E4M3", f8.shape, f8.tobytes()),
+                                ("e5", "F8_E5M2", f8.shape, f8.tobytes()),
+                                ("f", "F32", f32.shape, f32.tobytes())])
+    with pytest.raises(ckptkit.Error, match=r'framework="pt", or raw=True .*uint16'):
+        ckptkit.load(path, framework="np")
+    sd = ckptkit.load(path, framework="np", raw=True)
+    assert sd["bf"].dtype == np.uint16 and np.array_equal(sd["bf"], bf16)
+    assert sd["e4"].dtype == np.uint8 and np.array_equal(sd["e4"], f8)
+    assert np.array_equal(sd["e5"], f8) and np.array_equal(sd["f"], f32)
+    sd["bf"][0, 0] ^= 1  # a private page: the file is unchanged
+    assert np.array_equal(ckptkit.load(path, framework="np", raw=True)["bf"], bf16)
+    with ckptkit.safe_open(path, framework="np", raw=True) as f:
+        assert np.array_equal(f.get_tensor("bf"), bf16)
+    # torch has BF16: raw changes nothing there; FP8 comes as bits where torch lacks it.
+    t = ckptkit.load(path, framework="pt", raw=True)
+    assert t["bf"].dtype == torch.bfloat16
+    if not hasattr(torch, "float8_e4m3fn"):
+        assert t["e4"].dtype == torch.uint8 and np.array_equal(t["e4"].numpy(), f8)
