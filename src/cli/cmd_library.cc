@@ -47,8 +47,10 @@ void print_rows(const std::vector<library::ModelRow>& rows) {
   std::string out;
   for (const library::ModelRow& r : rows) {
     std::string flags;
-    if (!r.error.empty()) flags = "  ERROR: " + shorten(r.error, 80);
-    else if (!r.verdict.empty() && r.verdict != "safe") flags = "  " + r.verdict;
+    if (!r.error.empty())
+      flags = "  ERROR: " + shorten(r.error, 80);
+    else if (!r.verdict.empty() && r.verdict != "safe")
+      flags = "  " + r.verdict;
     if (r.defects) flags += fmt::format("  {} defect{}", r.defects, r.defects == 1 ? "" : "s");
     out += fmt::format("{:<18} {:<18} {:>10}  {}{}\n", shorten(r.kind, 18),
                        shorten(r.architecture.empty() ? "-" : r.architecture, 18),
@@ -214,8 +216,10 @@ Runner setup_dupes(CLI::App& sub) {
       saved += g.saved;
     }
     if (d->files.empty() && d->components.empty()) out += "no duplicates\n";
-    if (!d->deep) out += "(components are compared after `ckptkit library index --deep`)\n";
-    else out += fmt::format("{} in all\n", human_bytes(saved));
+    if (!d->deep)
+      out += "(components are compared after `ckptkit library index --deep`)\n";
+    else
+      out += fmt::format("{} in all\n", human_bytes(saved));
     std::fputs(out.c_str(), stdout);
     return kExitOk;
   };
@@ -236,8 +240,8 @@ Runner setup_show(CLI::App& sub) {
     auto id = library::find_model(*db, o->file);
     if (!id) return report_error(id.status());
     if (!*id)
-      return report_error(Status(ErrorCode::kNotFound, "not in the library (index its folder)",
-                                 o->file));
+      return report_error(
+          Status(ErrorCode::kNotFound, "not in the library (index its folder)", o->file));
     auto doc = library::model_json(*db, **id);
     if (!doc) return report_error(doc.status());
     if (o->json) {
@@ -281,8 +285,7 @@ Runner setup_loras(CLI::App& sub) {
   };
   auto o = std::make_shared<Opts>();
   add_db_option(sub, o->db);
-  sub.add_option("--for", o->model, "a checkpoint or diffusion model (indexed or not)")
-      ->required();
+  sub.add_option("--for", o->model, "a checkpoint or diffusion model (indexed or not)")->required();
   sub.add_flag("--json", o->json, "machine-readable output");
   return [o] {
     auto db = open_existing(o->db);

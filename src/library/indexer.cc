@@ -58,6 +58,7 @@ struct Record {
 
 struct HashRecord {
   int64_t id = 0;
+  std::string path;
   std::string sha256, autov2, autov3, blake3, error;
 };
 
@@ -83,8 +84,8 @@ void folder_identity(Found& f) {
   fill_identity(f, st);
   f.size = 0;
   std::error_code ec;
-  for (fs::recursive_directory_iterator it(f.path, fs::directory_options::skip_permission_denied,
-                                           ec),
+  for (fs::recursive_directory_iterator
+           it(f.path, fs::directory_options::skip_permission_denied, ec),
        end;
        !ec && it != end; it.increment(ec)) {
     struct stat fst {};
@@ -134,7 +135,8 @@ void walk(const std::string& root, std::vector<Found>& out, std::vector<std::str
     if (::stat(f.path.c_str(), &st) != 0) {
       struct stat lst {};
       const bool link = ::lstat(f.path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode);
-      f.error = link ? "a broken symbolic link" : fmt::format("cannot stat: {}", std::strerror(errno));
+      f.error =
+          link ? "a broken symbolic link" : fmt::format("cannot stat: {}", std::strerror(errno));
       if (link) fill_identity(f, lst);
     } else if (!S_ISREG(st.st_mode)) {
       continue;
@@ -155,7 +157,8 @@ std::string kind_of_layout(std::string_view layout) {
   return "unknown";
 }
 
-std::string meta(const std::map<std::string, std::string>& m, std::initializer_list<const char*> keys) {
+std::string meta(const std::map<std::string, std::string>& m,
+                 std::initializer_list<const char*> keys) {
   for (const char* k : keys)
     if (auto it = m.find(k); it != m.end() && !it->second.empty()) return it->second;
   return {};
@@ -573,10 +576,10 @@ Result<IndexStats> index_folders(const std::vector<std::string>& roots,
       st.reset();
       st.bind(1, root + "/");
       while (st.step())
-        known.emplace(std::string(st.text(1)),
-                      Known{st.i64(0), static_cast<uint64_t>(st.i64(2)),
-                            static_cast<uint64_t>(st.i64(3)), static_cast<uint64_t>(st.i64(4)),
-                            st.i64(5), st.i64(6) != 0, st.i64(7) != 0});
+        known.emplace(
+            std::string(st.text(1)),
+            Known{st.i64(0), static_cast<uint64_t>(st.i64(2)), static_cast<uint64_t>(st.i64(3)),
+                  static_cast<uint64_t>(st.i64(4)), st.i64(5), st.i64(6) != 0, st.i64(7) != 0});
       if (!st.status().is_ok()) return st.status();
     }
   }
@@ -584,8 +587,7 @@ Result<IndexStats> index_folders(const std::vector<std::string>& roots,
   std::set<std::string> present;
   for (const Found& f : found) present.insert(f.path);
   // Rows whose file is gone, by identity: a file that moved keeps its row.
-  std::map<std::tuple<uint64_t, uint64_t, uint64_t, int64_t>, std::pair<std::string, int64_t>>
-      gone;
+  std::map<std::tuple<uint64_t, uint64_t, uint64_t, int64_t>, std::pair<std::string, int64_t>> gone;
   for (const auto& [path, k] : known)
     if (!present.count(path) && !k.error)
       gone.emplace(std::make_tuple(k.dev, k.inode, k.size, k.mtime_ns), std::make_pair(path, k.id));
@@ -619,12 +621,12 @@ Result<IndexStats> index_folders(const std::vector<std::string>& roots,
       mv.bind(1, id).bind(2, path).bind(3, root);
       mv.step();
     }
+    std::set<int64_t> moved_ids;
+    for (const auto& m : moves) moved_ids.insert(std::get<0>(m));
     Stmt rm(db, "DELETE FROM models WHERE path=?1");
     for (const auto& [path, k] : known) {
       if (present.count(path)) continue;
-      bool moved = false;
-      for (const auto& m : moves) moved |= std::get<0>(m) == k.id;
-      if (moved) continue;
+      if (moved_ids.count(k.id)) continue;
       rm.reset();
       rm.bind(1, path);
       rm.step();
@@ -679,8 +681,8 @@ Result<IndexStats> index_folders(const std::vector<std::string>& roots,
       st.reset();
       st.bind(1, root + "/");
       while (st.step())
-        jobs.push_back({st.i64(0), std::string(st.text(1)), static_cast<uint64_t>(st.i64(2)),
-                        st.i64(3)});
+        jobs.push_back(
+            {st.i64(0), std::string(st.text(1)), static_cast<uint64_t>(st.i64(2)), st.i64(3)});
       if (!st.status().is_ok()) return st.status();
     }
   }
@@ -699,6 +701,7 @@ Result<IndexStats> index_folders(const std::vector<std::string>& roots,
           const Job& j = jobs[i];
           HashRecord h;
           h.id = j.id;
+          h.path = j.path;
           FileHashes fh = hash_file(j.path, ho);
           meter.add(j.size);
           if (!fh.error.is_ok()) {
@@ -714,7 +717,7 @@ Result<IndexStats> index_folders(const std::vector<std::string>& roots,
           struct stat st {};
           if (::stat(j.path.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != j.size ||
               mtime_ns_of(st) != j.mtime_ns)
-            h = HashRecord{j.id, {}, {}, {}, {}, "changed while being hashed"};
+            h = HashRecord{j.id, j.path, {}, {}, {}, {}, "changed while being hashed"};
           return h;
         },
         [&](std::vector<HashRecord>& batch) {
@@ -731,8 +734,10 @@ Result<IndexStats> index_folders(const std::vector<std::string>& roots,
             up.step();
             if (h.error.empty())
               ++stats.hashed;
-            else
-              stats.error_lines.push_back(fmt::format("hash of row {}: {}", h.id, h.error));
+            else {
+              ++stats.errors;
+              stats.error_lines.push_back(fmt::format("{}: hash: {}", h.path, h.error));
+            }
           }
           write_error = up.status().is_ok() ? db.exec("COMMIT") : up.status();
         });

@@ -35,7 +35,7 @@ struct IndexStats {
   uint64_t moved = 0;      ///< same file, new path
   uint64_t removed = 0;    ///< rows of files that are gone
   uint64_t hashed = 0;
-  uint64_t errors = 0;  ///< files recorded with an error
+  uint64_t errors = 0;                   ///< files recorded with an error
   std::vector<std::string> error_lines;  ///< "path: why", for stderr
   bool cancelled = false;
   double header_seconds = 0, hash_seconds = 0;

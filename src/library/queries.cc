@@ -104,19 +104,24 @@ Result<std::vector<ModelRow>> list_models(const Db& db, const ModelFilter& f, ui
         n);
   }
   static const std::map<std::string, std::string, std::less<>> kSort = {
-      {"path", "path"},         {"size", "size"},
-      {"kind", "kind"},         {"architecture", "architecture"},
-      {"format", "format"},     {"parameters", "parameters"},
-      {"verdict", "scan_verdict"}, {"defects", "defect_count"},
-      {"name", "path"},         {"family", "family"}};
+      {"path", "path"},
+      {"size", "size"},
+      {"kind", "kind"},
+      {"architecture", "architecture"},
+      {"format", "format"},
+      {"parameters", "parameters"},
+      {"verdict", "scan_verdict"},
+      {"defects", "defect_count"},
+      {"name", "path"},
+      {"family", "family"}};
   auto sort = kSort.find(f.sort);
   if (sort == kSort.end())
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("cannot sort by '{}' (path, size, kind, architecture, format, "
                               "parameters, verdict, defects)",
                               f.sort));
-  std::string sql = fmt::format("SELECT {} FROM models{} ORDER BY {} {}, path", kRowColumns,
-                                where, sort->second, f.descending ? "DESC" : "ASC");
+  std::string sql = fmt::format("SELECT {} FROM models{} ORDER BY {} {}, path", kRowColumns, where,
+                                sort->second, f.descending ? "DESC" : "ASC");
   if (f.limit > 0) sql += fmt::format(" LIMIT {} OFFSET {}", f.limit, f.offset);
   Stmt st(db, sql.c_str());
   if (!st.ok()) return st.status();

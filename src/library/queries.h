@@ -25,7 +25,8 @@ struct ModelFilter {
   bool unsafe = false;   ///< scan verdict other than safe
   bool defects = false;  ///< at least one defect
   bool errors = false;   ///< only files that could not be read
-  std::string sort = "path";  ///< path, size, kind, architecture, format, parameters, verdict, defects
+  std::string sort =
+      "path";  ///< path, size, kind, architecture, format, parameters, verdict, defects
   bool descending = false;
   uint64_t limit = 0;  ///< 0: all
   uint64_t offset = 0;
@@ -51,10 +52,10 @@ Result<std::optional<int64_t>> find_model(const Db& db, const std::string& path)
 Result<std::optional<std::string>> model_json(const Db& db, int64_t id);
 
 struct DupeGroup {
-  std::string key;   ///< sha256 or component fingerprint
-  std::string what;  ///< "file", or the component's role/part
-  uint64_t bytes = 0;   ///< of one copy
-  uint64_t saved = 0;   ///< what keeping one copy would save
+  std::string key;                                       ///< sha256 or component fingerprint
+  std::string what;                                      ///< "file", or the component's role/part
+  uint64_t bytes = 0;                                    ///< of one copy
+  uint64_t saved = 0;                                    ///< what keeping one copy would save
   std::vector<std::pair<int64_t, std::string>> members;  ///< id, path (+ " [prefix]")
 };
 struct Dupes {

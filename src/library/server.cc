@@ -74,15 +74,13 @@ bool host_allowed(std::string_view host, std::string_view bind, int port) {
   if (name == "localhost") return loopback;
   if (!is_ip_literal(name)) return false;
   if (bind == "0.0.0.0" || bind == "::") return true;  // any address of this machine
-  const std::string b = bind.find(':') != std::string_view::npos
-                            ? fmt::format("[{}]", bind)
-                            : std::string(bind);
+  const std::string b =
+      bind.find(':') != std::string_view::npos ? fmt::format("[{}]", bind) : std::string(bind);
   if (name == b) return true;
   return loopback && (name == "127.0.0.1" || name == "[::1]");
 }
 
-Status serve(const ServeOptions& options,
-             const std::function<void(const std::string&)>& on_ready) {
+Status serve(const ServeOptions& options, const std::function<void(const std::string&)>& on_ready) {
   {
     // Fail now, with the reason, rather than on the first request.
     auto db = Db::open(options.db_path, Db::Mode::kReadWrite);
@@ -128,8 +126,7 @@ Status serve(const ServeOptions& options,
     return httplib::Server::HandlerResponse::Unhandled;
   });
   svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty())
-      send_error(res, res.status, res.status == 404 ? "not found" : "error");
+    if (res.body.empty()) send_error(res, res.status, res.status == 404 ? "not found" : "error");
   });
 
   for (size_t i = 0; i < kWebAssetCount; ++i) {
@@ -228,8 +225,7 @@ Status serve(const ServeOptions& options,
   const std::string host =
       options.bind.find(':') != std::string::npos ? "[" + options.bind + "]" : options.bind;
   on_ready(fmt::format("http://{}:{}/", host, port));
-  if (!svr.listen_after_bind())
-    return Status(ErrorCode::kIoError, "the server stopped listening");
+  if (!svr.listen_after_bind()) return Status(ErrorCode::kIoError, "the server stopped listening");
   return Status::ok();
 }
 

@@ -85,10 +85,9 @@ Result<Db> Db::open(const std::string& path, Mode mode) {
     const auto dir = std::filesystem::path(path).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   }
-  const int flags = mode == Mode::kReadOnly ? SQLITE_OPEN_READONLY
-                    : mode == Mode::kReadWrite
-                        ? SQLITE_OPEN_READWRITE
-                        : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  const int flags = mode == Mode::kReadOnly    ? SQLITE_OPEN_READONLY
+                    : mode == Mode::kReadWrite ? SQLITE_OPEN_READWRITE
+                                               : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   Db db(raw, path);
