@@ -84,7 +84,8 @@ async function loadModels() {
     const verdict = m.error ? el("td", {class: "error"}, "unreadable")
                             : el("td", {class: "verdict-" + (m.scan_verdict || "unknown")}, m.scan_verdict || "?");
     const tr = el("tr", {"data-id": String(m.id)}, name, el("td", {}, m.kind),
-                  el("td", {}, m.architecture + (m.variant && m.variant !== "standard" ? " (" + m.variant + ")" : "")),
+                  el("td", {}, m.kind === "LoRA" && m.lora_base ? "LoRA for " + m.lora_base
+                               : m.architecture + (m.variant && m.variant !== "standard" ? " (" + m.variant + ")" : "")),
                   el("td", {}, m.format), el("td", {class: "num"}, bytes(m.size)),
                   el("td", {class: "num"}, count(m.parameters)), verdict,
                   el("td", {class: "num"}, m.defects ? String(m.defects) : ""));
