@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <charconv>
 #include <memory>
@@ -95,7 +97,11 @@ Status serve(const ServeOptions& options, const std::function<void(const std::st
   svr.set_socket_options([](socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
   });
+  // A response is written in pieces (headers, body): without TCP_NODELAY each small request
+  // waits ~40 ms for the client's delayed ACK (measured: API p50 44 ms, 0.x ms with it).
+  svr.set_tcp_nodelay(true);
   svr.set_payload_max_length(1024);
   svr.set_read_timeout(5, 0);
   svr.set_write_timeout(5, 0);
