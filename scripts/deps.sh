@@ -8,6 +8,9 @@ set -euo pipefail
 build_pkgs=(g++ cmake ninja-build pkg-config make libfmt-dev libcli11-dev libsimdjson-dev
             libhwy-dev libgtest-dev libbenchmark-dev zlib1g-dev libssl-dev libtomlplusplus-dev
             liblapacke-dev libopenblas-dev)
+# The model library (docs/library.md): SQLite for its database, cpp-httplib (a shared library
+# in Debian) for `library serve`.
+build_pkgs+=(libsqlite3-dev libcpp-httplib-dev)
 # Tests: PyTorch and NumPy are the oracles; clang + its runtime build the fuzzers; GNU time
 # measures peak memory in benchmarks; openssl and b3sum are independent hash oracles; strace
 # shows that outputs are fsynced before their link and their folder after it.
@@ -20,6 +23,8 @@ command -v npm >/dev/null 2>&1 || test_pkgs+=(npm)
 # Python.h); pytest runs its tests.
 build_pkgs+=(python3-dev pybind11-dev python3-pybind11)
 test_pkgs+=(python3-pytest)
+# The library's web page is tested in a real browser: headless Chromium driven by Selenium.
+test_pkgs+=(chromium chromium-driver python3-selenium)
 
 pkgs=("${build_pkgs[@]}")
 [[ "${1:-}" == "--build" ]] || pkgs+=("${test_pkgs[@]}")

@@ -49,6 +49,10 @@ constexpr Command kCommands[] = {
      "formats (inspect shows and matches them)",
      setup_lora},
     {"meta", "show or edit safetensors metadata (the data is copied unchanged)", setup_meta},
+    {"library",
+     "index model folders into SQLite: list, find duplicates and unsafe files, browse in a "
+     "local web page",
+     setup_library},
     {"sample", "write a synthetic checkpoint with a published model's exact layout", setup_sample},
 };
 

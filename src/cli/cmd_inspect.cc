@@ -543,11 +543,13 @@ Runner setup_inspect(CLI::App& sub) {
   };
 }
 
-Result<std::string> inspect_json(const std::string& path, bool tensors) {
+Result<InspectFacts> inspect_facts(const std::string& path, bool tensors) {
   auto checked = read_and_scan(path);
   if (!checked) return checked.status();
-  const Checkpoint& ck = checked->checkpoint;
-  const std::optional<ScanReport>& scan = checked->scan;
+  InspectFacts f;
+  f.checked = std::move(*checked);
+  const Checkpoint& ck = f.checked.checkpoint;
+  const std::optional<ScanReport>& scan = f.checked.scan;
   std::map<std::string, DTypeStats> by_dtype;
   for (const TensorInfo& t : ck.tensors) {
     DTypeStats& s = by_dtype[std::string(dtype_name(t.dtype))];
@@ -556,11 +558,17 @@ Result<std::string> inspect_json(const std::string& path, bool tensors) {
     s.bytes += t.nbytes();
   }
   auto file = InputFile::open(path);
-  const Anatomy anatomy = analyze(ck, file ? &*file : nullptr);
-  std::optional<LoraFile> lora;
-  if (anatomy.layout == "lora") lora = read_lora(ck, file ? &*file : nullptr);
-  return render_json(ck, by_dtype, tensors, scan && scan->error.is_ok() ? &*scan : nullptr,
-                     anatomy, {}, lora ? &*lora : nullptr);
+  f.anatomy = analyze(ck, file ? &*file : nullptr);
+  if (f.anatomy.layout == "lora") f.lora = read_lora(ck, file ? &*file : nullptr);
+  f.json = render_json(ck, by_dtype, tensors, scan && scan->error.is_ok() ? &*scan : nullptr,
+                       f.anatomy, {}, f.lora ? &*f.lora : nullptr);
+  return f;
+}
+
+Result<std::string> inspect_json(const std::string& path, bool tensors) {
+  auto f = inspect_facts(path, tensors);
+  if (!f) return f.status();
+  return std::move(f->json);
 }
 
 }  // namespace ckptkit::cli

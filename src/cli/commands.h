@@ -38,6 +38,7 @@ Runner setup_meta(CLI::App& sub);
 Runner setup_verify(CLI::App& sub);
 Runner setup_merge(CLI::App& sub);
 Runner setup_lora(CLI::App& sub);
+Runner setup_library(CLI::App& sub);
 
 /// Prints "ckptkit: error: <status>" on stderr and returns kExitError.
 int report_error(const Status& status);

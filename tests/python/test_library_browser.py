@@ -1,0 +1,166 @@
+"""The library's page in a real browser (Debian's chromium, headless, driven by selenium through
+chromedriver): the table loads, a filter narrows it, a detail view opens with its components
+diagram and hashes, the duplicates and disk-use views draw, and a model titled
+`<script>alert(1)</script>` shows that text literally without running it. Screenshots are kept
+in the test's temporary folder (CKPTKIT_TEST_TMP/library-browser-*)."""
+import os
+import shutil
+import tempfile
+import unittest
+
+from ckpt_testlib import run
+from library_fixtures import XSS_TITLE, XSS_TRIGGER, make_models
+from library_server import Server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    HAVE_SELENIUM = True
+except ImportError:
+    HAVE_SELENIUM = False
+
+SKIP = None
+if not HAVE_SELENIUM:
+    SKIP = "python3-selenium is not installed"
+elif not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    SKIP = "chromium / chromium-driver are not installed (scripts/deps.sh installs them)"
+
+
+@unittest.skipIf(SKIP, SKIP)
+class Page(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        root = os.environ.get("CKPTKIT_TEST_TMP") or tempfile.gettempdir()
+        os.makedirs(root, exist_ok=True)
+        # Kept after the test: the screenshots are its artifacts (the models are removed).
+        cls.tmp = tempfile.mkdtemp(prefix="library-browser-", dir=root)
+        cls.models = os.path.join(cls.tmp, "models")
+        cls.files = make_models(cls.models)
+        cls.db = os.path.join(cls.tmp, "lib.sqlite")
+        run("library", "index", cls.models, "--db", cls.db, "--no-hash", check=False)
+        run("library", "index", cls.models, "--db", cls.db, check=False)  # hashes too
+        cls.server = Server(cls.db)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--window-size=1400,1000", f"--user-data-dir={cls.tmp}/chrome-profile"):
+            opts.add_argument(a)
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        cls.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        cls.driver.set_page_load_timeout(30)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.driver.quit()
+        cls.server.stop()
+        shutil.rmtree(cls.models, ignore_errors=True)
+        shutil.rmtree(os.path.join(cls.tmp, "chrome-profile"), ignore_errors=True)
+
+    def wait(self, cond, timeout=15):
+        return WebDriverWait(self.driver, timeout).until(cond)
+
+    def shot(self, name):
+        path = os.path.join(self.tmp, name + ".png")
+        self.assertTrue(self.driver.save_screenshot(path))
+        self.assertGreater(os.path.getsize(path), 1000)
+        return path
+
+    def rows(self):
+        return self.driver.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+
+    def no_alert(self):
+        try:
+            alert = self.driver.switch_to.alert
+            text = alert.text
+            alert.dismiss()
+            self.fail(f"a script from a model's metadata ran: alert({text})")
+        except Exception as e:  # NoAlertPresentException: as it should be
+            if "a script from" in str(e):
+                raise
+
+    def test_table_filter_detail(self):
+        d = self.driver
+        d.get(self.server.url)
+        self.wait(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        n_all = len(lib_rows := self.rows())
+        self.assertEqual(n_all, len(self.files) + 2)  # + the two unreadable files
+        self.assertIn(f"{n_all} of {n_all} files", d.find_element(By.ID, "count").text)
+        self.shot("table")
+        # The script title is shown as text and did not run.
+        self.no_alert()
+        self.assertIn(XSS_TITLE, d.find_element(By.ID, "models").text)
+        self.assertEqual(d.execute_script("return document.querySelectorAll('#models script, #models img').length"), 0)
+        # Filter by kind, then by text.
+        Select(d.find_element(By.ID, "kind")).select_by_visible_text("LoRA")
+        self.wait(lambda d: len(self.rows()) == 4)
+        self.shot("filtered-lora")
+        box = d.find_element(By.ID, "q")
+        box.send_keys("zorblax")
+        self.wait(lambda d: len(self.rows()) == 1)
+        self.assertIn(XSS_TITLE, self.rows()[0].text)
+        # Sorting by size, largest first (two clicks).
+        Select(d.find_element(By.ID, "kind")).select_by_index(0)
+        box.clear()
+        box.send_keys(" ")
+        box.clear()
+        d.execute_script("document.getElementById('q').dispatchEvent(new Event('input'))")
+        self.wait(lambda d: len(self.rows()) == n_all)
+        th = d.find_element(By.CSS_SELECTOR, "th[data-sort=size]")
+        th.click()
+        self.wait(lambda d: "sorted-asc" in th.get_attribute("class"))
+        th.click()
+        self.wait(lambda d: "sorted-desc" in th.get_attribute("class"))
+        self.wait(lambda d: self.files["sd15"] in self.rows()[0].text)
+        # Open the script-titled LoRA's detail view.
+        d.get(self.server.url)
+        self.wait(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        row = [r for r in self.rows() if XSS_TITLE in r.text][0]
+        row.click()
+        title = self.wait(EC.visibility_of_element_located((By.ID, "detail-title")))
+        self.assertEqual(title.text, XSS_TITLE)
+        self.no_alert()
+        words = d.find_element(By.ID, "trigger-words").text
+        self.assertIn("<img src=x onerror=alert(2)>", words)
+        self.assertIn("zorblax", words)
+        self.assertEqual(d.execute_script("return document.querySelectorAll('#detail-view script, #detail-view img').length"), 0)
+        hashes = d.find_element(By.ID, "hashes").text
+        self.assertRegex(hashes, r"sha256\s+[0-9a-f]{64}")
+        self.assertGreaterEqual(len(d.find_elements(By.CSS_SELECTOR, "#hashes button.copy")), 3)
+        self.assertIn(XSS_TRIGGER.split(",")[0], d.find_element(By.ID, "metadata").text)
+        self.shot("detail-xss")
+        # A checkpoint's components diagram.
+        d.get(self.server.url + "#/")
+        self.wait(lambda d: len(self.rows()) == n_all)
+        [r for r in self.rows() if self.files["sd15"] in r.text][0].click()
+        self.wait(EC.visibility_of_element_located((By.ID, "detail-title")))
+        rects = d.find_elements(By.CSS_SELECTOR, "#detail-view svg rect")
+        self.assertGreaterEqual(len(rects), 3)  # UNet, text encoder, VAE
+        self.shot("detail-checkpoint")
+        # The dangerous pickle says so in plain words.
+        d.get(self.server.url + "#/")
+        self.wait(lambda d: len(self.rows()) == n_all)
+        [r for r in self.rows() if self.files["evil"] in r.text][0].click()
+        self.wait(EC.visibility_of_element_located((By.ID, "detail-title")))
+        self.assertIn("would run code", d.find_element(By.ID, "detail-view").text)
+
+    def test_dupes_and_stats_views(self):
+        d = self.driver
+        d.get(self.server.url + "#/dupes")
+        self.wait(lambda d: "kohya-sd15 (1).safetensors" in d.find_element(By.ID, "dupes-view").text)
+        self.shot("dupes")
+        d.get(self.server.url + "#/stats")
+        self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-kind rect"))
+        self.assertIn("LoRA", d.find_element(By.ID, "stats-view").text)
+        self.shot("stats")
+        self.no_alert()
+        severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        self.assertEqual(severe, [])
+
+
+if __name__ == "__main__":
+    unittest.main()

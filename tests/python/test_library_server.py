@@ -1,0 +1,191 @@
+"""`ckptkit library serve`: the JSON API against the real server on an ephemeral loopback port
+says what `library list/show/dupes --json` say; nothing outside the embedded page and the
+database is reachable (traversal attempts, encoded or not, get 404); a Host header naming
+another site is refused (DNS rebinding); only GET; bounded requests; a model titled with an
+HTML script comes back as the same text, JSON-escaped, never as markup the server produced."""
+import http.client
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import unittest
+
+from ckpt_testlib import BIN, run
+from library_fixtures import XSS_TITLE, make_models
+from library_server import Server
+
+
+def lib_json(*args):
+    return json.loads(run("library", *args, "--json").stdout)
+
+
+class Api(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        root = os.environ.get("CKPTKIT_TEST_TMP")
+        if root:
+            os.makedirs(root, exist_ok=True)
+        cls._tmp = tempfile.TemporaryDirectory(dir=root)
+        cls.tmp = os.path.realpath(cls._tmp.name)
+        cls.files = make_models(os.path.join(cls.tmp, "models"))
+        cls.db = os.path.join(cls.tmp, "lib.sqlite")
+        run("library", "index", os.path.join(cls.tmp, "models"), "--db", cls.db, "--no-hash",
+            check=False)
+        # The server must never hand out this file, whatever the path asked for.
+        cls.secret = os.path.join(cls.tmp, "SECRET.txt")
+        with open(cls.secret, "w") as f:
+            f.write("TOP-SECRET-CONTENT")
+        cls.server = Server(cls.db)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls._tmp.cleanup()
+
+    def request(self, path, host=None, method="GET", body=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+        c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        c.putheader("Host", host if host is not None else f"127.0.0.1:{self.server.port}")
+        if body is not None:
+            c.putheader("Content-Length", str(len(body)))
+        c.endheaders(body.encode() if body is not None else None)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
+
+    def get_json(self, path):
+        status, headers, data = self.request(path)
+        self.assertEqual(status, 200, (path, data))
+        self.assertTrue(headers["content-type"].startswith("application/json"))
+        self.assertEqual(headers.get("x-content-type-options"), "nosniff")
+        return json.loads(data)
+
+    def test_models_match_cli(self):
+        api = self.get_json("/api/models")
+        cli = lib_json("list", "--db", self.db)
+        self.assertEqual(api["models"], cli["models"])
+        self.assertEqual(api["total"], len(cli["models"]))
+        loras = self.get_json("/api/models?kind=LoRA")["models"]
+        self.assertEqual({m["path"] for m in loras},
+                         {m["path"] for m in lib_json("list", "--db", self.db, "--kind", "LoRA")["models"]})
+        page = self.get_json("/api/models?limit=2&offset=1&sort=size&order=desc")
+        self.assertEqual(page["count"], 2)
+        self.assertEqual(page["total"], len(cli["models"]))
+        unsafe = self.get_json("/api/models?unsafe=1")["models"]
+        self.assertIn(self.files["evil"], [m["path"] for m in unsafe])
+        self.assertEqual(self.request("/api/models?sort=evil")[0], 400)
+        self.assertEqual(self.request("/api/models?limit=abc")[0], 400)
+
+    def test_detail_matches_show(self):
+        for name in ("sd15", "xss", "diffusers"):
+            path = self.files[name]
+            show = lib_json("show", path, "--db", self.db)
+            api = self.get_json(f"/api/models/{show['model']['id']}")
+            self.assertEqual(api, show)
+        self.assertEqual(self.request("/api/models/999999")[0], 404)
+        self.assertEqual(self.request("/api/models/abc")[0], 404)
+
+    def test_dupes_and_stats(self):
+        self.assertEqual(self.get_json("/api/dupes"), lib_json("dupes", "--db", self.db))
+        s = self.get_json("/api/stats")
+        self.assertEqual(s["files"], len(lib_json("list", "--db", self.db)["models"]))
+        self.assertEqual(sum(k["files"] for k in s["by_kind"]), s["files"])
+        self.assertEqual(sum(k["bytes"] for k in s["by_family"]), s["bytes"])
+        self.assertIn("LoRA", [k["name"] for k in s["by_kind"]])
+
+    def test_page_and_assets(self):
+        status, headers, data = self.request("/")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-type"].startswith("text/html"))
+        csp = headers["content-security-policy"]
+        self.assertIn("script-src 'self'", csp)
+        self.assertIn("default-src 'none'", csp)
+        self.assertIn(b'<script src="/app.js"', data)
+        self.assertNotIn(b"http://", data.replace(b"http://www.w3.org", b""))  # no CDN
+        for asset, mime in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+            status, headers, data = self.request(asset)
+            self.assertEqual(status, 200)
+            self.assertTrue(headers["content-type"].startswith(mime))
+            self.assertNotIn(b"https://", data)
+        _, _, js = self.request("/app.js")
+        self.assertNotIn(b"innerHTML", js)
+
+    def test_traversal(self):
+        secret = os.path.relpath(self.secret, "/")
+        attempts = [
+            "/../../../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+            "/..%2f..%2f..%2fetc%2fpasswd", "/%252e%252e/etc/passwd", "/api/../../etc/passwd",
+            "/api/models/..%2f..%2f..%2fetc%2fpasswd", "/app.js/../../../etc/passwd",
+            "//etc/passwd", "/" + secret, "/../../../../../../" + secret,
+            "/%2e%2e/" * 12 + secret.replace("/", "%2f"), "/api/models/1/../../../" + secret,
+            "/web/app.js", "/index.html%00.js", "/.ckptkit", "/lib.sqlite",
+            "/" + os.path.relpath(self.db, "/"),
+        ]
+        for path in attempts:
+            with self.subTest(path):
+                status, _, data = self.request(path)
+                self.assertIn(status, (400, 404), (path, status, data[:200]))
+                self.assertNotIn(b"root:", data)
+                self.assertNotIn(b"TOP-SECRET", data)
+                self.assertNotIn(b"SQLite format", data)
+        # The raw request line too (http.client would not send some of these as they are).
+        for raw in (b"GET /../../../etc/passwd HTTP/1.1\r\n", b"GET ../../etc/passwd HTTP/1.1\r\n",
+                    b"GET /\\..\\..\\etc\\passwd HTTP/1.1\r\n"):
+            with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+                s.sendall(raw + f"Host: 127.0.0.1:{self.server.port}\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            self.assertRegex(data.split(b"\r\n")[0], rb"HTTP/1\.1 (400|404)")
+            self.assertNotIn(b"root:", data)
+
+    def test_host_header(self):
+        port = self.server.port
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            self.assertEqual(self.request("/api/stats", host=host)[0], 200, host)
+        for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{port + 1}",
+                     f"localhost.evil.example:{port}", f"127.0.0.1.nip.io:{port}", "",
+                     f"10.0.0.1:{port}"):
+            with self.subTest(host=host):
+                status, _, data = self.request("/api/models", host=host)
+                self.assertIn(status, (403, 421))
+                self.assertNotIn(b"models", data)
+
+    def test_read_only_and_bounded(self):
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            self.assertEqual(self.request("/api/models", method=method, body="{}")[0], 405)
+        self.assertEqual(self.request("/api/models?q=" + "a" * 300)[0], 400)
+        status = self.request("/api/models?q=" + "a" * 9000)[0]
+        self.assertIn(status, (400, 414))
+        big = self.request("/api/models", method="POST", body="x" * 100000)[0]
+        self.assertIn(big, (405, 413))
+        # Still answering.
+        self.assertEqual(self.request("/api/stats")[0], 200)
+
+    def test_script_title_is_data(self):
+        xss = [m for m in self.get_json("/api/models?q=script")["models"]]
+        self.assertEqual([m["title"] for m in xss], [XSS_TITLE])
+        _, headers, raw = self.request(f"/api/models/{xss[0]['id']}")
+        self.assertTrue(headers["content-type"].startswith("application/json"))
+        self.assertEqual(json.loads(raw)["model"]["title"], XSS_TITLE)
+
+    def test_port_in_use(self):
+        try:
+            p = subprocess.run([BIN, "library", "serve", "--db", self.db, "--port",
+                                str(self.server.port)], capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            self.fail("a second server started on a port in use")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("cannot listen", p.stderr)
+
+    def test_missing_db(self):
+        p = run("library", "serve", "--db", os.path.join(self.tmp, "none.sqlite"), "--port", "0",
+                check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("library index", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
