@@ -48,6 +48,13 @@ Result<const Db*> thread_db(const std::string& path) {
   return static_cast<const Db*>(db.get());
 }
 
+/// PRAGMA data_version of this connection: it changes when another connection (an `index`
+/// run) commits, so whatever was computed from the database before is stale. -1: unknown.
+int64_t data_version(const Db& db) {
+  Stmt st(db, "PRAGMA data_version");
+  return st.step() ? st.i64(0) : -1;
+}
+
 bool is_ip_literal(std::string_view h) {
   if (h.size() >= 2 && h.front() == '[' && h.back() == ']') {
     for (char c : h.substr(1, h.size() - 2))
@@ -208,9 +215,18 @@ Status serve(const ServeOptions& options, const std::function<void(const std::st
   svr.Get("/api/stats", [with_db](const httplib::Request&, httplib::Response& res) {
     const Db* db = with_db(res);
     if (!db) return;
-    auto s = stats_json(*db);
-    if (!s) return send_error(res, 500, s.status().message());
-    send_json(res, 200, std::move(*s));
+    // The stats change only when the database does: kept per thread (as its connection is)
+    // until another connection commits.
+    thread_local int64_t cached_version = -1;
+    thread_local std::string cached;
+    const int64_t version = data_version(*db);
+    if (version < 0 || version != cached_version) {
+      auto s = stats_json(*db);
+      if (!s) return send_error(res, 500, s.status().message());
+      cached = std::move(*s);
+      cached_version = version;
+    }
+    send_json(res, 200, cached);
   });
   svr.Get("/api", [](const httplib::Request&, httplib::Response& res) {
     send_json(res, 200,

@@ -95,6 +95,36 @@ class Api(unittest.TestCase):
         self.assertEqual(sum(k["bytes"] for k in s["by_family"]), s["bytes"])
         self.assertIn("LoRA", [k["name"] for k in s["by_kind"]])
 
+    def test_stats_match_the_table(self):
+        # The stats are one grouped scan summed by the server: the same numbers as SQL on the
+        # table, grouping by family and by kind.
+        import sqlite3
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        fam = "COALESCE(NULLIF(family, ''), NULLIF(architecture, ''), kind, 'unknown')"
+        want = lambda expr: {r[0]: (r[1], r[2]) for r in con.execute(
+            f"SELECT {expr}, count(*), sum(size) FROM models GROUP BY 1")}
+        s = self.get_json("/api/stats")
+        for key, expr in (("by_family", fam), ("by_kind", "COALESCE(kind, 'unknown')")):
+            self.assertEqual({g["name"]: (g["files"], g["bytes"]) for g in s[key]}, want(expr))
+            self.assertEqual([g["bytes"] for g in s[key]],
+                             sorted((g["bytes"] for g in s[key]), reverse=True))
+        row = con.execute("SELECT count(*), sum(size), sum(scan_verdict IS NOT NULL AND "
+                          "scan_verdict != 'safe'), sum(defect_count > 0), sum(error IS NOT "
+                          "NULL), sum(sha256 IS NOT NULL) FROM models").fetchone()
+        con.close()
+        self.assertEqual(tuple(s[k] for k in ("files", "bytes", "unsafe", "with_defects",
+                                              "errors", "hashed")), row)
+        self.assertGreater(s["unsafe"], 0)
+
+    def test_family_filter_total(self):
+        page = self.get_json("/api/models?family=sd1&sort=size&order=desc&limit=1")
+        full = self.get_json("/api/models?family=SD1&sort=size&order=desc")
+        self.assertGreater(full["total"], 1)
+        self.assertEqual(page["total"], full["total"])
+        self.assertEqual(page["models"], full["models"][:1])
+        sizes = [m["size"] for m in full["models"]]
+        self.assertEqual(sizes, sorted(sizes, reverse=True))
+
     def test_page_and_assets(self):
         status, headers, data = self.request("/")
         self.assertEqual(status, 200)
@@ -185,6 +215,33 @@ class Api(unittest.TestCase):
                 check=False)
         self.assertEqual(p.returncode, 2)
         self.assertIn("library index", p.stderr)
+
+
+class StatsFollowTheIndex(unittest.TestCase):
+    def test_reindex_while_serving(self):
+        # The server keeps the stats until the database changes: an `index` run while it serves
+        # shows in the next request, whichever of its threads answers.
+        from library_fixtures import sample
+        root = os.environ.get("CKPTKIT_TEST_TMP")
+        if root:
+            os.makedirs(root, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            models, db = os.path.join(tmp, "m"), os.path.join(tmp, "lib.sqlite")
+            sample("flux1-vae", os.path.join(models, "a.safetensors"))
+            run("library", "index", models, "--db", db, "--no-hash")
+            with Server(db) as srv:
+                def files():
+                    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+                    c.request("GET", "/api/stats", headers={"Host": f"127.0.0.1:{srv.port}"})
+                    r = c.getresponse()
+                    body = r.read()
+                    c.close()
+                    self.assertEqual(r.status, 200, body)
+                    return json.loads(body)["files"]
+                self.assertEqual({files() for _ in range(12)}, {1})
+                sample("clip-l", os.path.join(models, "b.safetensors"))
+                run("library", "index", models, "--db", db, "--no-hash")
+                self.assertEqual({files() for _ in range(12)}, {2})
 
 
 if __name__ == "__main__":
