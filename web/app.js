@@ -55,6 +55,40 @@ function copyButton(text) {
   }}, "copy");
 }
 
+// --- actions (only with `library serve --allow-actions`: the page then carries a token) -----
+
+const actionToken = document.querySelector('meta[name="ckptkit-token"]')?.content || "";
+
+const actionWords = {
+  prune: "write a pruned copy (no EMA, no training extras) beside it",
+  split: "write its parts (diffusion model, text encoders, VAE) into a new folder beside it",
+  convert: "write a .safetensors copy (the tensors only) beside it",
+};
+
+function actionButtons(m, d) {
+  if (!actionToken || d.is_folder || m.error) return null;
+  const result = el("p", {id: "action-result"});
+  const dangerous = m.scan_verdict === "dangerous";
+  const button = (action) => el("button", {type: "button", class: "action", "data-action": action, onclick: async () => {
+    if (!window.confirm(action + " " + m.name + ": " + actionWords[action] + "? The file itself is not changed.")) return;
+    const body = {id: m.id};
+    if (dangerous) {
+      if (!window.confirm("The scan found code that would run if this file were loaded. Only its tensors are read; nothing in it runs. Go on?")) return;
+      body.allow_dangerous = true;
+    }
+    result.textContent = action + "…";
+    try {
+      const r = await fetch("/api/actions/" + action, {method: "POST", body: JSON.stringify(body),
+        headers: {"Content-Type": "application/json", "X-Ckptkit-Token": actionToken}});
+      const j = await r.json();
+      result.textContent = r.ok ? "Wrote " + j.written.join(", ") + ". " + j.next : "Not done: " + j.error;
+    } catch (e) { result.textContent = "Not done: " + e.message; }
+  }}, action);
+  const buttons = ["prune", "split"];
+  if (m.format !== "safetensors") buttons.push("convert");
+  return [el("h3", {}, "Actions"), el("p", {id: "actions"}, ...buttons.map(button)), result];
+}
+
 // --- the table -------------------------------------------------------------------------------
 
 const state = {sort: "name", order: "asc"};
@@ -174,6 +208,8 @@ async function showModel(id) {
     parts.push(el("h3", {}, "Trigger words"), words);
   }
   parts.push(el("h3", {}, "Safety"), scanInWords(d));
+  const actions = actionButtons(m, d);
+  if (actions) parts.push(...actions);
   if (d.components.length) {
     const t = el("table", {}, el("tr", {}, el("th", {}, "Component"), el("th", {}, "Prefix"),
                                   el("th", {class: "num"}, "Size"), el("th", {}, "Detail"),

@@ -341,10 +341,15 @@ Runner setup_serve(CLI::App& sub) {
   sub.add_option("--port", o->s.port, "port (0: any free one; the URL is printed)")
       ->default_val(8765);
   sub.add_option("--bind", o->s.bind, "address to listen on")->default_val("127.0.0.1");
+  sub.add_flag("--allow-actions", o->s.allow_actions,
+               "let the page prune, split and convert indexed files (POST /api/actions/; a new "
+               "file beside the input, which is left as it is; each needs the page's token)");
   sub.footer(
       "A page to browse the library (sortable table, details, duplicates, disk use) and its\n"
-      "JSON API under /api/. Read-only; only the address it is bound to is answered (Host\n"
-      "header checked); nothing but the embedded page and the database's facts is served.\n"
+      "JSON API under /api/. Read-only unless --allow-actions (then prune, split and convert\n"
+      "from the page: new files beside the inputs, each POST with the page's token); only the\n"
+      "address it is bound to is answered (Host header checked); nothing but the embedded page\n"
+      "and the database's facts is served.\n"
       "Prints `serving URL` on stdout when ready.");
   return [o] {
     o->s.db_path = db_or_default(o->db);

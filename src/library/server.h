@@ -1,10 +1,11 @@
 // `ckptkit library serve`: the library as a local web page and a JSON API (docs/library.md).
 //
-// Read-only. Serves the page and assets embedded in the binary (web/, cmake/embed_web.cmake) and
-// JSON under /api/ built by queries.h; it never opens a file named by a request, so no path
-// can reach the disk. Requests are GET/HEAD only, with a bounded size, and must name this server
-// in their Host header (a page from another site that rebinds its DNS name to 127.0.0.1 is
-// refused).
+// Read-only unless ServeOptions::allow_actions (then POST /api/actions/..., token-checked,
+// writes new files beside indexed ones: docs/library.md, "Actions"). Serves the page and assets
+// embedded in the binary (web/, cmake/embed_web.cmake) and JSON under /api/ built by queries.h; it
+// never opens a file named by a request, so no path can reach the disk. Requests are GET/HEAD only,
+// with a bounded size, and must name this server in their Host header (a page from another site
+// that rebinds its DNS name to 127.0.0.1 is refused).
 #pragma once
 
 #include <functional>
@@ -18,6 +19,10 @@ struct ServeOptions {
   std::string db_path;
   std::string bind = "127.0.0.1";
   int port = 8765;  ///< 0: any free port
+  /// POST /api/actions/{prune,split,convert} (docs/library.md, "Actions"): each needs the
+  /// server's random token (embedded in the page) in X-Ckptkit-Token, and an Origin/Referer,
+  /// when sent, naming this server. Off: every POST is 405.
+  bool allow_actions = false;
 };
 
 /// Binds, calls on_ready(url) once listening, and serves until the process ends.

@@ -19,7 +19,7 @@
 
 namespace ckptkit::library {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 class Db {
  public:

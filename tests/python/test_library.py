@@ -293,7 +293,7 @@ class Incremental(unittest.TestCase):
     def test_schema(self):
         self.index("--no-hash")
         con = sqlite3.connect(self.db)
-        self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 1)
+        self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 2)
         self.assertEqual(con.execute("PRAGMA journal_mode").fetchone()[0], "wal")
         cols = {r[1] for r in con.execute("PRAGMA table_info(models)")}
         for c in ("path", "size", "mtime_ns", "dev", "inode", "format", "kind", "architecture",
@@ -301,6 +301,43 @@ class Incremental(unittest.TestCase):
                   "title", "trigger_words", "lora_base", "sha256", "autov2", "autov3", "blake3"):
             self.assertIn(c, cols)
         con.close()
+
+    V2_INDEXES = {"models_kind", "models_family", "models_summary", "models_search"}
+
+    def indexes(self, con):
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+    def test_v1_database_migrated(self):
+        # A version 1 database (the same tables, without version 2's indexes) is brought to
+        # version 2 by the next command that opens it (`list` too), its rows kept.
+        self.index("--no-hash")
+        before = lib_json("list", "--db", self.db)["models"]
+        con = sqlite3.connect(self.db)
+        self.assertLessEqual(self.V2_INDEXES, self.indexes(con))
+        for name in self.V2_INDEXES:
+            con.execute(f"DROP INDEX {name}")
+        con.execute("PRAGMA user_version=1")
+        con.commit()
+        con.close()
+        self.assertEqual(lib_json("list", "--db", self.db, "--kind", "lora")["models"],
+                         [m for m in before if m["kind"] == "LoRA"])
+        s = self.index("--no-hash")
+        self.assertEqual(s["read"], 0)  # nothing changed: the rows were kept, not rebuilt
+        con = sqlite3.connect(self.db)
+        self.assertEqual(con.execute("PRAGMA user_version").fetchone()[0], 2)
+        self.assertLessEqual(self.V2_INDEXES, self.indexes(con))
+        # The list's filters and counts use them (the whole table was scanned for each before).
+        plan = lambda sql, *a: " ".join(r[3] for r in con.execute("EXPLAIN QUERY PLAN " + sql, a))
+        self.assertIn("models_kind", plan("SELECT count(*) FROM models WHERE kind = ?1 COLLATE NOCASE", "lora"))
+        fam = "COALESCE(NULLIF(family, ''), NULLIF(architecture, ''), kind, 'unknown')"
+        self.assertIn("models_family", plan(f"SELECT id FROM models WHERE {fam} = ?1 COLLATE NOCASE "
+                                            "ORDER BY size DESC", "sdxl"))
+        self.assertIn("COVERING INDEX models_summary",
+                      plan(f"SELECT {fam}, kind, count(*), total(size), sum(error IS NOT NULL), "
+                           "sum(sha256 IS NOT NULL), sum(defect_count > 0), sum(scan_verdict "
+                           "!= 'safe') FROM models GROUP BY 1, 2"))
+        con.close()
+        self.assertEqual(lib_json("list", "--db", self.db)["models"], before)
 
     def test_interrupt_keeps_committed_rows(self):
         big = sample("sdxl-sgm", os.path.join(self.dir, "big.safetensors"))

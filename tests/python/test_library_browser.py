@@ -148,6 +148,42 @@ class Page(unittest.TestCase):
         self.wait(EC.visibility_of_element_located((By.ID, "detail-title")))
         self.assertIn("would run code", d.find_element(By.ID, "detail-view").text)
 
+    def open_detail(self, server, model_id):
+        d = self.driver
+        d.get(server.url + f"#/model/{model_id}")
+        d.refresh()  # the hash alone does not reload the page (a new server's token)
+        self.wait(EC.visibility_of_element_located((By.ID, "detail-title")))
+
+    def test_action_buttons_only_with_allow_actions_and_confirmed(self):
+        import json
+        d = self.driver
+        sd15 = self.files["sd15"]
+        folder = os.path.dirname(sd15)
+        mid = json.loads(run("library", "show", sd15, "--db", self.db, "--json").stdout)["model"]["id"]
+        self.open_detail(self.server, mid)
+        self.assertEqual(d.find_elements(By.CSS_SELECTOR, "#actions button"), [])
+        with Server(self.db, "--allow-actions") as srv:
+            self.open_detail(srv, mid)
+            buttons = d.find_elements(By.CSS_SELECTOR, "#actions button")
+            self.assertEqual([b.text for b in buttons], ["prune", "split"])
+            before = sorted(os.listdir(folder))
+            # Declined: nothing is posted, nothing written.
+            d.execute_script("window.__asked = []; window.confirm = (m) => { window.__asked.push(m); return false; }")
+            buttons[0].click()
+            self.assertEqual(len(d.execute_script("return window.__asked")), 1)
+            self.assertIn("prune", d.execute_script("return window.__asked[0]"))
+            self.assertEqual(d.find_element(By.ID, "action-result").text, "")
+            self.assertEqual(sorted(os.listdir(folder)), before)
+            # Confirmed: the page posts with its token; the copy appears beside the file.
+            d.execute_script("window.confirm = () => true")
+            buttons[0].click()
+            self.wait(lambda d: d.find_element(By.ID, "action-result").text.startswith("Wrote"), 120)
+            self.assertIn(os.path.join(folder, "sd15-pruned.safetensors"),
+                          d.find_element(By.ID, "action-result").text)
+            self.assertTrue(os.path.isfile(os.path.join(folder, "sd15-pruned.safetensors")))
+            self.shot("detail-actions")
+            os.remove(os.path.join(folder, "sd15-pruned.safetensors"))
+
     def test_dupes_and_stats_views(self):
         d = self.driver
         d.get(self.server.url + "#/dupes")
