@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <httplib.h>
+#include <simdjson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -10,7 +11,6 @@
 #include <memory>
 #include <mutex>
 #include <random>
-#include <regex>
 
 #include "ckptkit/ops.h"
 #include "cli/json_writer.h"
@@ -301,15 +301,30 @@ Status serve(const ServeOptions& options, const std::function<void(const std::st
   if (options.allow_actions) {
     svr.Post(R"(/api/actions/(prune|split|convert))", [&, with_db](const httplib::Request& req,
                                                                    httplib::Response& res) {
-      static const std::regex kBody(
-          R"(\s*\{\s*"id"\s*:\s*(\d{1,18})\s*(,\s*"allow_dangerous"\s*:\s*(true|false)\s*)?\}\s*)");
-      std::smatch m;
-      if (!std::regex_match(req.body, m, kBody))
-        return send_error(res, 400, "body: {\"id\": N} or {\"id\": N, \"allow_dangerous\": true}");
+      // The body: {"id": N} or {"id": N, "allow_dangerous": true|false}, nothing else.
       int64_t id = 0;
-      std::from_chars(req.body.data() + m.position(1),
-                      req.body.data() + m.position(1) + m.length(1), id);
-      const bool allow_dangerous = m[3] == "true";
+      bool allow_dangerous = false;
+      {
+        const char* usage = "body: {\"id\": N} or {\"id\": N, \"allow_dangerous\": true}";
+        simdjson::dom::parser parser;
+        simdjson::dom::object body;
+        if (parser.parse(req.body).get_object().get(body)) return send_error(res, 400, usage);
+        bool have_id = false;
+        for (auto field : body) {
+          if (field.key == "id" && !have_id) {
+            uint64_t v = 0;
+            if (field.value.get_uint64().get(v) || v > 999'999'999'999'999'999ull)
+              return send_error(res, 400, usage);
+            id = static_cast<int64_t>(v);
+            have_id = true;
+          } else if (field.key == "allow_dangerous") {
+            if (field.value.get_bool().get(allow_dangerous)) return send_error(res, 400, usage);
+          } else {
+            return send_error(res, 400, usage);
+          }
+        }
+        if (!have_id) return send_error(res, 400, usage);
+      }
       const std::string action = req.matches[1];
       const Db* db = with_db(res);
       if (!db) return;
