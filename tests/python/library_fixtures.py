@@ -4,6 +4,7 @@ title is an HTML script, a clean torch .ckpt and a malicious pickle (never unpic
 diffusers folder, a broken symbolic link and a file that is not a model."""
 import json
 import os
+import tempfile
 import shutil
 
 import torch_fixtures as tf
@@ -61,3 +62,13 @@ def make_models(root):
     with open(os.path.join(root, "checkpoints", "notes.bin"), "wb") as f:
         f.write(b"these are not weights\n" * 10)
     return files
+
+
+def shared_tempdir():
+    """A test class's shared folder: a TemporaryDirectory under $CKPTKIT_TEST_TMP (made if
+    missing), and its real path (the index stores real paths)."""
+    root = os.environ.get("CKPTKIT_TEST_TMP")
+    if root:
+        os.makedirs(root, exist_ok=True)
+    tmp = tempfile.TemporaryDirectory(dir=root)
+    return tmp, os.path.realpath(tmp.name)

@@ -14,7 +14,7 @@ import time
 import unittest
 
 from ckpt_testlib import BIN, run
-from library_fixtures import XSS_TITLE, XSS_TRIGGER, make_models, sample
+from library_fixtures import XSS_TITLE, XSS_TRIGGER, make_models, sample, shared_tempdir
 
 
 def lib(*args, check=True):
@@ -28,11 +28,7 @@ def lib_json(*args):
 class Library(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        root = os.environ.get("CKPTKIT_TEST_TMP")
-        if root:
-            os.makedirs(root, exist_ok=True)
-        cls._tmp = tempfile.TemporaryDirectory(dir=root)
-        cls.tmp = os.path.realpath(cls._tmp.name)
+        cls._tmp, cls.tmp = shared_tempdir()
         cls.models = os.path.join(cls.tmp, "models")
         cls.files = make_models(cls.models)
         cls.db = os.path.join(cls.tmp, "lib.sqlite")

@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 from ckpt_testlib import BIN, run
-from library_fixtures import XSS_TITLE, make_models
+from library_fixtures import XSS_TITLE, make_models, shared_tempdir
 from library_server import Server
 
 
@@ -23,11 +23,7 @@ def lib_json(*args):
 class Api(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        root = os.environ.get("CKPTKIT_TEST_TMP")
-        if root:
-            os.makedirs(root, exist_ok=True)
-        cls._tmp = tempfile.TemporaryDirectory(dir=root)
-        cls.tmp = os.path.realpath(cls._tmp.name)
+        cls._tmp, cls.tmp = shared_tempdir()
         cls.files = make_models(os.path.join(cls.tmp, "models"))
         cls.db = os.path.join(cls.tmp, "lib.sqlite")
         run("library", "index", os.path.join(cls.tmp, "models"), "--db", cls.db, "--no-hash",
@@ -251,11 +247,7 @@ class Actions(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        root = os.environ.get("CKPTKIT_TEST_TMP")
-        if root:
-            os.makedirs(root, exist_ok=True)
-        cls._tmp = tempfile.TemporaryDirectory(dir=root)
-        cls.tmp = os.path.realpath(cls._tmp.name)
+        cls._tmp, cls.tmp = shared_tempdir()
         cls.models = os.path.join(cls.tmp, "models")
         cls.files = make_models(cls.models)
         # A torch.save .ckpt whose pickle runs os.system after its tensors.
