@@ -108,6 +108,7 @@ function query() {
 let loadSeq = 0;
 async function loadModels() {
   const seq = ++loadSeq;
+  $("#models").setAttribute("aria-busy", "true");  // rows on show are the last answer's
   const data = await api("/api/models?" + query());
   if (seq !== loadSeq) return;  // a newer filter is on its way
   const body = $("#models tbody");
@@ -127,6 +128,7 @@ async function loadModels() {
     body.append(tr);
   }
   $("#count").textContent = data.count + " of " + data.total + " files";
+  $("#models").setAttribute("aria-busy", "false");
   for (const th of document.querySelectorAll("#models th")) {
     th.classList.toggle("sorted-asc", th.dataset.sort === state.sort && state.order === "asc");
     th.classList.toggle("sorted-desc", th.dataset.sort === state.sort && state.order === "desc");

@@ -14,8 +14,10 @@ class Server:
         line = self._readline(20)
         m = re.match(r"serving (http://([^/]+):(\d+)/)", line or "")
         if not m:
+            self.proc.kill()
+            err = self.proc.stderr.read()
             self.stop()
-            raise AssertionError(f"no URL from library serve: {line!r} {self.proc.stderr.read()}")
+            raise AssertionError(f"no URL from library serve: {line!r} {err}")
         self.url, self.host, self.port = m.group(1), m.group(2), int(m.group(3))
 
     def _readline(self, timeout):
@@ -33,6 +35,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
 
     def __enter__(self):
         return self

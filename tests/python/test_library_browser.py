@@ -17,6 +17,7 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -62,7 +63,9 @@ class Page(unittest.TestCase):
         shutil.rmtree(os.path.join(cls.tmp, "chrome-profile"), ignore_errors=True)
 
     def wait(self, cond, timeout=15):
-        return WebDriverWait(self.driver, timeout).until(cond)
+        # A row read while the table is redrawn goes stale; the condition is then tried again.
+        return WebDriverWait(self.driver, timeout,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(cond)
 
     def shot(self, name):
         path = os.path.join(self.tmp, name + ".png")
@@ -72,6 +75,26 @@ class Page(unittest.TestCase):
 
     def rows(self):
         return self.driver.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+
+    def settled_rows(self, n=None):
+        """The table's rows once the page's last request has been drawn (aria-busy false) and,
+        with n, once there are n of them. Rows read before that may be replaced under us."""
+        def ready(d):
+            if d.find_element(By.ID, "models").get_attribute("aria-busy") != "false":
+                return False
+            rows = self.rows()
+            return rows if n is None or len(rows) == n else False
+        return self.wait(ready)
+
+    def click_row(self, text):
+        """Clicks the row that shows `text`; a redraw between finding and clicking retries."""
+        def click(d):
+            for r in self.rows():
+                if text in r.text:
+                    r.click()
+                    return True
+            return False
+        self.wait(click)
 
     def no_alert(self):
         try:
@@ -87,7 +110,7 @@ class Page(unittest.TestCase):
         d = self.driver
         d.get(self.server.url)
         self.wait(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
-        n_all = len(lib_rows := self.rows())
+        n_all = len(self.settled_rows())
         self.assertEqual(n_all, len(self.files) + 2)  # + the two unreadable files
         self.assertIn(f"{n_all} of {n_all} files", d.find_element(By.ID, "count").text)
         self.shot("table")
@@ -97,19 +120,18 @@ class Page(unittest.TestCase):
         self.assertEqual(d.execute_script("return document.querySelectorAll('#models script, #models img').length"), 0)
         # Filter by kind, then by text.
         Select(d.find_element(By.ID, "kind")).select_by_visible_text("LoRA")
-        self.wait(lambda d: len(self.rows()) == 4)
+        self.settled_rows(4)
         self.shot("filtered-lora")
         box = d.find_element(By.ID, "q")
         box.send_keys("zorblax")
-        self.wait(lambda d: len(self.rows()) == 1)
-        self.assertIn(XSS_TITLE, self.rows()[0].text)
+        self.assertIn(XSS_TITLE, self.settled_rows(1)[0].text)
         # Sorting by size, largest first (two clicks).
         Select(d.find_element(By.ID, "kind")).select_by_index(0)
         box.clear()
         box.send_keys(" ")
         box.clear()
         d.execute_script("document.getElementById('q').dispatchEvent(new Event('input'))")
-        self.wait(lambda d: len(self.rows()) == n_all)
+        self.settled_rows(n_all)
         th = d.find_element(By.CSS_SELECTOR, "th[data-sort=size]")
         th.click()
         self.wait(lambda d: "sorted-asc" in th.get_attribute("class"))
@@ -119,8 +141,8 @@ class Page(unittest.TestCase):
         # Open the script-titled LoRA's detail view.
         d.get(self.server.url)
         self.wait(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
-        row = [r for r in self.rows() if XSS_TITLE in r.text][0]
-        row.click()
+        self.settled_rows(n_all)
+        self.click_row(XSS_TITLE)
         title = self.wait(EC.visibility_of_element_located((By.ID, "detail-title")))
         self.assertEqual(title.text, XSS_TITLE)
         self.no_alert()
@@ -135,16 +157,16 @@ class Page(unittest.TestCase):
         self.shot("detail-xss")
         # A checkpoint's components diagram.
         d.get(self.server.url + "#/")
-        self.wait(lambda d: len(self.rows()) == n_all)
-        [r for r in self.rows() if self.files["sd15"] in r.text][0].click()
+        self.settled_rows(n_all)
+        self.click_row(self.files["sd15"])
         self.wait(EC.visibility_of_element_located((By.ID, "detail-title")))
         rects = d.find_elements(By.CSS_SELECTOR, "#detail-view svg rect")
         self.assertGreaterEqual(len(rects), 3)  # UNet, text encoder, VAE
         self.shot("detail-checkpoint")
         # The dangerous pickle says so in plain words.
         d.get(self.server.url + "#/")
-        self.wait(lambda d: len(self.rows()) == n_all)
-        [r for r in self.rows() if self.files["evil"] in r.text][0].click()
+        self.settled_rows(n_all)
+        self.click_row(self.files["evil"])
         self.wait(EC.visibility_of_element_located((By.ID, "detail-title")))
         self.assertIn("would run code", d.find_element(By.ID, "detail-view").text)
 
