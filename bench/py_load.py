@@ -9,9 +9,13 @@ view), so every page is faulted in or read, whoever maps or reads it.
   py_load.py memmap PATH            a NumPy loader written from the safetensors specification:
                                     8-byte header length, JSON header, one np.memmap per tensor
 
-Prints the tensors, the bytes and the pages touched, and the seconds inside the process.
+Prints the tensors, the bytes and the pages touched, and two times inside the process: importing
+the loader's library (torch, ckptkit; NumPy is imported before either clock starts) and the load
+with its touches. With PYLOAD_TIMES set, also appends `mode<TAB>path<TAB>import_s<TAB>load_s` to
+that file (bench/run's in-process rows).
 """
 import json
+import os
 import struct
 import sys
 import time
@@ -45,21 +49,24 @@ def main():
     mode, path = sys.argv[1], sys.argv[2]
     t0 = time.perf_counter()
     n = nbytes = pages = 0
-    if mode == "ckptkit":
+    if mode in ("ckptkit", "safe_open"):
         import ckptkit
+    elif mode == "torch":
+        import torch
+    t_import = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if mode == "ckptkit":
         framework = sys.argv[3] if len(sys.argv) > 3 else "np"
         sd = ckptkit.load(path, framework=framework)
         for t in sd.values():
             b, p = touch(as_numpy(t) if framework == "pt" else t)
             n, nbytes, pages = n + 1, nbytes + b, pages + p
     elif mode == "safe_open":
-        import ckptkit
         with ckptkit.safe_open(path, framework="np") as f:
             for k in f.keys():
                 b, p = touch(f.get_tensor(k))
                 n, nbytes, pages = n + 1, nbytes + b, pages + p
     elif mode == "torch":
-        import torch
         obj = torch.load(path, map_location="cpu")
         sd = obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
         for t in sd.values():
@@ -86,8 +93,12 @@ def main():
             n, nbytes, pages = n + 1, nbytes + b, pages + p
     else:
         raise SystemExit(f"unknown mode {mode}")
-    print(f"{mode}: {n} tensors, {nbytes} bytes, {pages} pages touched in "
-          f"{time.perf_counter() - t0:.3f} s")
+    t_load = time.perf_counter() - t0
+    print(f"{mode}: {n} tensors, {nbytes} bytes, {pages} pages touched in {t_load:.4f} s "
+          f"(import {t_import:.4f} s before it)")
+    if os.environ.get("PYLOAD_TIMES"):
+        with open(os.environ["PYLOAD_TIMES"], "a") as f:
+            f.write(f"{mode}\t{path}\t{t_import:.6f}\t{t_load:.6f}\n")
 
 
 if __name__ == "__main__":
