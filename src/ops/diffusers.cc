@@ -305,19 +305,56 @@ struct PartFiles {
   std::string path;
 };
 
-/// The tensors of `slot`'s folder: `NAME.safetensors`, else its shards listed by
-/// `NAME.safetensors.index.json` (weight_map: tensor -> shard file), else the fp16 variant
-/// `STEM.fp16.safetensors`. Every file opened is added to `inputs`.
+/// The tensors of `slot`'s folder, from the first of these that is there (diffusers' and
+/// transformers' file names; `STEM` is NAME without `.safetensors`):
+///   NAME.safetensors                  one file
+///   NAME.safetensors.index.json       shards (weight_map: tensor -> shard file)
+///   STEM.fp16.safetensors             the fp16 variant
+///   NAME.safetensors.index.fp16.json  the fp16 variant's shards (STEM.fp16-0000k-of-0000n...)
+///   STEM.bin / pytorch_model.bin      a PyTorch file (scanned; nothing in it runs)
+///   (that).index.json                 PyTorch shards, each scanned
+/// Every file opened is added to `inputs`.
 Result<PartFiles> read_part(const std::string& in_dir, const DiffusersSlot& slot,
                             const std::string& out_path, const ReshapeOptions& o,
                             std::vector<std::unique_ptr<OpenedInput>>& inputs,
                             ReshapeReport& report) {
   const fs::path dir = fs::path(in_dir) / slot.folder;
   const std::string plain = (dir / slot.weights).string();
-  const std::string index = plain + ".index.json";
   const std::string_view stem = slot.weights.substr(0, slot.weights.size() - 12);
-  const std::string variant = (dir / fmt::format("{}.fp16.safetensors", stem)).string();
+  // PyTorch parts: diffusion_pytorch_model.bin (diffusers), pytorch_model.bin (transformers).
+  const std::string bin =
+      (dir / (stem == "model" ? std::string("pytorch_model.bin") : fmt::format("{}.bin", stem)))
+          .string();
+  struct Candidate {
+    std::string path;
+    bool sharded;
+    std::string_view read_as;  // the report's note; empty for the plain names
+  };
+  const Candidate candidates[] = {
+      {plain, false, ""},
+      {plain + ".index.json", true, ""},
+      {(dir / fmt::format("{}.fp16.safetensors", stem)).string(), false, "the fp16 variant"},
+      {plain + ".index.fp16.json", true, "the fp16 variant's shards listed by"},
+      {bin, false, "the PyTorch file (scanned first; nothing in it is run)"},
+      {bin + ".index.json", true,
+       "the PyTorch shards (each scanned first; nothing in them is run) listed by"},
+  };
   std::error_code ec;
+  const Candidate* chosen = nullptr;
+  for (const Candidate& c : candidates)
+    if (fs::is_regular_file(c.path, ec)) {
+      chosen = &c;
+      break;
+    }
+  if (!chosen)
+    return Status(ErrorCode::kNotFound,
+                  fmt::format("missing: the {} part's weights are this file (or its shards "
+                              "{}.index.json, the fp16 variant {}.fp16.safetensors or its "
+                              "shards, or {} or its shards)",
+                              slot.folder, slot.weights, stem, fs::path(bin).filename().string()),
+                  plain);
+  if (!chosen->read_as.empty())
+    report.notes.push_back(fmt::format("{}: read {} {}", slot.folder, chosen->read_as, chosen->path));
   auto add_file = [&](const std::string& path) -> Result<const OpenedInput*> {
     CKPT_ASSIGN_OR_RETURN(auto in, open_input(path, out_path, o, false));
     report.input_bytes += in->checkpoint().file_size;
@@ -325,36 +362,14 @@ Result<PartFiles> read_part(const std::string& in_dir, const DiffusersSlot& slot
     return inputs.back().get();
   };
   PartFiles out;
-  if (fs::is_regular_file(plain, ec) || !fs::exists(index, ec)) {
-    std::string path = plain;
-    // PyTorch parts: diffusion_pytorch_model.bin (diffusers), pytorch_model.bin (transformers).
-    const std::string bin =
-        (dir / (stem == "model" ? std::string("pytorch_model.bin") : fmt::format("{}.bin", stem)))
-            .string();
-    if (!fs::is_regular_file(plain, ec)) {
-      if (fs::is_regular_file(variant, ec)) {
-        path = variant;
-        report.notes.push_back(fmt::format("{}: read the fp16 variant {}", slot.folder, variant));
-      } else if (fs::is_regular_file(bin, ec)) {
-        path = bin;
-        report.notes.push_back(
-            fmt::format("{}: read the PyTorch file {} (scanned first; nothing in it is run)",
-                        slot.folder, bin));
-      } else {
-        return Status(
-            ErrorCode::kNotFound,
-            fmt::format("missing: the {} part's weights are this file (or its "
-                        "{}.index.json shards, {}.fp16.safetensors or {})",
-                        slot.folder, slot.weights, stem, fs::path(bin).filename().string()),
-            plain);
-      }
-    }
-    CKPT_ASSIGN_OR_RETURN(const OpenedInput* in, add_file(path));
+  if (!chosen->sharded) {
+    CKPT_ASSIGN_OR_RETURN(const OpenedInput* in, add_file(chosen->path));
     for (const TensorInfo& t : in->checkpoint().tensors)
       out.tensors.push_back(detail::whole_tensor(*in, t));
-    out.path = path;
+    out.path = chosen->path;
     return out;
   }
+  const std::string& index = chosen->path;
   // Sharded: the index names each tensor's shard; the shards must hold exactly those.
   out.path = index;
   CKPT_ASSIGN_OR_RETURN(std::string text, read_small_text(index));

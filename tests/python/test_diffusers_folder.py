@@ -668,15 +668,18 @@ class BadInput(TempDirTest):
         self.refused("convert", d, "-o", self.path("out.safetensors"),
                      names=["config.json", "cross_attention_dim", "768"])
 
-    def shard_unet(self, name, corrupt=None):
+    def shard_unet(self, name, corrupt=None, variant=False):
         """A copy of the good folder whose UNet is two shards and an index, as diffusers
-        writes a large part; `corrupt(shards, weight_map)` may spoil them first."""
+        writes a large part (with `variant`, as it writes the fp16 variant:
+        STEM.fp16-0000k-of-00002.safetensors listed by NAME.index.fp16.json);
+        `corrupt(shards, weight_map)` may spoil them first."""
         d = self.copy_folder(name)
         rel = "unet/diffusion_pytorch_model.safetensors"
         table, _ = entries(os.path.join(self.good, rel))
         names = sorted(table)
-        shards = {"diffusion_pytorch_model-00001-of-00002.safetensors": names[:300],
-                  "diffusion_pytorch_model-00002-of-00002.safetensors": names[300:]}
+        stem = "diffusion_pytorch_model.fp16" if variant else "diffusion_pytorch_model"
+        shards = {f"{stem}-00001-of-00002.safetensors": names[:300],
+                  f"{stem}-00002-of-00002.safetensors": names[300:]}
         weight_map = {n: f for f, ns in shards.items() for n in ns}
         if corrupt:
             corrupt(shards, weight_map)
@@ -685,7 +688,7 @@ class BadInput(TempDirTest):
             data = {n: prefix_of(os.path.join(self.good, rel), table, n) for n in ns}
             write_sparse_safetensors(os.path.join(d, "unet", f), rows, data, {"format": "pt"})
         os.unlink(os.path.join(d, rel))
-        with open(os.path.join(d, rel + ".index.json"), "w") as f:
+        with open(os.path.join(d, rel + (".index.fp16.json" if variant else ".index.json")), "w") as f:
             json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f, indent=2)
         return d
 
@@ -697,6 +700,40 @@ class BadInput(TempDirTest):
         p = run("convert", d, "-o", back)
         self.assertIn("fp16 variant", p.stderr)
         same_tensors(self, self.src, back)
+
+    def test_sharded_fp16_variants_and_sharded_bin_parts_are_read(self):
+        # SD3's text_encoder_3 ships this way (model.fp16-0000k-of-00002.safetensors and
+        # model.safetensors.index.fp16.json); older repositories shard pytorch_model.bin.
+        import torch
+        d = self.shard_unet("sharded-variant", variant=True)
+        self.assertFalse(os.path.exists(os.path.join(d, "unet/diffusion_pytorch_model.safetensors.index.json")))
+        rel = "text_encoder/model.safetensors"
+        table, _ = entries(os.path.join(self.good, rel))
+        np_of = {"F32": "<f4", "F16": "<f2", "I64": "<i8"}
+        names = sorted(table)
+        weight_map = {}
+        for k, part in enumerate((names[:len(names) // 2], names[len(names) // 2:]), 1):
+            shard = f"pytorch_model-0000{k}-of-00002.bin"
+            sd = {}
+            for n in part:
+                dt, shape, off, size = table[n]
+                a = np.frombuffer(read_at(os.path.join(self.good, rel), off, size), np_of[dt])
+                sd[n] = torch.from_numpy(a.reshape(shape).copy())
+                weight_map[n] = shard
+            torch.save(sd, os.path.join(d, "text_encoder", shard))
+        with open(os.path.join(d, "text_encoder/pytorch_model.bin.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f)
+        os.unlink(os.path.join(d, rel))
+        back = self.path("back.safetensors")
+        p = run("convert", d, "-o", back)
+        self.assertIn("fp16 variant's shards", p.stderr)
+        self.assertIn("diffusion_pytorch_model.safetensors.index.fp16.json", p.stderr)
+        self.assertIn("PyTorch shards", p.stderr)
+        same_tensors(self, self.src, back)
+        # A shard the variant's index names but that is not there: refused, named.
+        os.unlink(os.path.join(d, "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors"))
+        self.refused("convert", d, "-o", self.path("out.safetensors"),
+                     names=["diffusion_pytorch_model.fp16-00002-of-00002.safetensors", "missing"])
 
     def test_pytorch_bin_parts_are_read(self):
         import torch
