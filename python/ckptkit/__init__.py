@@ -23,7 +23,8 @@ from . import _native
 
 __all__ = ["load", "safe_open", "save_file", "scan", "inspect", "hash", "verify", "convert",
            "split", "assemble", "swap", "prune", "merge", "meta", "sample", "lora_bake",
-           "lora_extract", "lora_resize", "lora_convert", "Error", "FormatError",
+           "lora_extract", "lora_resize", "lora_convert", "library_index", "library_list",
+           "library_dupes", "library_show", "library_loras", "Error", "FormatError",
            "DangerousPickleError"]
 
 
@@ -971,3 +972,72 @@ def lora_convert(input, output, *, to, base=None, allow_dangerous=False, threads
     a.existing("--base", "base", base)
     a.write(threads, max_memory, force, no_sync, allow_dangerous=allow_dangerous)
     return a.run(progress)
+
+
+# --- the model library (`ckptkit library`, docs/library.md) ------------------------------------
+# db: the library's SQLite file; None means the command's default
+# ($XDG_CACHE_HOME/ckptkit/library.sqlite or ~/.cache/ckptkit/library.sqlite). `library serve`
+# has no function: it runs until stopped; start it as a command.
+
+def library_index(folders, *, db=None, deep=False, no_hash=False, threads=None):
+    """`ckptkit library index`: records the model files under one folder or a list of folders
+    (incremental: unchanged files are not read again; files that are gone leave the index).
+    deep also fingerprints every component (for library_dupes); no_hash skips the hash phase.
+    Returns the --json summary (found, read, unchanged, moved, removed, hashed, errors,
+    error_messages). Files that cannot be read are recorded, not raised. Ctrl-C stops it
+    (KeyboardInterrupt); what was indexed before is kept."""
+    a = _Argv("library_index", "library", "index")
+    a.inputs("folders", folders)
+    a.output("--db", "db", db)
+    a.flag("--deep", "deep", deep)
+    a.flag("--no-hash", "no_hash", no_hash)
+    a.int("--threads", "threads", threads)
+    return a.run(None)
+
+
+def library_list(*, db=None, kind=None, arch=None, family=None, format=None, unsafe=False,
+                 defects=False, errors=False, search=None, sort=None, desc=False):
+    """`ckptkit library list`: the indexed models, filtered (kind "checkpoint", "LoRA", "VAE",
+    ...; arch; family; format; unsafe, defects, errors: only those files; search: text in the
+    path, title, trigger words or architecture) and sorted (sort "path", "size", ...; desc).
+    Returns {"total", "count", "models": [one dict per file]}."""
+    a = _Argv("library_list", "library", "list")
+    a.output("--db", "db", db)
+    a.str("--kind", "kind", kind)
+    a.str("--arch", "arch", arch)
+    a.str("--family", "family", family)
+    a.str("--format", "format", format)
+    a.flag("--unsafe", "unsafe", unsafe)
+    a.flag("--defects", "defects", defects)
+    a.flag("--errors", "errors", errors)
+    a.str("--search", "search", search)
+    a.str("--sort", "sort", sort)
+    a.flag("--desc", "desc", desc)
+    return a.run(None)
+
+
+def library_dupes(*, db=None):
+    """`ckptkit library dupes`: identical files and (after library_index(deep=True)) identical
+    components inside different files, with the bytes keeping one copy would save."""
+    a = _Argv("library_dupes", "library", "dupes")
+    a.output("--db", "db", db)
+    return a.run(None)
+
+
+def library_show(path, *, db=None):
+    """`ckptkit library show`: everything the library knows of one indexed file or diffusers
+    folder (components, hashes, metadata, inspect's report). A file not in the library raises
+    Error (code "not found")."""
+    a = _Argv("library_show", "library", "show")
+    a.input("path", path)
+    a.output("--db", "db", db)
+    return a.run(None)
+
+
+def library_loras(model, *, db=None):
+    """`ckptkit library loras --for MODEL`: the indexed LoRAs made for the model's family (the
+    model indexed or not). Returns {"model", "architecture", "family", "loras": [...]}."""
+    a = _Argv("library_loras", "library", "loras")
+    a.existing("--for", "model", model)
+    a.output("--db", "db", db)
+    return a.run(None)

@@ -301,3 +301,40 @@ def lora_convert(input: PathLike, output: PathLike, *, to: str, base: Optional[P
 
         ckptkit.lora_convert("kohya.safetensors", "peft.safetensors", to="peft")
     """
+
+
+def library_index(folders: Union[PathLike, Sequence[PathLike]], *, db: Optional[PathLike] = None,
+                  deep: bool = False, no_hash: bool = False,
+                  threads: Optional[int] = None) -> Dict[str, Any]:
+    """`ckptkit library index` of one folder or several (incremental); the --json summary.
+
+    Example::
+
+        ckptkit.library_index("~/ComfyUI/models", db="lib.sqlite")
+    """
+    ...
+
+def library_list(*, db: Optional[PathLike] = None, kind: Optional[str] = None,
+                 arch: Optional[str] = None, family: Optional[str] = None,
+                 format: Optional[str] = None, unsafe: bool = False, defects: bool = False,
+                 errors: bool = False, search: Optional[str] = None, sort: Optional[str] = None,
+                 desc: bool = False) -> Dict[str, Any]:
+    """`ckptkit library list`: {"total", "count", "models": [...]}.
+
+    Example::
+
+        big_loras = ckptkit.library_list(kind="LoRA", sort="size", desc=True)["models"]
+    """
+    ...
+
+def library_dupes(*, db: Optional[PathLike] = None) -> Dict[str, Any]:
+    """`ckptkit library dupes`: identical files and identical components."""
+    ...
+
+def library_show(path: PathLike, *, db: Optional[PathLike] = None) -> Dict[str, Any]:
+    """`ckptkit library show`: one indexed file's record."""
+    ...
+
+def library_loras(model: PathLike, *, db: Optional[PathLike] = None) -> Dict[str, Any]:
+    """`ckptkit library loras --for MODEL`: the indexed LoRAs for the model's family."""
+    ...

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/inspect_report.h"
 #include "cli/json_writer.h"
@@ -56,7 +57,7 @@ void print_rows(const std::vector<library::ModelRow>& rows) {
                        shorten(r.architecture.empty() ? "-" : r.architecture, 18),
                        human_bytes(r.size), r.path, flags);
   }
-  std::fputs(out.c_str(), stdout);
+  print_out(out);
 }
 
 Runner setup_index(CLI::App& sub) {
@@ -98,15 +99,26 @@ Runner setup_index(CLI::App& sub) {
     io.progress = o->progress == "always"  ? ProgressMode::kAlways
                   : o->progress == "never" ? ProgressMode::kNever
                                            : ProgressMode::kAuto;
-    io.cancel = &g_stop;
-    struct sigaction sa {};
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+    Capture* capture = current_capture();
+    if (capture != nullptr) {
+      // In-process (the Python module): the caller's signal handlers stay; it cancels through
+      // its monitor, and nothing is drawn or printed on stderr.
+      io.progress = ProgressMode::kNever;
+      static const std::atomic<bool> never{false};
+      io.cancel = capture->monitor != nullptr ? &capture->monitor->cancel : &never;
+    } else {
+      g_stop.store(false);
+      io.cancel = &g_stop;
+      struct sigaction sa {};
+      sa.sa_handler = on_stop_signal;
+      sigemptyset(&sa.sa_mask);
+      for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+    }
     auto stats = library::index_folders(o->dirs, io);
     if (!stats) return report_error(stats.status());
-    for (const std::string& line : stats->error_lines)
-      std::fprintf(stderr, "ckptkit: %s\n", line.c_str());
+    if (capture == nullptr)
+      for (const std::string& line : stats->error_lines)
+        std::fprintf(stderr, "ckptkit: %s\n", line.c_str());
     if (o->json) {
       JsonWriter w;
       w.begin_object();
@@ -119,23 +131,23 @@ Runner setup_index(CLI::App& sub) {
       w.key("hashed").value(stats->hashed);
       w.key("errors").value(stats->errors);
       w.key("interrupted").value(stats->cancelled);
+      w.key("error_messages").begin_array();
+      for (const std::string& line : stats->error_lines) w.value(line);
+      w.end_array();
       w.key("header_seconds").value(stats->header_seconds);
       w.key("hash_seconds").value(stats->hash_seconds);
       w.end_object();
-      std::fputs(w.str().c_str(), stdout);
+      print_out(w.str());
     } else {
-      std::printf(
-          "%s: %llu found, %llu read, %llu unchanged, %llu moved, %llu removed, %llu hashed, "
-          "%llu errors\n",
-          io.db_path.c_str(), static_cast<unsigned long long>(stats->found),
-          static_cast<unsigned long long>(stats->read),
-          static_cast<unsigned long long>(stats->unchanged),
-          static_cast<unsigned long long>(stats->moved),
-          static_cast<unsigned long long>(stats->removed),
-          static_cast<unsigned long long>(stats->hashed),
-          static_cast<unsigned long long>(stats->errors));
+      print_out(fmt::format(
+          "{}: {} found, {} read, {} unchanged, {} moved, {} removed, {} hashed, {} errors\n",
+          io.db_path, stats->found, stats->read, stats->unchanged, stats->moved, stats->removed,
+          stats->hashed, stats->errors));
     }
     if (stats->cancelled) {
+      if (capture != nullptr)
+        return report_error(Status(ErrorCode::kCancelled,
+                                   "interrupted: what was done is kept; index again to finish"));
       std::fputs("ckptkit: interrupted: what was done is kept; index again to finish\n", stderr);
       return kExitError;
     }
@@ -173,7 +185,7 @@ Runner setup_list(CLI::App& sub) {
     auto rows = library::list_models(*db, o->f, &total);
     if (!rows) return report_error(rows.status());
     if (o->json)
-      std::fputs(library::models_json(*rows, total).c_str(), stdout);
+      print_out(library::models_json(*rows, total));
     else
       print_rows(*rows);
     return kExitOk;
@@ -198,7 +210,7 @@ Runner setup_dupes(CLI::App& sub) {
     auto d = library::find_dupes(*db);
     if (!d) return report_error(d.status());
     if (o->json) {
-      std::fputs(library::dupes_json(*d).c_str(), stdout);
+      print_out(library::dupes_json(*d));
       return kExitOk;
     }
     std::string out;
@@ -220,7 +232,7 @@ Runner setup_dupes(CLI::App& sub) {
       out += "(components are compared after `ckptkit library index --deep`)\n";
     else
       out += fmt::format("{} in all\n", human_bytes(saved));
-    std::fputs(out.c_str(), stdout);
+    print_out(out);
     return kExitOk;
   };
 }
@@ -245,7 +257,7 @@ Runner setup_show(CLI::App& sub) {
     auto doc = library::model_json(*db, **id);
     if (!doc) return report_error(doc.status());
     if (o->json) {
-      std::fputs((*doc)->c_str(), stdout);
+      print_out(**doc);
       return kExitOk;
     }
     library::ModelFilter none;
@@ -272,7 +284,7 @@ Runner setup_show(CLI::App& sub) {
       line("AutoV2", r.autov2);
       line("error", r.error);
       out += "(--json has the components, hashes, metadata and inspect's report)\n";
-      std::fputs(out.c_str(), stdout);
+      print_out(out);
     }
     return kExitOk;
   };
@@ -322,10 +334,10 @@ Runner setup_loras(CLI::App& sub) {
       for (const library::ModelRow& r : *rows) library::write_model_row(w, r);
       w.end_array();
       w.end_object();
-      std::fputs(w.str().c_str(), stdout);
+      print_out(w.str());
       return kExitOk;
     }
-    std::printf("%zu LoRAs for %s (%s):\n", rows->size(), arch.c_str(), base.c_str());
+    print_out(fmt::format("{} LoRAs for {} ({}):\n", rows->size(), arch, base));
     print_rows(*rows);
     return kExitOk;
   };

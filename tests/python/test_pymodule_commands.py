@@ -319,3 +319,58 @@ def test_dangerous_input_raises_with_the_scan_report(tmp):
         if os.path.exists(out):
             os.unlink(out)
     assert os.listdir(canaries) == [], "a payload ran"
+
+
+def test_library_functions_equal_cli(sd15, tmp):
+    import signal
+    models = os.path.join(tmp, "library-models")
+    os.makedirs(os.path.join(models, "loras"), exist_ok=True)
+    ckpt = os.path.join(models, "sd15.safetensors")
+    tl.run("sample", "--layout", "sd15-ldm", "--sparse", "-o", ckpt, "-q")  # not a 4 GB copy
+    lora = os.path.join(models, "loras", "a.safetensors")
+    tl.run("sample", "--layout", "lora-kohya-sd15", "--sparse", "-o", lora, "-q")
+    shutil.copy(lora, os.path.join(models, "loras", "a copy.safetensors"))  # a duplicate
+    with open(os.path.join(models, "broken.safetensors"), "wb") as f:
+        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    db_py, db_cli = os.path.join(tmp, "py.sqlite"), os.path.join(tmp, "cli.sqlite")
+    handler = signal.getsignal(signal.SIGINT)
+    summary = ckptkit.library_index(models, db=db_py)
+    # In-process the caller's Ctrl-C handler is left alone (the command installs its own).
+    assert signal.getsignal(signal.SIGINT) is handler
+    cli = json.loads(tl.run("library", "index", models, "--db", db_cli, "--json",
+                            check=False).stdout)
+    drop = ("db", "header_seconds", "hash_seconds")
+    assert {k: v for k, v in summary.items() if k not in drop} == \
+        {k: v for k, v in cli.items() if k not in drop}
+    assert summary["found"] == 4 and summary["errors"] == 1
+    assert any("broken.safetensors" in m for m in summary["error_messages"])
+
+    def no_ids(v):  # row ids follow the order the index's threads finished in
+        if isinstance(v, dict):
+            return {k: no_ids(x) for k, x in v.items() if k not in ("id", "model_id")}
+        if isinstance(v, list):
+            return [no_ids(x) for x in v]
+        return v
+
+    def same(py, *args):
+        out = json.loads(tl.run("library", *args, "--db", db_cli, "--json").stdout)
+        assert json.dumps(no_ids(py), sort_keys=True) == json.dumps(no_ids(out), sort_keys=True)
+        return out
+
+    listed = same(ckptkit.library_list(db=db_py, kind="LoRA", sort="path", desc=True),
+                  "list", "--kind", "LoRA", "--sort", "path", "--desc")
+    assert [m["name"] for m in listed["models"]] == ["a.safetensors", "a copy.safetensors"]
+    dupes = same(ckptkit.library_dupes(db=db_py), "dupes")
+    assert len(dupes["files"]) == 1
+    shown = ckptkit.library_show(ckpt, db=db_py)
+    assert shown["model"]["kind"] == "checkpoint"
+    assert shown["hashes"]["sha256"] == ckptkit.hash(ckpt)["hashes"]["sha256"]
+    loras = same(ckptkit.library_loras(sd15, db=db_py), "loras", "--for", sd15)
+    assert len(loras["loras"]) == 2
+    with pytest.raises(ckptkit.Error) as e:
+        ckptkit.library_show(sd15, db=db_py)  # the original, outside the indexed folder
+    assert "not in the library" in str(e.value)
+    with pytest.raises(TypeError, match="deep"):
+        ckptkit.library_index(models, db=db_py, deep="yes")
+    with pytest.raises(FileNotFoundError):
+        ckptkit.library_index(os.path.join(tmp, "no-such-folder"), db=db_py)
