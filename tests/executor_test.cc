@@ -120,6 +120,47 @@ TEST(Executor, SparsePlanWritesOnlyTheHeader) {
                                                         parse_safetensors(test::read_bytes(dir + "/s"))->header_size);
 }
 
+// A tensor made of input ranges of two files one after another (FLUX's fused q/k/v on the way
+// back from diffusers) is copied in the kernel range by range: the bytes are the ranges', also
+// where a 64 MiB copy chunk ends inside a range, and a hole in an input stays a hole.
+TEST(Executor, ConcatenatedCopiesAreTheirRanges) {
+  const std::string dir = test::scratch_dir();
+  const uint64_t a_bytes = 40ull << 20, b_bytes = (40ull << 20) + 6;  // 80 MiB: two chunks
+  std::vector<uint8_t> a(a_bytes + 3), b(b_bytes + 5);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint8_t>(i * 7 + 1);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(i * 13 + 5);
+  test::write_bytes(dir + "/a", a);
+  test::write_bytes(dir + "/b", b);
+  auto fa = InputFile::open(dir + "/a");
+  auto fb = InputFile::open(dir + "/b");
+  ASSERT_TRUE(fa.is_ok() && fb.is_ok());
+  for (unsigned threads : {1u, 2u}) {
+    Plan p;
+    p.inputs = {&*fa, &*fb};
+    std::vector<std::unique_ptr<TensorProducer>> parts;
+    parts.push_back(make_copy_producer(&*fa, 3, DType::F16));  // unaligned starts
+    parts.push_back(make_copy_producer(&*fb, 5, DType::F16));
+    auto concat = make_concat_producer(std::move(parts), {a_bytes / 2, b_bytes / 2}, DType::F16);
+    ASSERT_EQ(concat->copy_segments().size(), 2u);
+    p.tensors.push_back({"fused", DType::F16, {(a_bytes + b_bytes) / 2}, std::move(concat)});
+    p.tensors.push_back({"small", DType::F32, {3}, std::make_unique<PatternProducer>()});
+    RunOptions r = quiet_run();
+    r.threads = threads;
+    const std::string out = dir + "/out" + std::to_string(threads);
+    auto stats = execute_plan(p, out, r);
+    ASSERT_TRUE(stats.is_ok()) << stats.status().to_string();
+    const auto bytes = test::read_bytes(out);
+    auto ck = parse_safetensors(bytes);
+    ASSERT_TRUE(ck.is_ok()) << ck.status().to_string();
+    const TensorInfo* t = ck->find("fused");
+    ASSERT_NE(t, nullptr);
+    const uint8_t* d = bytes.data() + ck->data_offset + t->begin;
+    ASSERT_EQ(t->end - t->begin, a_bytes + b_bytes);
+    EXPECT_EQ(std::memcmp(d, a.data() + 3, a_bytes), 0) << threads;
+    EXPECT_EQ(std::memcmp(d + a_bytes, b.data() + 5, b_bytes), 0) << threads;
+  }
+}
+
 SampleOptions small_sample() {
   SampleOptions o;
   o.run = quiet_run();

@@ -11,7 +11,10 @@ class ConcatProducer final : public TensorProducer {
  public:
   ConcatProducer(std::vector<std::unique_ptr<TensorProducer>> parts, std::vector<uint64_t> counts,
                  DType to)
-      : parts_(std::move(parts)), counts_(std::move(counts)), elsize_(dtype_info(to).bits / 8) {
+      : parts_(std::move(parts)),
+        counts_(std::move(counts)),
+        elsize_(dtype_info(to).bits / 8),
+        whole_bytes_(!is_quantized(to) && dtype_info(to).bits % 8 == 0) {
     for (const auto& p : parts_) scratch_ = std::max(scratch_, p->scratch_bytes_per_element());
   }
 
@@ -32,6 +35,18 @@ class ConcatProducer final : public TensorProducer {
     return Status::ok();
   }
 
+  /// The parts' input ranges when every part is a plain copy of whole-byte elements.
+  std::vector<CopySegment> copy_segments() const override {
+    std::vector<CopySegment> out;
+    if (!whole_bytes_ || elsize_ == 0) return out;
+    for (size_t i = 0; i < parts_.size(); ++i) {
+      const auto src = parts_[i]->copy_source();
+      if (!src) return {};
+      out.push_back({src->file, src->offset, counts_[i] * elsize_});
+    }
+    return out;
+  }
+
   /// A hole where every part it overlaps is one (a sparse input stays sparse).
   bool is_hole(uint64_t first, uint64_t count) const override {
     uint64_t base = 0;
@@ -48,6 +63,7 @@ class ConcatProducer final : public TensorProducer {
   std::vector<std::unique_ptr<TensorProducer>> parts_;
   std::vector<uint64_t> counts_;
   uint64_t elsize_;
+  bool whole_bytes_;
   uint64_t scratch_ = 0;
 };
 

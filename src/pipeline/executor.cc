@@ -173,9 +173,28 @@ Status copy_range(const InputFile& in, uint64_t src, const OutputFile& out, uint
   });
 }
 
+/// Calls `fn(file, input_offset, output_offset, length)` for the pieces of `segments` (a
+/// tensor's input ranges one after another) that bytes [begin, begin + len) of the tensor
+/// come from; `out_offset` is where byte `begin` goes in the output.
+template <typename Fn>
+Status for_each_segment_piece(const std::vector<CopySegment>& segments, uint64_t begin,
+                              uint64_t len, uint64_t out_offset, Fn&& fn) {
+  const uint64_t end = begin + len;
+  uint64_t base = 0;  // the tensor byte the current segment starts at
+  for (const CopySegment& s : segments) {
+    if (base >= end) break;
+    const uint64_t lo = std::max(begin, base), hi = std::min(end, base + s.bytes);
+    if (lo < hi)
+      CKPT_RETURN_IF_ERROR(fn(*s.file, s.offset + (lo - base), out_offset + (lo - begin), hi - lo));
+    base += s.bytes;
+  }
+  return Status::ok();
+}
+
 /// The byte ranges of the output that the chunks will write (holes left out), merged: the
 /// space to reserve before the work starts.
 Result<std::vector<ByteRange>> ranges_to_write(const Plan& plan, const std::vector<Chunk>& chunks,
+                                               const std::vector<std::vector<CopySegment>>& segs,
                                                uint64_t header_size) {
   std::vector<ByteRange> ranges{{0, header_size}};
   auto add = [&](uint64_t offset, uint64_t length) {
@@ -193,6 +212,14 @@ Result<std::vector<ByteRange>> ranges_to_write(const Plan& plan, const std::vect
       CKPT_RETURN_IF_ERROR(for_each_data_range(
           *src->file, from, c.out_bytes,
           [&](uint64_t at, uint64_t n) { return add(c.out_offset + (at - from), n); }));
+    } else if (!segs[c.tensor].empty()) {
+      CKPT_RETURN_IF_ERROR(for_each_segment_piece(
+          segs[c.tensor], bytes_of(plan.tensors[c.tensor].dtype, c.first), c.out_bytes,
+          c.out_offset, [&](const InputFile& in, uint64_t from, uint64_t to, uint64_t n) {
+            return for_each_data_range(in, from, n, [&](uint64_t at, uint64_t k) {
+              return add(to + (at - from), k);
+            });
+          }));
     } else if (!p.is_hole(c.first, c.count)) {
       CKPT_RETURN_IF_ERROR(add(c.out_offset, c.out_bytes));
     }
@@ -275,7 +302,9 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
   buffer = std::clamp<uint64_t>(buffer, kMinBuffer, kMaxBuffer);
   buffer &= ~uint64_t{4095};
 
-  // 3. Chunks in output order.
+  // 3. Chunks in output order. A tensor made of several input ranges (copy_segments) is
+  //    copied in the kernel range by range, like a single copy.
+  std::vector<std::vector<CopySegment>> segs(plan.tensors.size());
   std::vector<Chunk> chunks;
   bool need_buffers = false;
   if (plan.fill_data) {
@@ -284,7 +313,13 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
       const uint64_t numel = shape_numel(t.shape).value_or(0);
       if (numel == 0 || t.leave_hole) continue;
       const uint64_t out_begin = data_start + header.data_begin[i];
-      const bool is_copy = t.producer->copy_source().has_value();
+      if (!t.producer->copy_source()) {
+        segs[i] = t.producer->copy_segments();
+        uint64_t sum = 0;
+        for (const CopySegment& sg : segs[i]) sum += sg.bytes;
+        if (sum != bytes_of(t.dtype, numel)) segs[i].clear();  // not a plain concatenation
+      }
+      const bool is_copy = t.producer->copy_source().has_value() || !segs[i].empty();
       // Bytes per element, rounded up (a quantized type's fraction of a byte counts as one).
       const uint64_t elem_bytes =
           (bytes_of(t.dtype, element_granule(t.dtype)) + element_granule(t.dtype) - 1) /
@@ -315,7 +350,7 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
   //    written, so that a full disk fails now rather than at the end.
   CKPT_RETURN_IF_ERROR(out->truncate(header.file_size()));
   {
-    CKPT_ASSIGN_OR_RETURN(auto ranges, ranges_to_write(plan, chunks, header.bytes.size()));
+    CKPT_ASSIGN_OR_RETURN(auto ranges, ranges_to_write(plan, chunks, segs, header.bytes.size()));
     CKPT_RETURN_IF_ERROR(out->reserve(ranges));
   }
   CKPT_RETURN_IF_ERROR(out->pwrite_all(header.bytes, 0));
@@ -365,6 +400,14 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
           std::lock_guard<std::mutex> lock(write_mu);
           s = copy_range(*src->file, src->offset + bytes_of(t.dtype, c.first), *out, c.out_offset,
                          c.out_bytes, out_buf, kernel_copy_ok);
+          read_bytes.fetch_add(c.out_bytes, std::memory_order_relaxed);
+        } else if (!segs[c.tensor].empty()) {
+          std::lock_guard<std::mutex> lock(write_mu);
+          s = for_each_segment_piece(
+              segs[c.tensor], bytes_of(t.dtype, c.first), c.out_bytes, c.out_offset,
+              [&](const InputFile& in, uint64_t from, uint64_t to, uint64_t n) {
+                return copy_range(in, from, *out, to, n, out_buf, kernel_copy_ok);
+              });
           read_bytes.fetch_add(c.out_bytes, std::memory_order_relaxed);
         } else if (t.producer->is_hole(c.first, c.count)) {
           // Sparse in, sparse out: the output was sized with ftruncate, the range reads as 0.

@@ -35,6 +35,13 @@ struct CopySource {
   uint64_t offset;  ///< absolute offset of the tensor's first byte in `file`
 };
 
+/// One input range of a tensor made of several (see TensorProducer::copy_segments).
+struct CopySegment {
+  const InputFile* file;
+  uint64_t offset;  ///< absolute offset in `file`
+  uint64_t bytes;
+};
+
 class TensorProducer {
  public:
   virtual ~TensorProducer() = default;
@@ -45,6 +52,10 @@ class TensorProducer {
   virtual uint64_t input_bytes_per_element() const { return scratch_bytes_per_element(); }
   /// Set when the output bytes are exactly an input range.
   virtual std::optional<CopySource> copy_source() const { return std::nullopt; }
+  /// Set (non-empty) when the output bytes are several input ranges one after another (a
+  /// concatenation of copies: FLUX's fused q/k/v on the way back from diffusers): the executor
+  /// copies each in the kernel. `bytes` of the segments add up to the tensor's bytes.
+  virtual std::vector<CopySegment> copy_segments() const { return {}; }
   /// Fills `out` with elements [first, first + count) of the tensor. `scratch` holds at least
   /// count × scratch_bytes_per_element() bytes.
   virtual Status produce(uint64_t first, uint64_t count, std::span<uint8_t> out,
