@@ -145,10 +145,10 @@ Runner setup_index(CLI::App& sub) {
           stats->hashed, stats->errors));
     }
     if (stats->cancelled) {
-      if (capture != nullptr)
-        return report_error(Status(ErrorCode::kCancelled,
-                                   "interrupted: what was done is kept; index again to finish"));
-      std::fputs("ckptkit: interrupted: what was done is kept; index again to finish\n", stderr);
+      constexpr const char* kInterrupted =
+          "interrupted: what was done is kept; index again to finish";
+      if (capture != nullptr) return report_error(Status(ErrorCode::kCancelled, kInterrupted));
+      std::fprintf(stderr, "ckptkit: %s\n", kInterrupted);
       return kExitError;
     }
     return stats->errors ? kExitProblems : kExitOk;

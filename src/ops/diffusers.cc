@@ -354,7 +354,8 @@ Result<PartFiles> read_part(const std::string& in_dir, const DiffusersSlot& slot
                               slot.folder, slot.weights, stem, fs::path(bin).filename().string()),
                   plain);
   if (!chosen->read_as.empty())
-    report.notes.push_back(fmt::format("{}: read {} {}", slot.folder, chosen->read_as, chosen->path));
+    report.notes.push_back(
+        fmt::format("{}: read {} {}", slot.folder, chosen->read_as, chosen->path));
   auto add_file = [&](const std::string& path) -> Result<const OpenedInput*> {
     CKPT_ASSIGN_OR_RETURN(auto in, open_input(path, out_path, o, false));
     report.input_bytes += in->checkpoint().file_size;

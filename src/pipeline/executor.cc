@@ -207,18 +207,12 @@ Result<std::vector<ByteRange>> ranges_to_write(const Plan& plan, const std::vect
   };
   for (const Chunk& c : chunks) {
     const TensorProducer& p = *plan.tensors[c.tensor].producer;
-    if (auto src = p.copy_source()) {
-      const uint64_t from = src->offset + bytes_of(plan.tensors[c.tensor].dtype, c.first);
-      CKPT_RETURN_IF_ERROR(for_each_data_range(
-          *src->file, from, c.out_bytes,
-          [&](uint64_t at, uint64_t n) { return add(c.out_offset + (at - from), n); }));
-    } else if (!segs[c.tensor].empty()) {
+    if (!segs[c.tensor].empty()) {
       CKPT_RETURN_IF_ERROR(for_each_segment_piece(
           segs[c.tensor], bytes_of(plan.tensors[c.tensor].dtype, c.first), c.out_bytes,
           c.out_offset, [&](const InputFile& in, uint64_t from, uint64_t to, uint64_t n) {
-            return for_each_data_range(in, from, n, [&](uint64_t at, uint64_t k) {
-              return add(to + (at - from), k);
-            });
+            return for_each_data_range(
+                in, from, n, [&](uint64_t at, uint64_t k) { return add(to + (at - from), k); });
           }));
     } else if (!p.is_hole(c.first, c.count)) {
       CKPT_RETURN_IF_ERROR(add(c.out_offset, c.out_bytes));
@@ -302,8 +296,8 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
   buffer = std::clamp<uint64_t>(buffer, kMinBuffer, kMaxBuffer);
   buffer &= ~uint64_t{4095};
 
-  // 3. Chunks in output order. A tensor made of several input ranges (copy_segments) is
-  //    copied in the kernel range by range, like a single copy.
+  // 3. Chunks in output order. A tensor that is one input range (copy_source) or several one
+  //    after another (copy_segments) is copied in the kernel, range by range.
   std::vector<std::vector<CopySegment>> segs(plan.tensors.size());
   std::vector<Chunk> chunks;
   bool need_buffers = false;
@@ -313,13 +307,15 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
       const uint64_t numel = shape_numel(t.shape).value_or(0);
       if (numel == 0 || t.leave_hole) continue;
       const uint64_t out_begin = data_start + header.data_begin[i];
-      if (!t.producer->copy_source()) {
+      if (auto src = t.producer->copy_source()) {
+        segs[i] = {{src->file, src->offset, bytes_of(t.dtype, numel)}};
+      } else {
         segs[i] = t.producer->copy_segments();
         uint64_t sum = 0;
         for (const CopySegment& sg : segs[i]) sum += sg.bytes;
         if (sum != bytes_of(t.dtype, numel)) segs[i].clear();  // not a plain concatenation
       }
-      const bool is_copy = t.producer->copy_source().has_value() || !segs[i].empty();
+      const bool is_copy = !segs[i].empty();
       // Bytes per element, rounded up (a quantized type's fraction of a byte counts as one).
       const uint64_t elem_bytes =
           (bytes_of(t.dtype, element_granule(t.dtype)) + element_granule(t.dtype) - 1) /
@@ -396,12 +392,7 @@ Result<RunStats> write_plan(Plan& plan, OutputFile& output, const RunOptions& op
         const Chunk& c = chunks[idx];
         const PlannedTensor& t = plan.tensors[c.tensor];
         Status s;
-        if (auto src = t.producer->copy_source()) {
-          std::lock_guard<std::mutex> lock(write_mu);
-          s = copy_range(*src->file, src->offset + bytes_of(t.dtype, c.first), *out, c.out_offset,
-                         c.out_bytes, out_buf, kernel_copy_ok);
-          read_bytes.fetch_add(c.out_bytes, std::memory_order_relaxed);
-        } else if (!segs[c.tensor].empty()) {
+        if (!segs[c.tensor].empty()) {
           std::lock_guard<std::mutex> lock(write_mu);
           s = for_each_segment_piece(
               segs[c.tensor], bytes_of(t.dtype, c.first), c.out_bytes, c.out_offset,
